@@ -1,0 +1,42 @@
+"""Text normalisation shared by training and serving.
+
+The same function runs on every training row and every request, so a model never sees text
+shaped differently from what it was trained on.
+"""
+
+from __future__ import annotations
+
+import re
+
+import ftfy
+
+# Masks follow the tokens already used in the Surabaya export, so masked training text and
+# masked request text look the same.
+PHONE_MASK = "[TELEPON]"
+NIK_MASK = "[NIK]"
+EMAIL_MASK = "[EMAIL]"
+
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# NIK (identity number) and KK (family card) numbers are exactly 16 digits.
+_NIK = re.compile(r"(?<!\d)\d{16}(?!\d)")
+# Indonesian phone numbers: +62 / 62 / 0 followed by 8-13 digits, optionally split by
+# spaces, dots or dashes ("0812-3456-7890", "+62 812 3456 789").
+_PHONE = re.compile(r"(?<![\w+])(?:\+62|62|0)[\s.-]?8\d{1,3}(?:[\s.-]?\d{2,5}){2,4}(?!\d)")
+_SPACE = re.compile(r"\s+")
+
+
+def mask_personal_data(text: str) -> str:
+    """Replace e-mail addresses, 16-digit NIK/KK numbers and phone numbers with mask tokens."""
+    text = _EMAIL.sub(EMAIL_MASK, text)
+    text = _NIK.sub(NIK_MASK, text)
+    return _PHONE.sub(PHONE_MASK, text)
+
+
+def normalize_text(text: str) -> str:
+    """Repair mojibake, mask personal data and collapse whitespace.
+
+    Case is kept: the models decide for themselves whether to lowercase.
+    """
+    text = ftfy.fix_text(text, normalization="NFKC")
+    text = mask_personal_data(text)
+    return _SPACE.sub(" ", text).strip()

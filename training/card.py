@@ -1,0 +1,65 @@
+"""The model card (`README.md`) written into every model directory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from model.labels import HEADS
+
+
+def _fmt(value: Any) -> str:
+    return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def render_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
+    """Markdown: what the model is, the data it saw, its validation figures and its limits."""
+    data = metrics["data"]
+    lines = [
+        f"# aduan model `{config['model_version']}`",
+        "",
+        f"Kind: **{config['model_type']}** (preset `{config['preset']}`"
+        + (f", base encoder `{config['base_encoder']}`" if config.get("base_encoder") else "")
+        + ").",
+        "Predicts the complaint category and the responsible agency of Indonesian citizen "
+        "complaints (Surabaya Media Center data).",
+        "",
+        "## Data",
+        f"- rows loaded: {data['rows_loaded']}, exact-duplicate texts removed: "
+        f"{data['duplicates_removed']} ({data['conflicting_groups']} with conflicting labels)",
+        f"- training: {data['train_rows']} rows, {data['train_period'][0]} to "
+        f"{data['train_period'][1]}",
+        f"- validation (time split, newer complaints): {data['valid_rows']} rows, "
+        f"{data['valid_period'][0]} to {data['valid_period'][1]}",
+        f"- classes: {data['classes']}",
+        "",
+        "## Validation metrics",
+        "| head | accuracy | macro-F1 | top-3 | ECE | auto-routed | accuracy when auto |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for head in HEADS:
+        m = metrics["validation"][head]
+        lines.append(
+            f"| {head} | {_fmt(m['accuracy'])} | {_fmt(m['macro_f1'])} | "
+            f"{_fmt(m['top3_accuracy'])} | {_fmt(m['ece'])} | {_fmt(m['auto_route_coverage'])} | "
+            f"{_fmt(m['auto_route_accuracy'])} |"
+        )
+    lines += [
+        "",
+        f"Probabilities are temperature-scaled on the validation months (T = "
+        f"{ {h: round(t, 3) for h, t in config['temperature'].items()} }). A complaint is routed "
+        f"automatically when its agency probability is at least "
+        f"{config['thresholds']['agency']:.3f}, the lowest threshold that kept validation "
+        f"accuracy at or above {config['route_accuracy']:.0%}.",
+        "",
+        "## Limitations",
+        "- Trained on one city's complaints (Surabaya, 2022-01 to 2023-03); topics, agencies and "
+        "routing practice drift over time, so accuracy on later months is lower than here.",
+        "- Temperature and threshold are chosen on the same validation months these metrics are "
+        "measured on; `aduan evaluate` on newer data gives the honest figure.",
+        "- `Kelurahan`/`Kecamatan` stand for every village/district office; the concrete office "
+        "comes from the location resolver, not from this model.",
+        "- Agencies with few training rows are folded into `Lainnya` and need a human.",
+        "- Texts may contain personal data: never log them.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,205 @@
+"""The `aduan` command line: data, training, evaluation, classification and serving."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from training.data import ColumnMap, DataError
+
+# Nothing here may reach a model hub at run time.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+app = typer.Typer(
+    help="aduan: route Indonesian citizen complaints to a category and agency.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Inspect labelled complaint files.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+log = logging.getLogger("aduan")
+
+ColumnOpt = Annotated[
+    list[str] | None,
+    typer.Option("--column", help="Map a field to a file column, e.g. --column text=isi_aduan"),
+]
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
+        force=True,
+    )
+    for noisy in ("httpx", "urllib3", "datasets", "filelock", "fsspec", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
+    out = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{what} must look like key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _columns(values: list[str] | None) -> ColumnMap:
+    mapping = _pairs(values, "--column")
+    try:
+        return ColumnMap(**mapping)
+    except TypeError as exc:
+        raise typer.BadParameter(f"unknown field in --column: {exc}") from exc
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=2)
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    _setup_logging(verbose)
+
+
+@data_app.command("stats")
+def data_stats_cmd(
+    file: Annotated[Path, typer.Argument(help="CSV, JSON Lines or Parquet file")],
+    chart: Annotated[Path | None, typer.Option(help="Where to write the class-balance PNG")] = None,
+    column: ColumnOpt = None,
+) -> None:
+    """Rows, classes per head, duplicates, text lengths and a class-balance chart."""
+    from training.stats import data_stats
+
+    try:
+        stats = data_stats(file, columns=_columns(column), chart=chart)
+    except DataError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(json.dumps(stats, indent=2, ensure_ascii=False))
+
+
+@app.command()
+def train(
+    output: Annotated[Path, typer.Option(help="Model directory to write")],
+    preset: Annotated[str, typer.Option(help="Preset in training/presets/")] = "baseline",
+    data: Annotated[
+        list[Path] | None, typer.Option(help="Labelled file; repeat to train on several")
+    ] = None,
+    base: Annotated[str | None, typer.Option(help="Base encoder directory or hub id")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a setting: --set epochs=2")
+    ] = None,
+    column: ColumnOpt = None,
+) -> None:
+    """Train a model directory from labelled complaints (time split, calibrated)."""
+    from training.config import load_config
+    from training.train import train as run_training
+
+    overrides = _pairs(set_, "--set")
+    if column:
+        overrides["columns"] = json.dumps(_pairs(column, "--column"))
+    try:
+        config = load_config(
+            preset, overrides, data=[str(p) for p in data] if data else None, base=base
+        )
+        metrics = run_training(config, output)
+    except (DataError, ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from exc
+    _print_summary(metrics["validation"], f"validation metrics, model in {output}")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Option(help="Model directory")],
+    data: Annotated[list[Path], typer.Option(help="Labelled file(s) in the training format")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics here")] = None,
+    column: ColumnOpt = None,
+) -> None:
+    """Accuracy, macro-F1, top-3, ECE, auto-route share and confusion matrices on a file."""
+    from model.artifacts import ModelDirError
+    from training.evaluate import evaluate as run_evaluation
+
+    try:
+        result = run_evaluation(model, data, columns=_columns(column))
+    except (DataError, ModelDirError) as exc:
+        raise _fail(str(exc)) from exc
+    details = result.pop("details")
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    _print_summary(details, f"{result['rows']} rows, model {result['model_version']}")
+    for head in ("category", "agency"):
+        if details[head]["unknown_label_rows"]:
+            typer.echo(
+                f"{head}: {details[head]['unknown_label_rows']} row(s) with labels the "
+                f"model does not know (counted as errors): "
+                f"{details[head]['unknown_labels']}"
+            )
+
+
+@app.command()
+def classify(
+    text: Annotated[str, typer.Argument(help="The complaint text")],
+    model: Annotated[Path, typer.Option(help="Model directory")] = Path("models/default"),
+    address: Annotated[str | None, typer.Option(help="Optional address or landmark")] = None,
+    top_k: Annotated[int, typer.Option(min=1, max=10)] = 3,
+) -> None:
+    """Classify one complaint and print category, agency, top-k and the route."""
+    from model.artifacts import ModelDirError
+    from model.classifier import ComplaintClassifier
+
+    if not text.strip():
+        raise _fail("the complaint text is empty")
+    try:
+        classifier = ComplaintClassifier.load(model)
+    except ModelDirError as exc:
+        raise _fail(str(exc)) from exc
+    result = classifier.predict([text], top_k=top_k)[0].to_dict()
+    from model.location import DEFAULT_GAZETTEER, Gazetteer, LocationResolver, StreetIndex
+
+    if DEFAULT_GAZETTEER.is_file():
+        streets = model / "locations.json"
+        index = (
+            StreetIndex.from_json(json.loads(streets.read_text())) if streets.is_file() else None
+        )
+        unit = LocationResolver(Gazetteer.load(), index).resolve(address, text)
+        result["unit"] = unit.to_dict() if unit else None
+    typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
+
+
+def _print_summary(metrics: dict, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for name in ("head", "accuracy", "macro-F1", "top-3", "ECE", "auto-routed", "acc. auto"):
+        table.add_column(name)
+    for head in ("category", "agency"):
+        m = metrics[head]
+        auto = m["auto_route_accuracy"]
+        table.add_row(
+            head,
+            f"{m['accuracy']:.3f}",
+            f"{m['macro_f1']:.3f}",
+            f"{m['top3_accuracy']:.3f}",
+            f"{m['ece']:.3f}",
+            f"{m['auto_route_coverage']:.1%}",
+            "–" if auto is None else f"{auto:.3f}",
+        )
+    Console(file=sys.stderr).print(table)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,149 @@
+"""Quality metrics per head, temperature fitting and the auto-route threshold."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
+
+from model.calibration import softmax
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The temperature that minimises validation log-loss (Guo et al., 2017)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    known = y >= 0
+    if not known.any():
+        return 1.0
+    logits, y = logits[known], y[known]
+
+    def nll(log_t: float) -> float:
+        p = softmax(logits, float(np.exp(log_t)))
+        return float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None)).mean())
+
+    result = minimize_scalar(nll, bounds=(-5.0, 5.0), method="bounded")
+    return float(np.exp(result.x))
+
+
+def choose_threshold(confidence: np.ndarray, correct: np.ndarray, target: float) -> float:
+    """Lowest confidence threshold whose routed rows are at least `target` accurate.
+
+    Rows are routed when their confidence is >= the threshold. Among all thresholds that keep
+    the routed accuracy >= target, the one routing the most rows wins. Returns a value above 1
+    (route nothing) when no threshold reaches the target.
+    """
+    order = np.argsort(-confidence, kind="stable")
+    conf, hits = confidence[order], correct[order].astype(np.float64)
+    cum_acc = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    best = -1
+    for k in range(len(conf)):
+        # Only cut where the next row has a lower score: ties are routed together.
+        if cum_acc[k] >= target and (k == len(conf) - 1 or conf[k + 1] < conf[k]):
+            best = k
+    return float(conf[best]) if best >= 0 else 1.01
+
+
+def expected_calibration_error(
+    confidence: np.ndarray, correct: np.ndarray, bins: int = 15
+) -> float:
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    total = len(confidence)
+    ece = 0.0
+    for lo, hi in itertools.pairwise(edges):
+        in_bin = (confidence > lo) & (confidence <= hi)
+        if in_bin.any():
+            gap = abs(correct[in_bin].mean() - confidence[in_bin].mean())
+            ece += gap * in_bin.sum() / total
+    return float(ece)
+
+
+def head_metrics(
+    y_true: list[str], proba: np.ndarray, labels: tuple[str, ...], threshold: float
+) -> dict[str, Any]:
+    """Accuracy, macro-F1, top-3, ECE, auto-route coverage/accuracy and per-class scores.
+
+    True labels the model does not know count as errors and are listed under `unknown_labels`.
+    """
+    index = {label: i for i, label in enumerate(labels)}
+    y_idx = np.array([index.get(y, -1) for y in y_true])
+    pred_idx = proba.argmax(axis=1)
+    y_pred = [labels[i] for i in pred_idx]
+    correct = y_idx == pred_idx
+    confidence = proba.max(axis=1)
+    top3 = np.argsort(-proba, axis=1)[:, :3]
+    top3_hit = (top3 == y_idx[:, None]).any(axis=1)
+    routed = confidence >= threshold
+    unknown = sorted({y for y in y_true if y not in index})
+    present = sorted(set(y_true) | set(y_pred))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=present, zero_division=0
+    )
+    return {
+        "rows": len(y_true),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(
+            f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)
+        ),
+        "top3_accuracy": float(top3_hit.mean()),
+        "ece": expected_calibration_error(confidence, correct),
+        "threshold": float(threshold),
+        "auto_route_coverage": float(routed.mean()),
+        "auto_route_accuracy": float(correct[routed].mean()) if routed.any() else None,
+        "unknown_label_rows": int((y_idx < 0).sum()),
+        "unknown_labels": unknown,
+        "per_class": {
+            label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for label, p, r, f, s in zip(present, precision, recall, f1, support, strict=True)
+        },
+    }
+
+
+def summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures of `head_metrics`, as in `evaluate --json`."""
+    keys = (
+        "accuracy",
+        "macro_f1",
+        "top3_accuracy",
+        "auto_route_coverage",
+        "auto_route_accuracy",
+        "ece",
+    )
+    return {k: metrics[k] for k in keys}
+
+
+def plot_confusion(
+    y_true: list[str], y_pred: list[str], labels: list[str], path: Path, title: str
+) -> Path:
+    """Row-normalised confusion matrix as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = confusion_matrix(y_true, y_pred, labels=labels).astype(np.float64)
+    rows = matrix.sum(axis=1, keepdims=True)
+    normalised = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+    size = max(6.0, 0.38 * len(labels) + 3)
+    fig, ax = plt.subplots(figsize=(size, size))
+    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    short = [label if len(label) <= 28 else label[:26] + "…" for label in labels]
+    ax.set_xticks(range(len(labels)), short, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(labels)), short, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

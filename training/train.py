@@ -1,0 +1,182 @@
+"""`aduan train`: labelled data in, a self-describing model directory out."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model import artifacts
+from model.calibration import softmax
+from model.classifier import Backend, TfidfBackend
+from model.labels import HEADS
+from model.location import DEFAULT_GAZETTEER, Gazetteer, StreetIndex
+from model.taxonomy import DEFAULT_TAXONOMY, Taxonomy
+from training.card import render_card
+from training.config import TrainConfig
+from training.data import ColumnMap, Splits, load_many, prepare
+from training.metrics import choose_threshold, fit_temperature, head_metrics, plot_confusion
+
+log = logging.getLogger(__name__)
+
+
+def load_splits(config: TrainConfig) -> tuple[Splits, Taxonomy]:
+    taxonomy = Taxonomy.load(config.taxonomy or DEFAULT_TAXONOMY)
+    frame = load_many(config.data, ColumnMap(**config.columns))
+    splits = prepare(
+        frame,
+        taxonomy,
+        train_until=config.train_until,
+        valid_from=config.valid_from,
+        valid_until=config.valid_until or None,
+        min_agency_rows=config.min_agency_rows,
+    )
+    log.info("data: %s", splits.report)
+    return splits, taxonomy
+
+
+def fit_backend(config: TrainConfig, splits: Splits, workdir: Path) -> Backend:
+    """Fit the model kind named in the config and save its weights into `workdir`."""
+    if config.model_kind == "tfidf":
+        from training.baseline import fit_baseline
+
+        heads = fit_baseline(splits.train, config)
+        heads.save(workdir)
+        return TfidfBackend(heads, splits.labels)
+    if config.model_kind == "transformer":
+        from training.finetune import fit_transformer
+
+        return fit_transformer(config, splits, workdir)
+    raise ValueError(f"unknown model_kind {config.model_kind!r}")
+
+
+def calibrate(backend: Backend, splits: Splits, target: float) -> tuple[dict, dict, dict]:
+    """Temperature per head, auto-route threshold per head and validation metrics."""
+    logits = backend.logits(splits.valid["text"].tolist())
+    temperatures, thresholds, metrics = {}, {}, {}
+    for head in HEADS:
+        labels = splits.labels[head]
+        y = np.array([labels.label2id.get(v, -1) for v in splits.valid[head]])
+        temperatures[head] = fit_temperature(logits[head], y)
+        proba = softmax(logits[head], temperatures[head])
+        thresholds[head] = choose_threshold(proba.max(axis=1), proba.argmax(axis=1) == y, target)
+        metrics[head] = head_metrics(
+            splits.valid[head].tolist(), proba, labels.labels, thresholds[head]
+        )
+        metrics[head]["predicted"] = [labels.labels[i] for i in proba.argmax(axis=1)]
+    return temperatures, thresholds, metrics
+
+
+def train(config: TrainConfig, output: Path | str) -> dict[str, Any]:
+    """Train, calibrate and write a complete model directory at `output` (atomically)."""
+    output = Path(output)
+    splits, taxonomy = load_splits(config)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
+    try:
+        started = time.perf_counter()
+        backend = fit_backend(config, splits, workdir)
+        train_seconds = time.perf_counter() - started
+        temperatures, thresholds, valid_metrics = calibrate(backend, splits, config.route_accuracy)
+        metrics = _write_directory(
+            workdir,
+            config,
+            splits,
+            taxonomy,
+            temperatures,
+            thresholds,
+            valid_metrics,
+            train_seconds,
+        )
+        _make_readable(workdir)
+        if output.exists():
+            shutil.rmtree(output)
+        workdir.rename(output)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    log.info("model written to %s", output)
+    return metrics
+
+
+def _write_directory(
+    workdir: Path,
+    config: TrainConfig,
+    splits: Splits,
+    taxonomy: Taxonomy,
+    temperatures: dict,
+    thresholds: dict,
+    valid_metrics: dict,
+    train_seconds: float,
+) -> dict[str, Any]:
+    stamp = datetime.now(UTC)
+    model_config: dict[str, Any] = {
+        "model_type": "aduan-tfidf" if config.model_kind == "tfidf" else "aduan-transformer",
+        "model_version": f"{config.preset}-{stamp:%Y%m%d-%H%M%S}",
+        "created_at": stamp.isoformat(timespec="seconds"),
+        "preset": config.preset,
+        "base_encoder": config.base or None,
+        "heads": {head: splits.labels[head].to_json() for head in HEADS},
+        "temperature": temperatures,
+        "thresholds": thresholds,
+        "route_accuracy": config.route_accuracy,
+        "agency_map": splits.agency_map,
+        "versions": {pkg: version(pkg) for pkg in ("scikit-learn", "transformers", "torch")},
+    }
+    previous = workdir / artifacts.CONFIG
+    if previous.exists():  # the transformer backend already wrote its encoder config
+        model_config = {**artifacts.read_json(previous), **model_config}
+    plots = workdir / artifacts.PLOTS
+    for head in HEADS:
+        predicted = valid_metrics[head].pop("predicted")
+        plot_confusion(
+            splits.valid[head].tolist(),
+            predicted,
+            list(splits.labels[head].labels),
+            plots / f"confusion_{head}.png",
+            f"{head}: validation confusion",
+        )
+    metrics = {
+        "split": {
+            "train_until": config.train_until,
+            "valid_from": config.valid_from,
+            "valid_until": config.valid_until,
+        },
+        "data": splits.report,
+        "training_seconds": round(train_seconds, 1),
+        "validation": valid_metrics,
+    }
+    artifacts.write_json(workdir / artifacts.CONFIG, model_config)
+    artifacts.write_json(workdir / artifacts.TRAINING_CONFIG, config.to_dict())
+    artifacts.write_json(workdir / artifacts.METRICS, metrics)
+    (workdir / artifacts.CARD).write_text(render_card(model_config, metrics), encoding="utf-8")
+    shutil.copyfile(config.taxonomy or DEFAULT_TAXONOMY, workdir / artifacts.TAXONOMY)
+    _write_locations(workdir, splits)
+    return metrics
+
+
+def _make_readable(directory: Path) -> None:
+    # mkdtemp creates 0700; a model directory is read by other users (the service container).
+    directory.chmod(0o755)
+    for path in directory.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def _write_locations(workdir: Path, splits: Splits) -> None:
+    """Learn street/landmark -> kelurahan from every labelled address (train and validation)."""
+    if not DEFAULT_GAZETTEER.is_file():
+        log.warning("gazetteer %s not found; no street index learned", DEFAULT_GAZETTEER)
+        return
+    rows = [
+        *zip(splits.train["address"], splits.train["kelurahan"], strict=True),
+        *zip(splits.valid["address"], splits.valid["kelurahan"], strict=True),
+    ]
+    index = StreetIndex.learn(rows, Gazetteer.load(DEFAULT_GAZETTEER))
+    artifacts.write_json(workdir / artifacts.LOCATIONS, index.to_json())
