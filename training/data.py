@@ -119,7 +119,10 @@ def read_table(path: Path | str) -> tuple[pd.DataFrame, str]:
             kind, data_files=str(path), split="train", keep_in_memory=True, **kwargs
         )
     except Exception as exc:  # datasets wraps parser errors in several types
-        raise DataError(f"{path}: cannot be parsed as {kind}: {_root_cause(exc)}") from exc
+        cause = _root_cause(exc)
+        if "corresponds to no data" in cause:  # a header and nothing else
+            raise DataError(f"{path}: the file has no rows") from exc
+        raise DataError(f"{path}: cannot be parsed as {kind}: {cause}") from exc
     frame = table.to_pandas()
     assert isinstance(frame, pd.DataFrame)
     if frame.empty:

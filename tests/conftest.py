@@ -1,0 +1,149 @@
+"""Shared fixtures: a small synthetic complaint file and a tiny baseline model built from it."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SURABAYA = SHARED / "surabaya" / "complaints_2022-01_2023-03.csv"
+
+# (topic, agency, phrases, street, kelurahan, kecamatan): real topic and agency names, made-up
+# texts, so the taxonomy maps them like the real data.
+_KINDS = [
+    (
+        "Sampah Full di TPS",
+        "Dinas Lingkungan Hidup",
+        ["sampah menumpuk di TPS", "tumpukan sampah bau busuk", "sampah tidak diangkut"],
+        "Jalan Keputran Kejambon",
+        "Keputran",
+        "Tegalsari",
+    ),
+    (
+        "PJU",
+        "Dinas Perhubungan",
+        ["lampu PJU padam", "lampu jalan mati gelap", "penerangan jalan umum rusak"],
+        "Jalan Raya Darmo Indah",
+        "Tandes",
+        "Tandes",
+    ),
+    (
+        "Jalan Rusak dan Berlubang",
+        "Dinas Sumber Daya Air dan Bina Marga",
+        ["jalan rusak berlubang besar", "aspal jalan mengelupas berbahaya", "lubang jalan dalam"],
+        "Jalan Ngagel Jaya Tengah",
+        "Baratajaya",
+        "Gubeng",
+    ),
+    (
+        "Jukir Liar",
+        "Dinas Perhubungan",
+        ["jukir liar minta uang parkir", "parkir liar di trotoar", "juru parkir memaksa bayar"],
+        "Jalan Tunjungan",
+        "Genteng",
+        "Genteng",
+    ),
+    (
+        "Bansos",
+        "Dinas Sosial",
+        ["bantuan sosial belum cair", "bansos tidak diterima warga miskin", "pendaftaran bansos"],
+        "Jalan Kalibokor Timur",
+        "Pucang Sewu",
+        "Gubeng",
+    ),
+    (
+        "Permasalahan Kewilayahan Kelurahan",
+        "Kelurahan Keputran",
+        [
+            "surat pengantar kelurahan lama",
+            "pelayanan kantor kelurahan lambat",
+            "ketua RT tidak responsif",
+        ],
+        "Jalan Keputran Pasar Kecil",
+        "Keputran",
+        "Tegalsari",
+    ),
+]
+_FILLERS = [
+    "mohon segera ditindaklanjuti",
+    "sudah seminggu",
+    "tolong pak",
+    "warga resah",
+    "terima kasih",
+    "di dekat rumah saya",
+    "setiap malam",
+    "sejak kemarin",
+]
+
+
+def make_complaints(rows: int = 360, seed: int = 7) -> pd.DataFrame:
+    """Synthetic complaints spread over 2022-11..2023-03 with learnable topics and addresses."""
+    rng = random.Random(seed)
+    records = []
+    for i in range(rows):
+        topic, agency, phrases, street, kel, kec = _KINDS[i % len(_KINDS)]
+        text = f"{rng.choice(phrases)} {rng.choice(_FILLERS)} {rng.choice(_FILLERS)} no {i}"
+        month = [11, 12, 1, 2, 3][i * 5 // rows]
+        year = 2022 if month >= 11 else 2023
+        records.append(
+            {
+                "id": i,
+                "text": text,
+                "address": f"{street} no {rng.randint(1, 99)}",
+                "kelurahan": kel,
+                "kecamatan": kec,
+                "created_at": f"{year}-{month:02d}-{rng.randint(1, 28):02d} 10:00:00",
+                "topic": topic,
+                "agency": agency,
+            }
+        )
+    return pd.DataFrame.from_records(records)
+
+
+SPLIT = [
+    "--set",
+    "train_until=2023-01-31",
+    "--set",
+    "valid_from=2023-02-01",
+    "--set",
+    "valid_until=2023-03-31",
+    "--set",
+    "min_agency_rows=5",
+]
+
+
+@pytest.fixture(scope="session")
+def complaints_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "complaints.csv"
+    make_complaints().to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, complaints_csv: Path) -> Path:
+    """A baseline model directory trained on the synthetic file through the CLI."""
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    output = tmp_path_factory.mktemp("models") / "tiny"
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--preset",
+            "baseline",
+            "--data",
+            str(complaints_csv),
+            "--output",
+            str(output),
+            "--set",
+            "min_df=1",
+            *SPLIT,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return output
