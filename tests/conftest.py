@@ -147,3 +147,50 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, complaints_csv: Path) -
     )
     assert result.exit_code == 0, result.output
     return output
+
+
+@pytest.fixture(scope="session")
+def gazetteer_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("gaz") / "wilayah.csv"
+    rows = {(kel, kec) for *_, kel, kec in _KINDS} | {("Ngagel", "Wonokromo")}
+    pd.DataFrame(sorted(rows), columns=["kelurahan", "kecamatan"]).to_csv(path, index=False)
+    return path
+
+
+def wait_ready(client, timeout: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.get("/health/ready").status_code == 200:
+            return
+        time.sleep(0.02)
+    raise AssertionError("service did not become ready")
+
+
+@pytest.fixture
+def make_client(tiny_model: Path, gazetteer_csv: Path, tmp_path: Path):
+    """Build a TestClient around `create_app` with settings overrides; lifespan included."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    clients = []
+
+    def build(**overrides):
+        values = {
+            "model_dir": tiny_model,
+            "gazetteer": gazetteer_csv,
+            "data_dir": tmp_path / "var",
+            **overrides,
+        }
+        client = TestClient(create_app(Settings(**values)))
+        client.__enter__()
+        clients.append(client)
+        wait_ready(client)
+        return client
+
+    yield build
+    for client in clients:
+        client.__exit__(None, None, None)

@@ -179,6 +179,41 @@ def classify(
     typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
 
 
+@app.command()
+def serve(
+    model: Annotated[Path | None, typer.Option(help="Model directory (ADUAN_MODEL_DIR)")] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+) -> None:
+    """Serve a model directory over HTTP (FastAPI + uvicorn)."""
+    import uvicorn
+
+    from model.artifacts import ModelDirError, read_config
+    from service.app import create_app
+    from service.observability import configure_logging
+    from service.settings import Settings
+
+    settings = Settings(model_dir=model) if model else Settings()
+    try:
+        read_config(settings.model_dir)  # refuse a directory without labels before binding
+    except ModelDirError as exc:
+        raise _fail(f"cannot serve {settings.model_dir}: {exc}") from exc
+    configure_logging(settings.log_level)
+    application = create_app(settings)
+    config = uvicorn.Config(
+        application,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:  # the lifespan refused the model (e.g. corrupt weights)
+        raise typer.Exit(code=3)
+
+
 def _print_summary(metrics: dict, title: str) -> None:
     from rich.console import Console
     from rich.table import Table

@@ -1,0 +1,121 @@
+"""Dynamic batching: concurrent requests are merged into batches run by one worker thread.
+
+Each request submits its texts as one job. The worker takes the first waiting job, then keeps
+adding jobs until the batch holds `max_size` texts or `max_wait` seconds have passed, runs the
+model once in its own thread (the event loop never blocks) and hands each caller its slice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class QueueFull(Exception):
+    """More texts are waiting than the queue allows."""
+
+
+@dataclass
+class _Job(Generic[T]):
+    texts: Sequence[Any]
+    future: asyncio.Future[list[T]]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class DynamicBatcher(Generic[T]):
+    """Runs `predict(batch) -> results` (one result per input) over merged requests."""
+
+    def __init__(
+        self,
+        predict: Callable[[list[Any]], list[T]],
+        *,
+        max_size: int = 32,
+        max_wait: float = 0.005,
+        queue_size: int = 1024,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self.predict = predict
+        self.max_size = max_size
+        self.max_wait = max_wait
+        self.queue_size = queue_size
+        self.on_batch = on_batch
+        self._queue: asyncio.Queue[_Job[T]] = asyncio.Queue()
+        self._pending = 0
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="batcher")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        while not self._queue.empty():
+            job = self._queue.get_nowait()
+            if not job.future.done():
+                job.future.set_exception(RuntimeError("service is shutting down"))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def submit(self, texts: Sequence[Any]) -> list[T]:
+        """Queue the texts and wait for their results; raises `QueueFull` when overloaded."""
+        if self._pending + len(texts) > self.queue_size:
+            raise QueueFull
+        self._pending += len(texts)
+        future: asyncio.Future[list[T]] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Job(texts, future))
+        return await future
+
+    async def _collect(self) -> list[_Job[T]]:
+        jobs = [await self._queue.get()]
+        size = len(jobs[0].texts)
+        deadline = time.perf_counter() + self.max_wait
+        while size < self.max_size:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0 and self._queue.empty():
+                break
+            try:
+                job = (
+                    self._queue.get_nowait()
+                    if not self._queue.empty()
+                    else await asyncio.wait_for(self._queue.get(), remaining)
+                )
+            except TimeoutError:
+                break
+            jobs.append(job)
+            size += len(job.texts)
+        return jobs
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = await self._collect()
+            batch = [text for job in jobs for text in job.texts]
+            self._pending -= len(batch)
+            if self.on_batch:
+                self.on_batch(len(batch))
+            try:
+                results = await loop.run_in_executor(self._executor, self.predict, batch)
+            except Exception as exc:  # hand the failure to every waiting caller
+                log.exception("inference failed for a batch of %d", len(batch))
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                continue
+            start = 0
+            for job in jobs:
+                end = start + len(job.texts)
+                if not job.future.done():  # the caller may have gone away
+                    job.future.set_result(results[start:end])
+                start = end

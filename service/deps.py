@@ -1,0 +1,52 @@
+"""FastAPI dependencies: settings, the service state and API-key authentication."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.errors import not_ready, unauthorized
+from service.settings import Settings, get_settings
+from service.state import ServiceState
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_state(request: Request) -> ServiceState:
+    state: ServiceState = request.app.state.service
+    return state
+
+
+StateDep = Annotated[ServiceState, Depends(get_state)]
+
+
+def get_ready_state(state: StateDep) -> ServiceState:
+    if not state.ready or state.classifier is None or state.batcher is None:
+        raise not_ready()
+    return state
+
+
+ReadyStateDep = Annotated[ServiceState, Depends(get_ready_state)]
+
+
+def _matches_any(token: str, keys: list[str]) -> bool:
+    # Compare against every key, always, so timing does not reveal which one nearly matched.
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(token.encode(), key.encode())
+    return found
+
+
+def require_api_key(request: Request, settings: SettingsDep) -> str | None:
+    """When API keys are configured, `Authorization: Bearer <key>` must carry one of them."""
+    keys = settings.keys()
+    if not keys:
+        return None
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    if not _matches_any(token.strip(), keys):
+        raise unauthorized("invalid API key")
+    return token.strip()

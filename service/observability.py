@@ -1,0 +1,130 @@
+"""Prometheus metrics and structured JSON request logs (never the complaint text)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+access_log = logging.getLogger("aduan.access")
+
+
+class Metrics:
+    """One registry per app, so several apps (tests) never share counters."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "aduan_requests_total", "HTTP requests", ["route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "aduan_request_latency_seconds",
+            "HTTP request latency",
+            ["route", "status"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "aduan_inference_batch_size",
+            "Texts per inference batch",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )
+        self.request_items = Histogram(
+            "aduan_request_items",
+            "Items per classify request",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=self.registry,
+        )
+        self.predictions = Counter(
+            "aduan_predictions_total", "Predicted labels", ["head", "label"], registry=self.registry
+        )
+        self.routes = Counter(
+            "aduan_route_total", "Routing decisions", ["route"], registry=self.registry
+        )
+        self.auto_share = Gauge(
+            "aduan_auto_route_share",
+            "Share of classified complaints routed automatically",
+            registry=self.registry,
+        )
+        self._auto = 0
+        self._total = 0
+
+    def observe_prediction(self, category: str, agency: str, route: str) -> None:
+        self.predictions.labels("category", category).inc()
+        self.predictions.labels("agency", agency).inc()
+        self.routes.labels(route).inc()
+        self._total += 1
+        self._auto += route == "auto"
+        self.auto_share.set(self._auto / self._total)
+
+
+def _route_of(request: Request) -> str:
+    # The route template keeps label cardinality bounded ("/v1/x/{id}", not every id).
+    route = request.scope.get("route")
+    return getattr(route, "path", None) or "unmatched"
+
+
+def install_observability(app: FastAPI, metrics: Metrics) -> None:
+    @app.middleware("http")
+    async def _observe(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request.state.request_id = request_id
+        request.state.log_extra = {}
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+        finally:
+            elapsed = time.perf_counter() - started
+            route = _route_of(request)
+            metrics.requests.labels(route, str(status)).inc()
+            metrics.latency.labels(route, str(status)).observe(elapsed)
+            record: dict[str, Any] = {
+                "request_id": request_id,
+                "method": request.method,
+                "route": route,
+                "status": status,
+                "latency_ms": round(elapsed * 1000, 2),
+                **request.state.log_extra,
+            }
+            access_log.info(json.dumps(record, ensure_ascii=False))
+        response.headers["X-Request-ID"] = request_id
+        return response
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger and the message (already JSON or text)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        try:
+            payload = json.loads(message) if message.startswith("{") else {"message": message}
+        except json.JSONDecodeError:
+            payload = {"message": message}
+        out = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            **payload,
+        }
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

@@ -1,0 +1,38 @@
+"""Service settings, read from `ADUAN_*` environment variables (or a `.env` file)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from model.location import DEFAULT_GAZETTEER
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ADUAN_", env_file=".env", extra="ignore", protected_namespaces=()
+    )
+
+    model_dir: Path = Field(Path("models/default"), description="Model directory to serve")
+    gazetteer: Path = Field(DEFAULT_GAZETTEER, description="kelurahan,kecamatan CSV")
+    max_batch: int = Field(64, ge=1, description="Most items in one classify request")
+    max_chars: int = Field(10_000, ge=1, description="Longest accepted complaint text")
+    batching: bool = Field(True, description="Merge concurrent requests into batches")
+    batch_max_size: int = Field(32, ge=1, description="Most texts per inference batch")
+    batch_max_wait_ms: float = Field(5.0, ge=0, description="Longest wait to fill a batch")
+    queue_size: int = Field(1024, ge=1, description="Texts waiting before 429")
+    api_keys: str = Field("", description="Comma-separated API keys; empty: /v1 is open")
+    database_url: str = Field("", description="SQLAlchemy URL; empty: SQLite in data_dir")
+    data_dir: Path = Field(Path("var"), description="Where the embedded SQLite database lives")
+    log_level: str = Field("INFO")
+
+    def keys(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

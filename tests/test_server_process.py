@@ -1,0 +1,100 @@
+"""The real `aduan serve` process on a free loopback port."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+AD = str(Path(sys.executable).with_name("aduan"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(model: Path, port: int, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [AD, "serve", "--model", str(model), "--port", str(port)],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_http_ready(base: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {proc.stdout.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("server never became ready")
+
+
+@pytest.fixture
+def server_env(gazetteer_csv, tmp_path):
+    return {"ADUAN_GAZETTEER": str(gazetteer_csv), "ADUAN_DATA_DIR": str(tmp_path / "var")}
+
+
+def test_server_process_serves_classify(tiny_model, server_env):
+    port = free_port()
+    proc = start_server(tiny_model, port, server_env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http_ready(base, proc)
+        response = httpx.post(
+            f"{base}/v1/classify",
+            timeout=10,
+            json={"items": [{"text": "lampu PJU padam gelap sekali"}]},
+        )
+        assert response.status_code == 200
+        assert response.json()["results"][0]["category"]["label"] == "PJU"
+        assert httpx.get(f"{base}/metrics").status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    # uvicorn shuts down gracefully, then re-raises SIGTERM (exit -15) as recent versions do
+    assert proc.returncode in (0, -15)
+    log = proc.stdout.read().decode()
+    assert '"route": "/v1/classify"' in log and "padam" not in log
+
+
+def test_server_process_refuses_model_without_labels(tmp_path, server_env):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text('{"model_type": "aduan-tfidf"}')
+    proc = subprocess.run(
+        [AD, "serve", "--model", str(tmp_path / "m"), "--port", str(free_port())],
+        env={**os.environ, **server_env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "config.json does not contain heads" in proc.stderr
+
+
+def test_server_process_refuses_corrupt_weights(tiny_model, tmp_path, server_env):
+    broken = tmp_path / "corrupt"
+    shutil.copytree(tiny_model, broken)
+    (broken / "tfidf.json").write_text("{not json")
+    proc = subprocess.run(
+        [AD, "serve", "--model", str(broken), "--port", str(free_port())],
+        env={**os.environ, **server_env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "corrupt weights" in proc.stdout + proc.stderr
