@@ -23,6 +23,7 @@ class Category:
     name: str
     description: str
     topics: tuple[str, ...] = ()
+    group: str = ""
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Taxonomy:
                 name=str(c["name"]),
                 description=str(c.get("description", "")),
                 topics=tuple(str(t) for t in c.get("topics") or ()),
+                group=str(c.get("group", "")),
             )
             for c in raw["categories"]
         )

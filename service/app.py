@@ -12,9 +12,10 @@ from fastapi import Depends, FastAPI
 from service.deps import require_api_key
 from service.errors import install_error_handlers
 from service.observability import install_observability
-from service.routes import classify, health, meta
+from service.routes import classify, feedback, health, meta, open311
 from service.settings import Settings, get_settings
 from service.state import ServiceState
+from service.storage import open_store
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +42,7 @@ async def _warm_up(state: ServiceState) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServiceState = app.state.service
     state.load()  # ModelDirError propagates: the server refuses to start
-    if state.settings.database_url or state.store is not None:
-        from service.storage import open_store
-
-        state.store = state.store or open_store(state.settings)
+    state.store = await asyncio.to_thread(open_store, state.settings)
     assert state.batcher is not None
     await state.batcher.start()
     warm = asyncio.create_task(_warm_up(state))
@@ -69,4 +67,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(classify.router, dependencies=auth)
     app.include_router(meta.router, dependencies=auth)
+    app.include_router(feedback.router, dependencies=auth)
+    app.include_router(open311.router)
     return app

@@ -56,6 +56,26 @@ def error_body(message: str, error_type: str) -> dict[str, str]:
     return {"error": message, "error_type": error_type}
 
 
+def open311_error(status: int, description: str) -> JSONResponse:
+    """GeoReport v2's error form: a list of {code, description}."""
+    return JSONResponse([{"code": status, "description": description}], status)
+
+
+def _respond(
+    request: Request,
+    status: int,
+    message: str,
+    error_type: str,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    if request.url.path.startswith("/open311/"):
+        response = open311_error(status, message)
+        if headers:
+            response.headers.update(headers)
+        return response
+    return JSONResponse(error_body(message, error_type), status, headers=headers)
+
+
 def _describe(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
@@ -68,11 +88,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse(error_body(exc.message, exc.error_type), exc.status, headers=headers)
+        return _respond(request, exc.status, exc.message, exc.error_type, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(error_body(_describe(exc), "validation_error"), 422)
+        return _respond(request, 422, _describe(exc), "validation_error")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -86,4 +106,4 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s", request.url.path)
-        return JSONResponse(error_body("internal error", "internal_error"), 500)
+        return _respond(request, 500, "internal error", "internal_error")

@@ -194,3 +194,26 @@ def make_client(tiny_model: Path, gazetteer_csv: Path, tmp_path: Path):
     yield build
     for client in clients:
         client.__exit__(None, None, None)
+
+
+POSTGRES_URL = "postgresql+psycopg://127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path):
+    """An empty database: an SQLite file, or a fresh schema in the local PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'aduan.db'}"
+        return
+    import uuid
+
+    import sqlalchemy as sa
+
+    schema = f"aduan_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()

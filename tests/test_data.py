@@ -161,3 +161,16 @@ def test_data_prepare_folds_offices_and_rare_agencies(tmp_path):
     assert splits.agency_map["Badan Langka"] == "Lainnya"
     assert set(splits.labels["category"].labels) >= {"SAMPAH", "PJU", "JALAN", "PARKIR"}
     assert splits.train["created_at"].max() < splits.valid["created_at"].min()
+
+
+def test_data_prepare_refuses_overlapping_split(tmp_path):
+    loaded = load_complaints(_write(tmp_path, make_complaints(30)))
+    with pytest.raises(DataError, match="must come after train_until"):
+        prepare(
+            loaded,
+            Taxonomy.load(),
+            train_until="2023-02-28",
+            valid_from="2023-02-01",
+            valid_until=None,
+            min_agency_rows=1,
+        )

@@ -275,6 +275,11 @@ def prepare(
     min_agency_rows: int,
 ) -> Splits:
     """Labels, de-duplication, the time split and rare-agency folding, in that order."""
+    if pd.Timestamp(valid_from) <= pd.Timestamp(train_until):
+        raise DataError(
+            f"valid_from {valid_from} must come after train_until {train_until}: "
+            "validation months must be newer than every training row"
+        )
     labelled = add_labels(frame, taxonomy)
     deduped, dup_report = deduplicate(labelled)
     train, valid = time_split(deduped, train_until, valid_from, valid_until)

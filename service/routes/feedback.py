@@ -1,0 +1,124 @@
+"""Stored classifications and `POST /v1/feedback`: operators correct the routing."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.deps import ReadyStateDep, SettingsDep
+from service.errors import ApiError
+from service.schemas import ClassifyRequest, ClassifyResult, ErrorBody
+from service.state import ServiceState
+from service.storage import NewRequest
+
+router = APIRouter(prefix="/v1", tags=["feedback"])
+
+
+async def store_results(
+    state: ServiceState, body: ClassifyRequest, results: list[ClassifyResult]
+) -> None:
+    """Persist each classified item (committed before returning) and set its request_id."""
+    assert state.store is not None and state.classifier is not None
+    version = state.classifier.version
+    records = [
+        NewRequest(
+            text=item.text,
+            address=item.address,
+            client_id=item.id,
+            category=r.category.label,
+            category_score=r.category.score,
+            agency=r.agency.label,
+            agency_score=r.agency.score,
+            model_version=version,
+            route=r.route,
+            kelurahan=r.unit.kelurahan if r.unit else None,
+            kecamatan=r.unit.kecamatan if r.unit else None,
+        )
+        for item, r in zip(body.items, results, strict=True)
+    ]
+    ids = await asyncio.to_thread(state.store.save_requests, records)
+    for result, request_id in zip(results, ids, strict=True):
+        result.request_id = request_id
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "3f1c2a9e-8a5b-4c41-9d1e-2f7b6c1d0e55",
+                    "agency": "Dinas Lingkungan Hidup",
+                    "category": "SAMPAH",
+                    "operator": "op-siti",
+                }
+            ]
+        },
+    )
+
+    request_id: str = Field(..., min_length=1, max_length=36)
+    agency: str = Field(..., min_length=1, description="An agency label of the live model")
+    category: str = Field(..., min_length=1, description="A category code of the taxonomy")
+    operator: str = Field(..., min_length=1, max_length=200, description="Operator id")
+
+
+class FeedbackResponse(BaseModel):
+    feedback_id: int
+    request_id: str
+    created: bool
+
+
+def feedback_enabled(settings: SettingsDep) -> None:
+    # Corrections become training data: never accept them anonymously.
+    if not settings.keys():
+        raise ApiError(
+            403,
+            "forbidden",
+            "feedback is disabled because no API keys are "
+            "configured; set ADUAN_API_KEYS to enable it",
+        )
+
+
+@router.post(
+    "/feedback",
+    response_model=FeedbackResponse,
+    status_code=201,
+    dependencies=[Depends(feedback_enabled)],
+    responses={
+        200: {"model": FeedbackResponse, "description": "Already recorded"},
+        403: {"model": ErrorBody},
+        404: {"model": ErrorBody},
+        422: {"model": ErrorBody},
+    },
+    summary="Record an operator's corrected category and agency",
+)
+async def feedback(body: FeedbackRequest, state: ReadyStateDep) -> JSONResponse:
+    assert state.classifier is not None and state.taxonomy is not None and state.store
+    if body.agency not in state.classifier.labels["agency"]:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"agency {body.agency!r} is not a label of "
+            f"model {state.classifier.version} (see /v1/labels)",
+        )
+    if state.taxonomy.category(body.category) is None:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"category {body.category!r} is not in the taxonomy (see /v1/labels)",
+        )
+    outcome = await asyncio.to_thread(
+        state.store.add_feedback,
+        body.request_id,
+        category=body.category,
+        agency=body.agency,
+        operator=body.operator,
+    )
+    if outcome is None:
+        raise ApiError(404, "not_found", f"no stored request {body.request_id!r}")
+    stored, created = outcome
+    response = FeedbackResponse(feedback_id=stored.id, request_id=body.request_id, created=created)
+    return JSONResponse(response.model_dump(), status_code=201 if created else 200)

@@ -1,0 +1,202 @@
+"""Open311 GeoReport v2 (JSON): services, creating and reading service requests.
+
+Errors use the spec's form, `[{"code": ..., "description": ...}]`, with the matching status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import math
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from service.batcher import QueueFull
+from service.deps import StateDep
+from service.errors import open311_error
+from service.routes.classify import to_result
+from service.state import ServiceState
+from service.storage import NewRequest, as_utc
+
+router = APIRouter(prefix="/open311/v2", tags=["open311"])
+
+_FIELDS = (
+    "description",
+    "service_code",
+    "lat",
+    "long",
+    "address_string",
+    "media_url",
+    "api_key",
+    "email",
+    "first_name",
+    "last_name",
+    "phone",
+    "device_id",
+    "account_id",
+)
+
+
+class Open311Error(Exception):
+    def __init__(self, status: int, description: str) -> None:
+        super().__init__(description)
+        self.status = status
+        self.description = description
+
+
+@router.get("/services.json", summary="One service per complaint category")
+def services(state: StateDep) -> JSONResponse:
+    if state.taxonomy is None:
+        return open311_error(503, "the model is not loaded yet")
+    return JSONResponse(
+        [
+            {
+                "service_code": c.code,
+                "service_name": c.name,
+                "description": c.description,
+                "metadata": False,
+                "type": "realtime",
+                "keywords": ", ".join(t.lower() for t in c.topics[:12]),
+                "group": c.group or "Lainnya",
+            }
+            for c in state.taxonomy.categories
+        ]
+    )
+
+
+async def _read_fields(request: Request) -> dict[str, str]:
+    content_type = request.headers.get("content-type", "")
+    try:
+        if content_type.startswith("application/json"):
+            raw = await request.json()
+            if not isinstance(raw, dict):
+                raise Open311Error(400, "the JSON body must be an object")
+        else:
+            raw = dict(await request.form())
+    except Open311Error:
+        raise
+    except Exception as exc:
+        raise Open311Error(400, f"unreadable body: {exc}") from exc
+    return {k: str(v).strip() for k, v in raw.items() if k in _FIELDS and v is not None}
+
+
+def _coordinate(fields: dict[str, str], name: str, limit: float) -> float | None:
+    value = fields.get(name)
+    if not value:
+        return None
+    try:
+        number = float(value)
+    except ValueError as exc:
+        raise Open311Error(400, f"{name} must be a number, got {value!r}") from exc
+    if not math.isfinite(number) or abs(number) > limit:
+        raise Open311Error(400, f"{name} must lie within ±{limit}")
+    return number
+
+
+def _check_key(request: Request, fields: dict[str, str], state: ServiceState) -> None:
+    keys = state.settings.keys()
+    if not keys:
+        return
+    scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+    given = fields.get("api_key") or (bearer.strip() if scheme.lower() == "bearer" else "")
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(given.encode(), key.encode())
+    if not matched:
+        raise Open311Error(403, "a valid api_key is required")
+
+
+@router.post("/requests.json", summary="Create a service request (form-encoded or JSON)")
+async def create_request(request: Request, state: StateDep) -> JSONResponse:
+    try:
+        return await _create(request, state)
+    except Open311Error as exc:
+        return open311_error(exc.status, exc.description)
+
+
+async def _create(request: Request, state: ServiceState) -> JSONResponse:
+    fields = await _read_fields(request)
+    _check_key(request, fields, state)
+    if not state.ready or state.batcher is None or state.store is None:
+        raise Open311Error(503, "the model is not loaded yet")
+    description = fields.get("description", "")
+    if not description:
+        raise Open311Error(400, "description is required")
+    if len(description) > state.settings.max_chars:
+        raise Open311Error(413, f"description is longer than {state.settings.max_chars} characters")
+    assert state.taxonomy is not None and state.classifier is not None
+    code = fields.get("service_code") or None
+    if code is not None and state.taxonomy.category(code) is None:
+        raise Open311Error(400, f"unknown service_code {code!r} (see services.json)")
+    lat, lon = _coordinate(fields, "lat", 90), _coordinate(fields, "long", 180)
+    address = fields.get("address_string") or None
+    try:
+        [classified] = await state.batcher.submit([(description, address)])
+    except QueueFull as exc:
+        raise Open311Error(429, "the service is overloaded; retry shortly") from exc
+    result = to_result(None, classified, 1, state)
+    category = code or result.category.label
+    record = NewRequest(
+        text=description,
+        address=address,
+        latitude=lat,
+        longitude=lon,
+        media_url=fields.get("media_url") or None,
+        service_code=category,
+        category=category,
+        category_score=1.0 if code else result.category.score,
+        agency=result.agency.label,
+        agency_score=result.agency.score,
+        model_version=state.classifier.version,
+        route=result.route,
+        kelurahan=result.unit.kelurahan if result.unit else None,
+        kecamatan=result.unit.kecamatan if result.unit else None,
+    )
+    [request_id] = await asyncio.to_thread(state.store.save_requests, [record])
+    office = result.unit.office if result.unit and result.unit.office else result.agency.label
+    notice = (
+        f"Aduan diteruskan ke {office}."
+        if result.route == "auto"
+        else f"Aduan akan ditinjau petugas; perkiraan instansi: {office}."
+    )
+    return JSONResponse(
+        [{"service_request_id": request_id, "service_notice": notice, "account_id": None}],
+        status_code=201,
+    )
+
+
+@router.get("/requests/{request_id}.json", summary="One service request")
+async def get_request(request_id: str, state: StateDep) -> JSONResponse:
+    if state.store is None or state.taxonomy is None:
+        return open311_error(503, "the service is not ready")
+    stored = await asyncio.to_thread(state.store.get_request, request_id)
+    if stored is None:
+        return open311_error(404, f"no service request {request_id!r}")
+    code = stored.service_code or stored.category
+    category = state.taxonomy.category(code)
+    office = state.office(stored.agency, _unit(stored))
+    return JSONResponse(
+        [
+            {
+                "service_request_id": stored.id,
+                "status": "open",
+                "service_code": code,
+                "service_name": category.name if category else code,
+                "agency_responsible": office or stored.agency,
+                "requested_datetime": as_utc(stored.received_at).isoformat(timespec="seconds"),
+                "address": stored.address,
+                "lat": stored.latitude,
+                "long": stored.longitude,
+            }
+        ]
+    )
+
+
+def _unit(stored: Any) -> Any:
+    from model.location import Unit
+
+    if not stored.kelurahan and not stored.kecamatan:
+        return None
+    return Unit(stored.kelurahan, stored.kecamatan)

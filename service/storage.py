@@ -1,0 +1,262 @@
+"""Stored requests and operator feedback: SQLAlchemy 2, SQLite by default, PostgreSQL by URL.
+
+Every write commits before the caller answers, so a request that got a 2xx survives a crash.
+The schema is managed by Alembic (`service/migrations`), applied at start-up or with
+`aduan db upgrade`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    DateTime,
+    Float,
+    ForeignKey,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+log = logging.getLogger(__name__)
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """SQLite hands datetimes back without a zone; everything is stored in UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class StoredRequest(Base):
+    __tablename__ = "requests"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    client_id: Mapped[str | None] = mapped_column(String(200))
+    text: Mapped[str] = mapped_column(Text)
+    address: Mapped[str | None] = mapped_column(Text)
+    latitude: Mapped[float | None] = mapped_column(Float)
+    longitude: Mapped[float | None] = mapped_column(Float)
+    media_url: Mapped[str | None] = mapped_column(Text)
+    service_code: Mapped[str | None] = mapped_column(String(50))
+    category: Mapped[str] = mapped_column(String(100))
+    category_score: Mapped[float] = mapped_column(Float)
+    agency: Mapped[str] = mapped_column(String(200))
+    agency_score: Mapped[float] = mapped_column(Float)
+    kelurahan: Mapped[str | None] = mapped_column(String(100))
+    kecamatan: Mapped[str | None] = mapped_column(String(100))
+    model_version: Mapped[str] = mapped_column(String(100))
+    route: Mapped[str] = mapped_column(String(10))
+
+
+class Feedback(Base):
+    __tablename__ = "feedback"
+    __table_args__ = (UniqueConstraint("request_id", "operator", name="uq_feedback_operator"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("requests.id", ondelete="CASCADE"), index=True
+    )
+    category: Mapped[str] = mapped_column(String(100))
+    agency: Mapped[str] = mapped_column(String(200))
+    operator: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+@dataclass(frozen=True)
+class NewRequest:
+    """What the service knows about one classified item when it stores it."""
+
+    text: str
+    category: str
+    category_score: float
+    agency: str
+    agency_score: float
+    model_version: str
+    route: str
+    client_id: str | None = None
+    address: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    media_url: str | None = None
+    service_code: str | None = None
+    kelurahan: str | None = None
+    kecamatan: str | None = None
+
+
+def database_url(url: str, data_dir: Path) -> str:
+    """The configured URL, or an SQLite file in `data_dir`."""
+    if url:
+        return url
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(data_dir / 'aduan.db').resolve()}"
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def upgrade(url: str) -> None:
+    """Apply every Alembic migration up to head."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["engine"] = make_engine(url)
+    try:
+        command.upgrade(config, "head")
+    finally:
+        config.attributes["engine"].dispose()
+
+
+class Store:
+    """Persistence operations; each method is one committed transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with self.sessions.begin() as session:
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def save_requests(self, items: Sequence[NewRequest]) -> list[str]:
+        received = _now()
+        rows = [
+            StoredRequest(id=str(uuid.uuid4()), received_at=received, **vars(item))
+            for item in items
+        ]
+        with self._session() as session:
+            session.add_all(rows)
+        return [row.id for row in rows]
+
+    def get_request(self, request_id: str) -> StoredRequest | None:
+        with self._session() as session:
+            return session.get(StoredRequest, request_id)
+
+    def add_feedback(
+        self, request_id: str, *, category: str, agency: str, operator: str
+    ) -> tuple[Feedback, bool] | None:
+        """Record an operator's correction; returns (feedback, created) or None (no request).
+
+        The same operator correcting the same request again replaces their earlier labels.
+        """
+        with self._session() as session:
+            if session.get(StoredRequest, request_id) is None:
+                return None
+            existing = session.scalars(
+                select(Feedback).where(
+                    Feedback.request_id == request_id, Feedback.operator == operator
+                )
+            ).first()
+            if existing is not None:
+                existing.category, existing.agency = category, agency
+                return existing, False
+            feedback = Feedback(
+                request_id=request_id,
+                category=category,
+                agency=agency,
+                operator=operator,
+                created_at=_now(),
+            )
+            session.add(feedback)
+            return feedback, True
+
+    def corrected(self, since: datetime | None = None) -> list[dict[str, Any]]:
+        """Stored requests with their latest correction, in the training file's columns."""
+        latest = (
+            select(Feedback.request_id, func.max(Feedback.id).label("fid"))
+            .group_by(Feedback.request_id)
+            .subquery()
+        )
+        query = (
+            select(StoredRequest, Feedback)
+            .join(latest, latest.c.request_id == StoredRequest.id)
+            .join(Feedback, Feedback.id == latest.c.fid)
+            .order_by(StoredRequest.received_at)
+        )
+        if since is not None:
+            query = query.where(StoredRequest.received_at >= as_utc(since))
+        with self._session() as session:
+            return [
+                {
+                    "id": req.id,
+                    "text": req.text,
+                    "address": req.address or "",
+                    "kelurahan": req.kelurahan or "",
+                    "kecamatan": req.kecamatan or "",
+                    "created_at": as_utc(req.received_at).isoformat(),
+                    "topic": "",
+                    "category": fb.category,
+                    "agency": fb.agency,
+                    "predicted_agency": req.agency,
+                    "operator": fb.operator,
+                }
+                for req, fb in session.execute(query).all()
+            ]
+
+    def purge(self, before: datetime) -> int:
+        """Delete requests received before `before`, with their feedback; returns the count."""
+        with self._session() as session:
+            old = select(StoredRequest.id).where(StoredRequest.received_at < before)
+            session.execute(delete(Feedback).where(Feedback.request_id.in_(old)))
+            result = session.execute(
+                delete(StoredRequest).where(StoredRequest.received_at < before)
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    def counts(self) -> dict[str, int]:
+        with self._session() as session:
+            return {
+                "requests": int(session.scalar(select(func.count(StoredRequest.id))) or 0),
+                "feedback": int(session.scalar(select(func.count(Feedback.id))) or 0),
+            }
+
+
+def open_store(settings: Any, migrate: bool = True) -> Store:
+    """Open the configured database, applying migrations first."""
+    url = database_url(settings.database_url, settings.data_dir)
+    if migrate:
+        upgrade(url)
+    return Store(make_engine(url))

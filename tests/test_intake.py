@@ -1,0 +1,196 @@
+"""Stored classifications, operator feedback, Open311 and the retraining loop."""
+
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from training.cli import app as cli
+
+KEY = {"Authorization": "Bearer k1"}
+
+
+@pytest.fixture
+def client(make_client, database_url):
+    return make_client(api_keys="k1", database_url=database_url)
+
+
+def _store_one(client, text="sampah menumpuk di TPS bau busuk", **item):
+    body = {"items": [{"text": text, **item}], "store": True}
+    response = client.post("/v1/classify", json=body, headers=KEY)
+    assert response.status_code == 200, response.text
+    return response.json()["results"][0]
+
+
+def test_intake_classify_store_returns_request_id(client):
+    result = _store_one(client, id="client-7", address="Jalan Keputran Kejambon 4")
+    stored = client.app.state.service.store.get_request(result["request_id"])
+    assert stored.text == "sampah menumpuk di TPS bau busuk"
+    assert stored.client_id == "client-7" and stored.agency == result["agency"]["label"]
+    assert stored.kelurahan == "Keputran"
+    unstored = client.post(
+        "/v1/classify", json={"items": [{"text": "lampu padam"}]}, headers=KEY
+    ).json()["results"][0]
+    assert unstored["request_id"] is None
+
+
+def test_intake_feedback_validates_and_is_idempotent(client):
+    rid = _store_one(client)["request_id"]
+    body = {
+        "request_id": rid,
+        "agency": "Dinas Sumber Daya Air dan Bina Marga",
+        "category": "DRAINASE",
+        "operator": "op-siti",
+    }
+    first = client.post("/v1/feedback", json=body, headers=KEY)
+    assert first.status_code == 201 and first.json()["created"] is True
+    again = client.post("/v1/feedback", json=body, headers=KEY)
+    assert again.status_code == 200 and again.json()["feedback_id"] == first.json()["feedback_id"]
+    bad_agency = client.post("/v1/feedback", json={**body, "agency": "Dinas Khayalan"}, headers=KEY)
+    assert bad_agency.status_code == 422 and "Dinas Khayalan" in bad_agency.json()["error"]
+    bad_category = client.post("/v1/feedback", json={**body, "category": "XYZ"}, headers=KEY)
+    assert bad_category.status_code == 422
+    missing = client.post("/v1/feedback", json={**body, "request_id": "nope"}, headers=KEY)
+    assert missing.status_code == 404 and missing.json()["error_type"] == "not_found"
+    assert client.post("/v1/feedback", json=body).status_code == 401
+
+
+def test_intake_feedback_disabled_without_keys(make_client):
+    client = make_client()
+    response = client.post(
+        "/v1/feedback", json={"request_id": "x", "agency": "a", "category": "b", "operator": "o"}
+    )
+    assert response.status_code == 403
+    assert "ADUAN_API_KEYS" in response.json()["error"]
+
+
+def test_intake_open311_services(client):
+    services = client.get("/open311/v2/services.json").json()
+    pju = next(s for s in services if s["service_code"] == "PJU")
+    assert pju["service_name"] == "Penerangan jalan umum"
+    assert pju["metadata"] is False and pju["type"] == "realtime"
+    assert pju["group"] == "Infrastruktur" and "pju" in pju["keywords"]
+
+
+def test_intake_open311_create_form_and_read_back(client):
+    response = client.post(
+        "/open311/v2/requests.json",
+        data={
+            "description": "lampu PJU padam gelap sekali",
+            "lat": "-7.29",
+            "long": "112.71",
+            "address_string": "Jalan Raya Darmo Indah",
+            "api_key": "k1",
+        },
+    )
+    assert response.status_code == 201, response.text
+    [created] = response.json()
+    assert set(created) == {"service_request_id", "service_notice", "account_id"}
+    assert "Dinas Perhubungan" in created["service_notice"]
+    [read] = client.get(f"/open311/v2/requests/{created['service_request_id']}.json").json()
+    assert read["service_code"] == "PJU" and read["service_name"] == "Penerangan jalan umum"
+    assert read["agency_responsible"] == "Dinas Perhubungan"
+    assert (read["lat"], read["long"]) == (-7.29, 112.71)
+    assert read["address"] == "Jalan Raya Darmo Indah" and read["status"] == "open"
+    assert read["requested_datetime"].endswith("+00:00")
+
+
+def test_intake_open311_json_with_service_code(client):
+    response = client.post(
+        "/open311/v2/requests.json",
+        headers=KEY,
+        json={"description": "jalan berlubang", "service_code": "JALAN"},
+    )
+    assert response.status_code == 201
+    rid = response.json()[0]["service_request_id"]
+    assert client.get(f"/open311/v2/requests/{rid}.json").json()[0]["service_code"] == "JALAN"
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "text"),
+    [
+        ({"api_key": "k1"}, 400, "description is required"),
+        (
+            {"description": "x", "service_code": "NOPE", "api_key": "k1"},
+            400,
+            "unknown service_code",
+        ),
+        ({"description": "x", "lat": "utara", "api_key": "k1"}, 400, "lat must be a number"),
+        ({"description": "x", "long": "200", "api_key": "k1"}, 400, "long must lie within"),
+        ({"description": "x"}, 403, "api_key"),
+        ({"description": "x", "api_key": "wrong"}, 403, "api_key"),
+    ],
+)
+def test_intake_open311_errors_in_spec_form(client, data, status, text):
+    response = client.post("/open311/v2/requests.json", data=data)
+    assert response.status_code == status
+    [error] = response.json()
+    assert error["code"] == status and text in error["description"]
+
+
+def test_intake_open311_unknown_request_is_404_list(client):
+    response = client.get("/open311/v2/requests/does-not-exist.json")
+    assert response.status_code == 404 and response.json()[0]["code"] == 404
+
+
+def test_intake_export_and_retrain_on_two_files(client, database_url, complaints_csv, tmp_path):
+    rid = _store_one(client, "genangan air setinggi lutut di jalan")["request_id"]
+    client.post(
+        "/v1/feedback",
+        headers=KEY,
+        json={
+            "request_id": rid,
+            "agency": "Dinas Sumber Daya Air dan Bina Marga",
+            "category": "DRAINASE",
+            "operator": "op1",
+        },
+    )
+    export = tmp_path / "feedback.csv"
+    runner = CliRunner()
+    result = runner.invoke(
+        cli, ["feedback", "export", "--output", str(export), "--database-url", database_url]
+    )
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(export)
+    assert rows["text"].tolist() == ["genangan air setinggi lutut di jalan"]
+    assert rows["category"].tolist() == ["DRAINASE"]
+    # The export is a training file: train on the original data plus the corrections.
+    model = tmp_path / "retrained"
+    result = runner.invoke(
+        cli,
+        [
+            "train",
+            "--data",
+            str(complaints_csv),
+            "--data",
+            str(export),
+            "--output",
+            str(model),
+            "--set",
+            "min_df=1",
+            "--set",
+            "min_agency_rows=1",
+            "--set",
+            "valid_until=2030-01-01",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((model / "metrics.json").read_text())
+    assert metrics["data"]["rows_loaded"] == 361
+    assert (
+        "DRAINASE"
+        in json.loads((model / "config.json").read_text())["heads"]["category"]["label2id"]
+    )
+
+
+def test_intake_purge_command(client, database_url):
+    _store_one(client)
+    runner = CliRunner()
+    result = runner.invoke(
+        cli, ["requests", "purge", "--before", "2999-01-01", "--database-url", database_url]
+    )
+    assert result.exit_code == 0 and "deleted 1 request(s)" in result.output
+    assert client.app.state.service.store.counts()["requests"] == 0
+    bad = runner.invoke(cli, ["requests", "purge", "--before", "kemarin"])
+    assert bad.exit_code != 0

@@ -1,0 +1,75 @@
+"""Persistence on SQLite and on the real local PostgreSQL."""
+
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+
+from service.storage import NewRequest, Store, make_engine, upgrade
+
+
+def _request(text="sampah menumpuk", **extra):
+    values = {
+        "text": text,
+        "category": "SAMPAH",
+        "category_score": 0.9,
+        "agency": "Dinas Lingkungan Hidup",
+        "agency_score": 0.8,
+        "model_version": "m-1",
+        "route": "auto",
+        **extra,
+    }
+    return NewRequest(**values)
+
+
+def _store(url) -> Store:
+    upgrade(url)
+    return Store(make_engine(url))
+
+
+def test_storage_migrates_and_round_trips(database_url):
+    store = _store(database_url)
+    upgrade(database_url)  # idempotent
+    [rid] = store.save_requests(
+        [_request(address="Jl. Keputran", latitude=-7.27, longitude=112.74, kelurahan="Keputran")]
+    )
+    stored = store.get_request(rid)
+    assert stored.text == "sampah menumpuk" and stored.latitude == -7.27
+    assert stored.kelurahan == "Keputran" and stored.route == "auto"
+    assert store.get_request("missing") is None
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0001"
+    store.close()
+
+
+def test_storage_feedback_is_idempotent_per_operator(database_url):
+    store = _store(database_url)
+    [rid] = store.save_requests([_request()])
+    first, created = store.add_feedback(rid, category="DRAINASE", agency="X", operator="op1")
+    again, created_again = store.add_feedback(rid, category="DRAINASE", agency="X", operator="op1")
+    assert created and not created_again and first.id == again.id
+    changed, _ = store.add_feedback(rid, category="JALAN", agency="Y", operator="op1")
+    assert changed.id == first.id
+    store.add_feedback(rid, category="PJU", agency="Z", operator="op2")
+    assert store.counts() == {"requests": 1, "feedback": 2}
+    assert store.add_feedback("nope", category="PJU", agency="Z", operator="op1") is None
+    [row] = store.corrected()
+    assert (row["category"], row["agency"], row["operator"]) == ("PJU", "Z", "op2")
+    store.close()
+
+
+def test_storage_export_since_and_purge(database_url):
+    store = _store(database_url)
+    old, new = store.save_requests([_request("lama"), _request("baru")])
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.text("update requests set received_at = :t where id = :i"),
+            {"t": datetime(2023, 1, 1, tzinfo=UTC), "i": old},
+        )
+    for rid in (old, new):
+        store.add_feedback(rid, category="SAMPAH", agency="A", operator="op")
+    cutoff = datetime.now(UTC) - timedelta(days=1)
+    assert [r["text"] for r in store.corrected()] == ["lama", "baru"]
+    assert [r["text"] for r in store.corrected(since=cutoff)] == ["baru"]
+    assert store.purge(cutoff) == 1
+    assert store.counts() == {"requests": 1, "feedback": 1}
+    store.close()
