@@ -30,9 +30,12 @@ def accuracy(resolver: LocationResolver, rows: list[dict[str, str]]) -> dict[str
         if row["kelurahan"]:
             kel_total += 1
             kel_hits += bool(unit and unit.kelurahan == row["kelurahan"])
-    return {"kelurahan_accuracy": round(kel_hits / kel_total, 4),
-            "kecamatan_accuracy": round(kec_hits / len(rows), 4),
-            "rows": len(rows), "rows_with_kelurahan": kel_total}
+    return {
+        "kelurahan_accuracy": round(kel_hits / kel_total, 4),
+        "kecamatan_accuracy": round(kec_hits / len(rows), 4),
+        "rows": len(rows),
+        "rows_with_kelurahan": kel_total,
+    }
 
 
 def main() -> None:
@@ -41,8 +44,7 @@ def main() -> None:
     parser.add_argument("--gazetteer", type=Path, default=DEFAULT_GAZETTEER)
     parser.add_argument("--train-until", default="2023-01-31")
     parser.add_argument("--valid-from", default="2023-02-01")
-    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" /
-                        "location.json")
+    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "location.json")
     args = parser.parse_args()
     frame = load_complaints(args.data)
     train, valid = time_split(frame, args.train_until, args.valid_from)

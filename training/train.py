@@ -42,18 +42,23 @@ def load_splits(config: TrainConfig) -> tuple[Splits, Taxonomy]:
     return splits, taxonomy
 
 
-def fit_backend(config: TrainConfig, splits: Splits, workdir: Path) -> Backend:
-    """Fit the model kind named in the config and save its weights into `workdir`."""
+def fit_backend(
+    config: TrainConfig, splits: Splits, workdir: Path, checkpoint_dir: Path
+) -> tuple[Backend, dict[str, Any]]:
+    """Fit the model kind named in the config and save its weights into `workdir`.
+
+    Returns the backend and what the kind adds to config.json.
+    """
     if config.model_kind == "tfidf":
         from training.baseline import fit_baseline
 
         heads = fit_baseline(splits.train, config)
         heads.save(workdir)
-        return TfidfBackend(heads, splits.labels)
+        return TfidfBackend(heads, splits.labels), {}
     if config.model_kind == "transformer":
         from training.finetune import fit_transformer
 
-        return fit_transformer(config, splits, workdir)
+        return fit_transformer(config, splits, workdir, checkpoint_dir)
     raise ValueError(f"unknown model_kind {config.model_kind!r}")
 
 
@@ -82,7 +87,8 @@ def train(config: TrainConfig, output: Path | str) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
     try:
         started = time.perf_counter()
-        backend = fit_backend(config, splits, workdir)
+        checkpoint_dir = output.parent / f".{output.name}.checkpoint"
+        backend, extra = fit_backend(config, splits, workdir, checkpoint_dir)
         train_seconds = time.perf_counter() - started
         temperatures, thresholds, valid_metrics = calibrate(backend, splits, config.route_accuracy)
         metrics = _write_directory(
@@ -94,11 +100,13 @@ def train(config: TrainConfig, output: Path | str) -> dict[str, Any]:
             thresholds,
             valid_metrics,
             train_seconds,
+            extra,
         )
         _make_readable(workdir)
         if output.exists():
             shutil.rmtree(output)
         workdir.rename(output)
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
@@ -115,6 +123,7 @@ def _write_directory(
     thresholds: dict,
     valid_metrics: dict,
     train_seconds: float,
+    extra: dict[str, Any],
 ) -> dict[str, Any]:
     stamp = datetime.now(UTC)
     model_config: dict[str, Any] = {
@@ -130,9 +139,9 @@ def _write_directory(
         "agency_map": splits.agency_map,
         "versions": {pkg: version(pkg) for pkg in ("scikit-learn", "transformers", "torch")},
     }
-    previous = workdir / artifacts.CONFIG
-    if previous.exists():  # the transformer backend already wrote its encoder config
-        model_config = {**artifacts.read_json(previous), **model_config}
+    extra = dict(extra)
+    model_config["heads"].update(extra.pop("extra_heads", {}))
+    model_config.update(extra)
     plots = workdir / artifacts.PLOTS
     for head in HEADS:
         predicted = valid_metrics[head].pop("predicted")

@@ -1,0 +1,214 @@
+"""The transformer model kind: a shared encoder with one linear head per task.
+
+A model directory of this kind holds, beside the common contract (see `artifacts.py`):
+
+    model.safetensors      encoder.* (a BERT-style encoder) and heads.<name>.* weights
+    tokenizer.json (+ tokenizer_config.json, special_tokens_map.json)
+    routing.json           optional: topic -> agency / category table (editable, no retraining)
+    tfidf.json/.safetensors optional: the TF-IDF model it is ensembled with
+
+config.json carries `encoder` (the encoder's own config), `max_length`, and `mixing`: the
+weights, fitted on validation, of the routing table and of the TF-IDF model in the final
+probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from model.artifacts import WEIGHTS, ModelDirError, head_labels
+from model.calibration import softmax
+from model.labels import LabelSet
+
+log = logging.getLogger(__name__)
+
+ROUTING = "routing.json"
+ROUTED_HEADS = ("category", "agency")
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Average of the token states under the attention mask (how e5 was trained)."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+class MultiHeadClassifier(nn.Module):
+    """Encoder + mean pooling + dropout + one linear layer per head."""
+
+    def __init__(
+        self, encoder: nn.Module, hidden: int, head_sizes: dict[str, int], dropout: float = 0.1
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.heads = nn.ModuleDict({name: nn.Linear(hidden, n) for name, n in head_sizes.items()})
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        pooled = self.dropout(mean_pool(hidden, attention_mask))
+        return {name: head(pooled) for name, head in self.heads.items()}
+
+
+def build_encoder(encoder_config: dict[str, Any]) -> nn.Module:
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.for_model(**encoder_config)
+    kwargs = {"add_pooling_layer": False} if config.model_type == "bert" else {}
+    return AutoModel.from_config(config, **kwargs)
+
+
+class RoutingTable:
+    """P(label | topic) for the routed heads, learned from training data, editable as JSON."""
+
+    def __init__(self, topics: list[str], tables: dict[str, dict[str, dict[str, float]]]):
+        self.topics = topics
+        self.tables = tables
+
+    def matrix(self, head: str, labels: tuple[str, ...]) -> np.ndarray:
+        """(topics, labels) row-stochastic matrix; unknown labels in the file are refused."""
+        index = {label: i for i, label in enumerate(labels)}
+        out = np.zeros((len(self.topics), len(labels)))
+        for row, topic in enumerate(self.topics):
+            for label, p in self.tables[head].get(topic, {}).items():
+                if label not in index:
+                    raise ModelDirError(
+                        f"{ROUTING}: topic {topic!r} routes to unknown {head} {label!r}"
+                    )
+                out[row, index[label]] = p
+            total = out[row].sum()
+            out[row] = out[row] / total if total > 0 else 1.0 / len(labels)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"topics": self.topics, **self.tables}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RoutingTable:
+        return cls(list(data["topics"]), {h: data.get(h, {}) for h in ROUTED_HEADS})
+
+
+class TransformerBackend:
+    """Loads a transformer model directory and returns per-head log-probabilities."""
+
+    def __init__(
+        self,
+        model: MultiHeadClassifier,
+        tokenizer: Any,
+        config: dict[str, Any],
+        labels: dict[str, LabelSet],
+        routing: RoutingTable | None,
+        tfidf: Any | None,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_length = int(config.get("max_length", 128))
+        self.labels = labels
+        self.mixing = config.get("mixing", {})
+        self.routes = (
+            {head: routing.matrix(head, labels[head].labels) for head in ROUTED_HEADS}
+            if routing and "topic" in labels
+            else {}
+        )
+        self.tfidf = tfidf
+        self.batch_size = 32
+
+    @classmethod
+    def load(cls, model_dir: Path, config: dict[str, Any]) -> TransformerBackend:
+        from safetensors.torch import load_file
+        from transformers import PreTrainedTokenizerFast
+
+        labels = head_labels(config)
+        if "encoder" not in config:
+            raise ModelDirError(f"{model_dir}/config.json: no encoder configuration")
+        try:
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(str(model_dir))
+        except Exception as exc:
+            raise ModelDirError(f"{model_dir}: unreadable tokenizer files ({exc})") from exc
+        model = MultiHeadClassifier(
+            build_encoder(config["encoder"]),
+            int(config["encoder"]["hidden_size"]),
+            {h: len(ls) for h, ls in labels.items()},
+        )
+        path = model_dir / WEIGHTS
+        if not path.is_file():
+            raise ModelDirError(f"{path}: weights file is missing")
+        try:
+            model.load_state_dict(load_file(str(path)), strict=True)
+        except Exception as exc:  # truncated file, wrong shapes, missing tensors
+            raise ModelDirError(f"{path}: unreadable or corrupt weights ({exc})") from exc
+        routing = None
+        if (model_dir / ROUTING).is_file():
+            routing = RoutingTable.from_json(json.loads((model_dir / ROUTING).read_text()))
+        tfidf = None
+        if any(m.get("tfidf_weight") for m in config.get("mixing", {}).values()):
+            from model.classifier import TfidfBackend
+            from model.tfidf import TfidfHeads
+
+            tfidf = TfidfBackend(TfidfHeads.load(model_dir), labels)
+        return cls(model, tokenizer, config, labels, routing, tfidf)
+
+    @torch.inference_mode()
+    def encoder_logits(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """Raw head outputs of the network, batched in length order."""
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        chunks: dict[str, list[np.ndarray]] = {h: [] for h in self.labels}
+        for start in range(0, len(texts), self.batch_size):
+            batch = [texts[i] for i in order[start : start + self.batch_size]]
+            enc = self.tokenizer(
+                batch,
+                truncation=True,
+                max_length=self.max_length,
+                padding=True,
+                return_tensors="pt",
+            )
+            out = self.model(enc["input_ids"], enc["attention_mask"])
+            for head, logits in out.items():
+                chunks[head].append(logits.float().numpy())
+        inverse = np.argsort(order, kind="stable")
+        return {h: np.concatenate(c)[inverse] for h, c in chunks.items() if c}
+
+    def logits(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """Log-probabilities after mixing in the routing table and the TF-IDF model."""
+        raw = self.encoder_logits(texts)
+        return mix(
+            raw,
+            self.routes,
+            self.mixing,
+            self.tfidf.logits(texts) if self.tfidf is not None else None,
+        )
+
+
+def mix(
+    raw: dict[str, np.ndarray],
+    routes: dict[str, np.ndarray],
+    mixing: dict[str, Any],
+    tfidf: dict[str, np.ndarray] | None,
+) -> dict[str, np.ndarray]:
+    """p = (1-a-b) p_encoder + a p_topic @ route + b p_tfidf, per routed head; log p out.
+
+    `mixing` holds, per head, `routing_weight` (a), `tfidf_weight` (b) and the temperatures
+    that make each component a probability first.
+    """
+    out = {}
+    for head in ROUTED_HEADS:
+        weights = mixing.get(head, {})
+        p = softmax(raw[head], weights.get("encoder_temperature", 1.0))
+        a = float(weights.get("routing_weight", 0.0)) if head in routes and "topic" in raw else 0.0
+        b = float(weights.get("tfidf_weight", 0.0)) if tfidf is not None else 0.0
+        mixed = (1 - a - b) * p
+        if a:
+            p_topic = softmax(raw["topic"], weights.get("topic_temperature", 1.0))
+            mixed += a * (p_topic @ routes[head])
+        if b and tfidf is not None:
+            mixed += b * softmax(tfidf[head], weights.get("tfidf_temperature", 1.0))
+        out[head] = np.log(np.clip(mixed, 1e-12, None))
+    return out

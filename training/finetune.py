@@ -1,0 +1,393 @@
+"""Fine-tuning the transformer model kind: shared encoder, heads for category, agency, topic.
+
+A standard PyTorch loop: AdamW with a higher learning rate for the fresh heads than for the
+pretrained encoder, linear warm-up and decay, bf16 autocast on the CPU, length-bucketed
+batches, class-weighted cross-entropy, early stopping on validation agency macro-F1, a
+checkpoint after every epoch (a rerun resumes from it) and fixed seeds.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+from sklearn.metrics import f1_score
+from torch import nn
+from tqdm import tqdm
+
+from model.labels import LabelSet
+from model.network import ROUTING, MultiHeadClassifier, RoutingTable, TransformerBackend, mix
+from training.config import TrainConfig
+from training.data import Splits
+from training.metrics import fit_temperature
+
+log = logging.getLogger(__name__)
+
+NO_TOPIC = "(tanpa topik)"
+OTHER_TOPIC = "(topik lain)"
+TOPIC_LOSS_WEIGHT = 0.5
+
+
+def topic_labels(splits: Splits, min_rows: int) -> tuple[pd.Series, pd.Series, LabelSet]:
+    """Topics with at least `min_rows` training rows; the rest pooled, empty ones marked."""
+    counts = splits.train["topic"].value_counts()
+    frequent = {t for t, n in counts.items() if n >= min_rows and t}
+
+    def fold(topic: str) -> str:
+        return NO_TOPIC if not topic else topic if topic in frequent else OTHER_TOPIC
+
+    train, valid = splits.train["topic"].map(fold), splits.valid["topic"].map(fold)
+    return train, valid, LabelSet.from_values(pd.concat([train, valid]))
+
+
+def routing_table(topics: pd.Series, frame: pd.DataFrame) -> RoutingTable:
+    tables: dict[str, dict[str, dict[str, float]]] = {}
+    for head in ("category", "agency"):
+        counts = pd.crosstab(topics, frame[head])
+        tables[head] = {
+            str(topic): {
+                str(label): round(float(n) / row.sum(), 6) for label, n in row.items() if n > 0
+            }
+            for topic, row in counts.iterrows()
+        }
+    return RoutingTable(sorted(tables["agency"]), tables)
+
+
+def class_weights(y: np.ndarray, classes: int, power: float) -> torch.Tensor:
+    counts = np.bincount(y[y >= 0], minlength=classes).astype(np.float64)
+    weights = np.where(counts > 0, np.maximum(counts, 1.0) ** -power, 0.0)
+    weights *= (counts > 0).sum() / max(weights.sum(), 1e-9)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def bucketed_batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffle, sort by length inside chunks of 50 batches, cut, shuffle the batches."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    chunk = batch_size * 50
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start : start + chunk], key=lambda i: lengths[i])
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _collate(ids: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for row, seq in enumerate(ids):
+        input_ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+    return input_ids, mask
+
+
+def resolve_base(config: TrainConfig, splits: Splits) -> str:
+    """The base encoder: `--base` as given, else the cached default (built when missing)."""
+    if config.base:
+        return config.base
+    from training.bases.build import default_base
+
+    return str(default_base(Path(config.base_cache), config.data))
+
+
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _config_hash(config: TrainConfig) -> str:
+    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+class _Trainer:
+    def __init__(self, config: TrainConfig, splits: Splits, checkpoint_dir: Path) -> None:
+        from transformers import AutoModel, PreTrainedTokenizerFast
+
+        self.config = config
+        self.checkpoint_dir = checkpoint_dir
+        base = resolve_base(config, splits)
+        log.info("base encoder: %s", base)
+        self.base = base
+        self.tokenizer = PreTrainedTokenizerFast.from_pretrained(base)
+        encoder = AutoModel.from_pretrained(base)
+        if hasattr(encoder, "pooler"):
+            encoder.pooler = None  # e5 has no pooler: mean pooling instead
+        self.encoder_config = encoder.config.to_diff_dict()
+        self.encoder_config.pop("_name_or_path", None)
+        self.encoder_config.pop("transformers_version", None)
+        self.encoder_config["model_type"] = encoder.config.model_type
+        self.labels = dict(splits.labels)
+        self.targets: dict[str, dict[str, np.ndarray]] = {"train": {}, "valid": {}}
+        for head in ("category", "agency"):
+            for part, frame in (("train", splits.train), ("valid", splits.valid)):
+                index = self.labels[head].label2id
+                self.targets[part][head] = np.array([index.get(v, -1) for v in frame[head]])
+        self.topics: tuple[pd.Series, pd.Series] | None = None
+        if config.topic_head:
+            train_topics, valid_topics, topic_set = topic_labels(splits, config.min_topic_rows)
+            self.labels["topic"] = topic_set
+            self.topics = (train_topics, valid_topics)
+            self.targets["train"]["topic"] = np.array([topic_set.label2id[t] for t in train_topics])
+            self.targets["valid"]["topic"] = np.array([topic_set.label2id[t] for t in valid_topics])
+        self.model = MultiHeadClassifier(
+            encoder,
+            int(encoder.config.hidden_size),
+            {h: len(ls) for h, ls in self.labels.items()},
+            config.dropout,
+        )
+        self.pad = int(
+            self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        )
+        self.ids = {
+            part: self._encode(frame["text"].tolist())
+            for part, frame in (("train", splits.train), ("valid", splits.valid))
+        }
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        enc = self.tokenizer(texts, truncation=True, max_length=self.config.max_length)
+        return [list(x) for x in enc["input_ids"]]
+
+    def _autocast(self) -> Any:
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.bf16)
+
+    def predict_raw(self, part: str) -> dict[str, np.ndarray]:
+        self.model.eval()
+        ids = self.ids[part]
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        chunks: dict[str, list[np.ndarray]] = {h: [] for h in self.labels}
+        with torch.inference_mode(), self._autocast():
+            for start in range(0, len(order), 64):
+                batch = [ids[i] for i in order[start : start + 64]]
+                out = self.model(*_collate(batch, self.pad))
+                for head, logits in out.items():
+                    chunks[head].append(logits.float().numpy())
+        inverse = np.argsort(order, kind="stable")
+        return {h: np.concatenate(c)[inverse] for h, c in chunks.items()}
+
+    def _score(self) -> float:
+        logits = self.predict_raw("valid")
+        y = self.targets["valid"]["agency"]
+        pred = logits["agency"].argmax(1)
+        return float(f1_score(y, pred, average="macro", labels=sorted(set(y) | set(pred))))
+
+    def train(self) -> None:
+        config = self.config
+        _seed(config.seed)
+        head_params = [p for n, p in self.model.named_parameters() if not n.startswith("encoder")]
+        enc_params = [p for n, p in self.model.named_parameters() if n.startswith("encoder")]
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": enc_params, "lr": config.lr_encoder},
+                {"params": head_params, "lr": config.lr_head},
+            ],
+            weight_decay=config.weight_decay,
+        )
+        steps_per_epoch = (len(self.ids["train"]) + config.batch_size - 1) // config.batch_size
+        total = steps_per_epoch * config.epochs
+        if config.max_steps:
+            total = min(total, config.max_steps)
+        from transformers import get_linear_schedule_with_warmup
+
+        scheduler = get_linear_schedule_with_warmup(
+            optimizer, int(config.warmup_ratio * total), max(total, 1)
+        )
+        losses = {
+            h: nn.CrossEntropyLoss(
+                weight=class_weights(
+                    self.targets["train"][h], len(self.labels[h]), config.class_weight_power
+                ),
+                ignore_index=-1,
+            )
+            for h in self.labels
+        }
+        start_epoch, best, best_state, stale, step = self._resume(optimizer, scheduler)
+        lengths = [len(x) for x in self.ids["train"]]
+        for epoch in range(start_epoch, config.epochs):
+            self.model.train()
+            batches = bucketed_batches(
+                lengths, config.batch_size, random.Random(config.seed + epoch)
+            )
+            bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch")
+            started = time.perf_counter()
+            for batch in bar:
+                input_ids, mask = _collate([self.ids["train"][i] for i in batch], self.pad)
+                with self._autocast():
+                    out = self.model(input_ids, mask)
+                loss = sum(
+                    (TOPIC_LOSS_WEIGHT if h == "topic" else 1.0)
+                    * losses[h](out[h].float(), torch.from_numpy(self.targets["train"][h][batch]))
+                    for h in out
+                )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+                if config.max_steps and step >= config.max_steps:
+                    break
+            score = self._score()
+            log.info(
+                "epoch %d: validation agency macro-F1 %.4f (%.0f s)",
+                epoch + 1,
+                score,
+                time.perf_counter() - started,
+            )
+            if score > best:
+                best, best_state, stale = score, copy.deepcopy(self.model.state_dict()), 0
+            else:
+                stale += 1
+            self._checkpoint(epoch + 1, best, best_state, stale, step, optimizer, scheduler)
+            if stale >= config.patience or (config.max_steps and step >= config.max_steps):
+                break
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+
+    def _checkpoint(
+        self,
+        epoch: int,
+        best: float,
+        best_state: Any,
+        stale: int,
+        step: int,
+        optimizer: Any,
+        scheduler: Any,
+    ) -> None:
+        path = self.checkpoint_dir
+        path.mkdir(parents=True, exist_ok=True)
+        save_file(
+            {k: v.contiguous() for k, v in self.model.state_dict().items()},
+            str(path / "last.safetensors"),
+        )
+        if best_state is not None:
+            save_file(
+                {k: v.contiguous() for k, v in best_state.items()}, str(path / "best.safetensors")
+            )
+        # Optimiser state is only ever read back by this code, never shipped in a model.
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+            path / "optimizer.pt",
+        )
+        (path / "state.json").write_text(
+            json.dumps(
+                {
+                    "config": _config_hash(self.config),
+                    "epoch": epoch,
+                    "best": best,
+                    "stale": stale,
+                    "step": step,
+                }
+            )
+        )
+
+    def _resume(self, optimizer: Any, scheduler: Any) -> tuple[int, float, Any, int, int]:
+        state_file = self.checkpoint_dir / "state.json"
+        if not state_file.is_file():
+            return 0, -1.0, None, 0, 0
+        state = json.loads(state_file.read_text())
+        if state.get("config") != _config_hash(self.config):
+            log.info("checkpoint in %s is for other settings; starting afresh", self.checkpoint_dir)
+            return 0, -1.0, None, 0, 0
+        self.model.load_state_dict(load_file(str(self.checkpoint_dir / "last.safetensors")))
+        extra = torch.load(self.checkpoint_dir / "optimizer.pt", weights_only=True)
+        optimizer.load_state_dict(extra["optimizer"])
+        scheduler.load_state_dict(extra["scheduler"])
+        best_path = self.checkpoint_dir / "best.safetensors"
+        best_state = load_file(str(best_path)) if best_path.is_file() else None
+        log.info("resuming from epoch %d of %s", state["epoch"], self.checkpoint_dir)
+        return state["epoch"], state["best"], best_state, state["stale"], state["step"]
+
+
+def _fit_mixing(
+    raw: dict[str, np.ndarray],
+    targets: dict[str, np.ndarray],
+    routes: dict[str, np.ndarray],
+    tfidf: dict[str, np.ndarray] | None,
+) -> dict[str, dict[str, float]]:
+    """Temperatures of each component, then mixing weights by validation log-likelihood."""
+    mixing: dict[str, dict[str, float]] = {}
+    grid = [round(x * 0.1, 1) for x in range(10)]
+    for head in ("category", "agency"):
+        y = targets[head]
+        weights = {"encoder_temperature": fit_temperature(raw[head], y)}
+        if "topic" in raw:
+            weights["topic_temperature"] = fit_temperature(raw["topic"], targets["topic"])
+        if tfidf is not None:
+            weights["tfidf_temperature"] = fit_temperature(tfidf[head], y)
+        best = (np.inf, 0.0, 0.0)
+        known = y >= 0
+        for a in grid if routes else [0.0]:
+            for b in grid if tfidf is not None else [0.0]:
+                if a + b > 0.9:
+                    continue
+                trial = {head: {**weights, "routing_weight": a, "tfidf_weight": b}}
+                logp = mix(raw, routes, trial, tfidf)[head]
+                nll = -float(logp[known, y[known]].mean())
+                if nll < best[0]:
+                    best = (nll, a, b)
+        weights["routing_weight"], weights["tfidf_weight"] = best[1], best[2]
+        mixing[head] = weights
+        log.info("%s mixing: routing %.1f, tf-idf %.1f", head, best[1], best[2])
+    return mixing
+
+
+def fit_transformer(
+    config: TrainConfig, splits: Splits, workdir: Path, checkpoint_dir: Path | None = None
+) -> tuple[TransformerBackend, dict]:
+    """Fine-tune, fit the routing table and ensemble weights, save into `workdir`."""
+    torch.set_num_threads(config.threads or os.cpu_count() or 1)
+    trainer = _Trainer(config, splits, checkpoint_dir or workdir / ".checkpoint")
+    trainer.train()
+    raw = trainer.predict_raw("valid")
+    routing = routes = None
+    if trainer.topics is not None:
+        routing = routing_table(trainer.topics[0], splits.train)
+        routes = {h: routing.matrix(h, trainer.labels[h].labels) for h in ("category", "agency")}
+        (workdir / ROUTING).write_text(json.dumps(routing.to_json(), ensure_ascii=False, indent=1))
+    tfidf_backend = tfidf_logits = None
+    if config.ensemble_tfidf:
+        from model.classifier import TfidfBackend
+        from training.baseline import fit_baseline
+
+        heads = fit_baseline(splits.train, config)
+        heads.save(workdir)
+        tfidf_backend = TfidfBackend(heads, trainer.labels)
+        tfidf_logits = tfidf_backend.logits(splits.valid["text"].tolist())
+    mixing = _fit_mixing(raw, trainer.targets["valid"], routes or {}, tfidf_logits)
+    state = {k: v.contiguous() for k, v in trainer.model.state_dict().items()}
+    save_file(state, str(workdir / "model.safetensors"), metadata={"format": "pt"})
+    trainer.tokenizer.save_pretrained(str(workdir))
+    extra = {
+        "encoder": trainer.encoder_config,
+        "max_length": config.max_length,
+        "pooling": "mean",
+        "mixing": mixing,
+        "extra_heads": {
+            h: ls.to_json() for h, ls in trainer.labels.items() if h not in ("category", "agency")
+        },
+        "base_encoder": trainer.base,
+    }
+    backend = TransformerBackend(
+        trainer.model,
+        trainer.tokenizer,
+        {"max_length": config.max_length, "mixing": mixing},
+        trainer.labels,
+        routing,
+        tfidf_backend,
+    )
+    return backend, extra
