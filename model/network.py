@@ -73,11 +73,15 @@ class RoutingTable:
         self.topics = topics
         self.tables = tables
 
-    def matrix(self, head: str, labels: tuple[str, ...]) -> np.ndarray:
-        """(topics, labels) row-stochastic matrix; unknown labels in the file are refused."""
+    def matrix(self, head: str, labels: tuple[str, ...], topics: tuple[str, ...]) -> np.ndarray:
+        """(topics, labels) row-stochastic matrix, rows in the topic head's label order.
+
+        A topic the table does not list routes uniformly; a label the model does not know is
+        refused.
+        """
         index = {label: i for i, label in enumerate(labels)}
-        out = np.zeros((len(self.topics), len(labels)))
-        for row, topic in enumerate(self.topics):
+        out = np.zeros((len(topics), len(labels)))
+        for row, topic in enumerate(topics):
             for label, p in self.tables[head].get(topic, {}).items():
                 if label not in index:
                     raise ModelDirError(
@@ -114,7 +118,7 @@ class TransformerBackend:
         self.labels = labels
         self.mixing = config.get("mixing", {})
         self.routes = (
-            {head: routing.matrix(head, labels[head].labels) for head in ROUTED_HEADS}
+            {h: routing.matrix(h, labels[h].labels, labels["topic"].labels) for h in ROUTED_HEADS}
             if routing and "topic" in labels
             else {}
         )

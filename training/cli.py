@@ -60,8 +60,7 @@ def _setup_logging(verbose: bool = False) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
         handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
-        force=True,
-    )
+    )  # no force: handlers already installed (an embedding app, pytest) keep working
     for noisy in ("httpx", "urllib3", "datasets", "filelock", "fsspec", "matplotlib", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -357,7 +357,10 @@ def fit_transformer(
     routing = routes = None
     if trainer.topics is not None:
         routing = routing_table(trainer.topics[0], splits.train)
-        routes = {h: routing.matrix(h, trainer.labels[h].labels) for h in ("category", "agency")}
+        topics = trainer.labels["topic"].labels
+        routes = {
+            h: routing.matrix(h, trainer.labels[h].labels, topics) for h in ("category", "agency")
+        }
         (workdir / ROUTING).write_text(json.dumps(routing.to_json(), ensure_ascii=False, indent=1))
     tfidf_backend = tfidf_logits = None
     if config.ensemble_tfidf:

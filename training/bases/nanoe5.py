@@ -7,6 +7,11 @@ four-bit weights). This module reads the file without importing the package (its
 targets another Python), dequantises every tensor into a `BertModel` checkpoint (fp32
 safetensors) and rebuilds the tokenizer as a `tokenizers` Unigram model with XLM-R's
 normaliser, metaspace pre-tokeniser and `<s> ... </s>` post-processor.
+
+Two known differences from the engine's own tokenizer, both rare in Indonesian text: a run of
+characters missing from the vocabulary becomes one `<unk>` here (as in SentencePiece) but one
+`<unk>` per character there, and equal-score segmentations (".." + "." vs "." + "..") can be
+broken differently. On 2,000 real complaints the ids were identical for 1,998.
 """
 
 from __future__ import annotations

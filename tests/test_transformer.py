@@ -1,0 +1,163 @@
+"""The transformer model kind end to end on a tiny base: train, evaluate, serve, resume."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from model.artifacts import ModelDirError, read_config
+from model.classifier import ComplaintClassifier
+from model.network import mix
+from tests.conftest import SPLIT, TINY_TRANSFORMER
+from training.cli import app
+
+runner = CliRunner()
+
+
+def test_transformer_model_directory_contract(tiny_transformer):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "routing.json",
+        "tfidf.json",
+        "metrics.json",
+        "README.md",
+        "training_config.json",
+        "taxonomy.yaml",
+    ):
+        assert (tiny_transformer / name).is_file(), name
+    config = read_config(tiny_transformer)
+    assert config["model_type"] == "aduan-transformer"
+    assert set(config["heads"]) == {"category", "agency", "topic"}
+    assert config["encoder"]["hidden_size"] == 32 and config["pooling"] == "mean"
+    for head in ("category", "agency"):
+        weights = config["mixing"][head]
+        assert 0 <= weights["routing_weight"] + weights["tfidf_weight"] <= 0.9
+    routing = json.loads((tiny_transformer / "routing.json").read_text())
+    assert routing["agency"]["PJU"] == {"Dinas Perhubungan": 1.0}
+
+
+def test_transformer_learns_the_synthetic_task(tiny_transformer):
+    metrics = json.loads((tiny_transformer / "metrics.json").read_text())
+    assert metrics["validation"]["agency"]["accuracy"] > 0.9
+    classifier = ComplaintClassifier.load(tiny_transformer)
+    [prediction] = classifier.predict(["lampu PJU padam gelap"])
+    assert prediction.best("category").label == "PJU"
+    proba = classifier.predict_proba(["bansos belum cair", "jalan rusak berlubang"])
+    for matrix in proba.values():
+        np.testing.assert_allclose(matrix.sum(axis=1), 1.0)
+
+
+def test_transformer_encoder_alone_is_what_the_network_predicts(tiny_transformer):
+    """Without mixing, the backend's probabilities are the network's softmax."""
+    classifier = ComplaintClassifier.load(tiny_transformer)
+    backend = classifier.backend
+    raw = backend.encoder_logits(["lampu jalan mati gelap"])
+    plain = mix(raw, {}, {}, None)
+    for head in ("category", "agency"):
+        p = np.exp(plain[head])
+        np.testing.assert_allclose(p.sum(), 1.0, rtol=1e-6)
+        assert p.argmax() == raw[head].argmax()
+
+
+def test_transformer_routing_table_is_editable_without_retraining(tiny_transformer, tmp_path):
+    edited = tmp_path / "edited"
+    shutil.copytree(tiny_transformer, edited)
+    config = json.loads((edited / "config.json").read_text())
+    config["mixing"]["agency"].update(routing_weight=0.9, tfidf_weight=0.0)
+    (edited / "config.json").write_text(json.dumps(config))
+    routing = json.loads((edited / "routing.json").read_text())
+    routing["agency"]["PJU"] = {"Dinas Sosial": 1.0}  # a policy change, no retraining
+    (edited / "routing.json").write_text(json.dumps(routing))
+    classifier = ComplaintClassifier.load(edited)
+    [prediction] = classifier.predict(["lampu PJU padam gelap sekali"])
+    assert prediction.best("agency").label == "Dinas Sosial"
+    routing["agency"]["PJU"] = {"Dinas Khayalan": 1.0}
+    (edited / "routing.json").write_text(json.dumps(routing))
+    with pytest.raises(ModelDirError, match="unknown agency"):
+        ComplaintClassifier.load(edited)
+
+
+def test_transformer_evaluate_and_serve(tiny_transformer, complaints_csv, make_client):
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(tiny_transformer),
+            "--data",
+            str(complaints_csv),
+            "--json",
+            str(tiny_transformer / "ev.json"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((tiny_transformer / "ev.json").read_text())
+    assert report["agency"]["accuracy"] > 0.9
+    client = make_client(model_dir=tiny_transformer)
+    body = client.post("/v1/classify", json={"items": [{"text": "bansos belum cair"}]}).json()
+    assert body["results"][0]["agency"]["label"] == "Dinas Sosial"
+    info = client.get("/v1/info").json()
+    assert info["model_type"] == "aduan-transformer" and info["base_encoder"]
+
+
+def test_transformer_refuses_corrupt_weights(tiny_transformer, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_transformer, broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelDirError, match="corrupt"):
+        ComplaintClassifier.load(broken)
+
+
+def test_transformer_resumes_from_its_checkpoint(
+    tiny_base, complaints_csv, tmp_path, monkeypatch, caplog
+):
+    """An interrupted run continues from its last finished epoch when rerun."""
+    from training import finetune
+
+    args = [
+        "train",
+        "--preset",
+        "quick",
+        "--base",
+        str(tiny_base),
+        "--data",
+        str(complaints_csv),
+        "--output",
+        str(tmp_path / "m"),
+        *SPLIT,
+        *TINY_TRANSFORMER,
+        "--set",
+        "ensemble_tfidf=false",
+        "--set",
+        "topic_head=false",
+        "--set",
+        "epochs=2",
+    ]
+    original = finetune._Trainer._score
+    calls = {"n": 0}
+
+    def interrupted(self):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(finetune._Trainer, "_score", interrupted)
+    first = runner.invoke(app, args)
+    assert first.exit_code != 0 and not (tmp_path / "m").exists()
+    state = json.loads((tmp_path / ".m.checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 1
+    monkeypatch.setattr(finetune._Trainer, "_score", original)
+    with caplog.at_level("INFO"):
+        second = runner.invoke(app, args)
+    assert second.exit_code == 0, second.output
+    assert "resuming from epoch 1" in caplog.text
+    assert not (tmp_path / ".m.checkpoint").exists()
+    config = read_config(tmp_path / "m")
+    assert set(config["heads"]) == {"category", "agency"}
+    assert not (tmp_path / "m" / "routing.json").exists()
