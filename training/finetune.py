@@ -346,6 +346,48 @@ def _fit_mixing(
     return mixing
 
 
+def _ablation(
+    raw: dict[str, np.ndarray],
+    splits: Splits,
+    trainer: _Trainer,
+    routes: dict[str, np.ndarray],
+    tfidf: dict[str, np.ndarray] | None,
+    config: TrainConfig,
+) -> dict[str, dict[str, Any]]:
+    """Validation figures of each component and combination, on the same rows.
+
+    Each variant gets its own temperature and auto-route threshold, fitted on validation like
+    the shipped model's, so the rows of bench/quality.md compare like with like.
+    """
+    from model.calibration import softmax
+    from training.metrics import choose_threshold, head_metrics, summary
+
+    targets = trainer.targets["valid"]
+    variants: dict[str, tuple[dict, dict, Any]] = {
+        "encoder": (raw, {}, None),
+        "encoder + routing table": (raw, routes, None),
+        "encoder + tf-idf": (raw, {}, tfidf),
+        "encoder + routing table + tf-idf": (raw, routes, tfidf),
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for name, (logits, variant_routes, variant_tfidf) in variants.items():
+        if (name.count("routing") and not routes) or (name.count("tf-idf") and tfidf is None):
+            continue
+        weights = _fit_mixing(logits, targets, variant_routes, variant_tfidf)
+        mixed = mix(logits, variant_routes, weights, variant_tfidf)
+        out[name] = {}
+        for head in ("category", "agency"):
+            y = targets[head]
+            proba = softmax(mixed[head], fit_temperature(mixed[head], y))
+            threshold = choose_threshold(proba.max(1), proba.argmax(1) == y, config.route_accuracy)
+            out[name][head] = summary(
+                head_metrics(
+                    splits.valid[head].tolist(), proba, trainer.labels[head].labels, threshold
+                )
+            )
+    return out
+
+
 def fit_transformer(
     config: TrainConfig, splits: Splits, workdir: Path, checkpoint_dir: Path | None = None
 ) -> tuple[TransformerBackend, dict]:
@@ -372,6 +414,7 @@ def fit_transformer(
         tfidf_backend = TfidfBackend(heads, trainer.labels)
         tfidf_logits = tfidf_backend.logits(splits.valid["text"].tolist())
     mixing = _fit_mixing(raw, trainer.targets["valid"], routes or {}, tfidf_logits)
+    variants = _ablation(raw, splits, trainer, routes or {}, tfidf_logits, config)
     state = {k: v.contiguous() for k, v in trainer.model.state_dict().items()}
     save_file(state, str(workdir / "model.safetensors"), metadata={"format": "pt"})
     trainer.tokenizer.save_pretrained(str(workdir))
@@ -384,6 +427,7 @@ def fit_transformer(
             h: ls.to_json() for h, ls in trainer.labels.items() if h not in ("category", "agency")
         },
         "base_encoder": trainer.base,
+        "validation_variants": variants,
     }
     backend = TransformerBackend(
         trainer.model,

@@ -141,6 +141,7 @@ def _write_directory(
     }
     extra = dict(extra)
     model_config["heads"].update(extra.pop("extra_heads", {}))
+    variants = extra.pop("validation_variants", None)
     model_config.update(extra)
     plots = workdir / artifacts.PLOTS
     for head in HEADS:
@@ -162,6 +163,8 @@ def _write_directory(
         "training_seconds": round(train_seconds, 1),
         "validation": valid_metrics,
     }
+    if variants:
+        metrics["validation_variants"] = variants
     artifacts.write_json(workdir / artifacts.CONFIG, model_config)
     artifacts.write_json(workdir / artifacts.TRAINING_CONFIG, config.to_dict())
     artifacts.write_json(workdir / artifacts.METRICS, metrics)
