@@ -45,8 +45,12 @@ def test_transformer_learns_the_synthetic_task(tiny_transformer):
     metrics = json.loads((tiny_transformer / "metrics.json").read_text())
     assert metrics["validation"]["agency"]["accuracy"] > 0.9
     variants = metrics["validation_variants"]
-    assert set(variants) == {"encoder", "encoder + routing table", "encoder + tf-idf",
-                             "encoder + routing table + tf-idf"}
+    assert set(variants) == {
+        "encoder",
+        "encoder + routing table",
+        "encoder + tf-idf",
+        "encoder + routing table + tf-idf",
+    }
     assert all(0 <= v["agency"]["macro_f1"] <= 1 for v in variants.values())
     classifier = ComplaintClassifier.load(tiny_transformer)
     [prediction] = classifier.predict(["lampu PJU padam gelap"])

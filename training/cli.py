@@ -343,6 +343,41 @@ def base_import_e5(
     typer.echo(f"base encoder written to {output}")
 
 
+@base_app.command("pretrain")
+def base_pretrain(
+    corpus: Annotated[
+        list[Path],
+        typer.Option(help="Text files (one text a line) or complaint files; repeat for several"),
+    ],
+    output: Annotated[Path, typer.Option(help="Hugging Face directory to write")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a pretraining setting: --set layers=6"),
+    ] = None,
+) -> None:
+    """Train a unigram tokenizer and pretrain a small BERT encoder (MLM) from scratch."""
+    from dataclasses import fields
+
+    from training.bases.pretrain import PretrainConfig, pretrain
+
+    values: dict[str, object] = {}
+    kinds = {f.name: f.type for f in fields(PretrainConfig)}
+    for key, raw in _pairs(set_, "--set").items():
+        if key not in kinds:
+            raise _fail(f"unknown pretraining setting {key!r}; choose from {sorted(kinds)}")
+        kind = kinds[key]
+        values[key] = (
+            raw.lower() in ("1", "true", "yes")
+            if kind in (bool, "bool")
+            else (float(raw) if kind in (float, "float") else int(raw))
+        )
+    try:
+        report = pretrain(corpus, output, PretrainConfig(**values))  # type: ignore[arg-type]
+    except (ValueError, DataError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"encoder written to {output}: {report}")
+
+
 def _print_summary(metrics: dict, title: str) -> None:
     from rich.console import Console
     from rich.table import Table
