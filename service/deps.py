@@ -31,7 +31,7 @@ def get_ready_state(state: StateDep) -> ServiceState:
 ReadyStateDep = Annotated[ServiceState, Depends(get_ready_state)]
 
 
-def _matches_any(token: str, keys: list[str]) -> bool:
+def key_matches(token: str, keys: list[str]) -> bool:
     # Compare against every key, always, so timing does not reveal which one nearly matched.
     found = False
     for key in keys:
@@ -47,6 +47,6 @@ def require_api_key(request: Request, settings: SettingsDep) -> str | None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    if not _matches_any(token.strip(), keys):
+    if not key_matches(token.strip(), keys):
         raise unauthorized("invalid API key")
     return token.strip()

@@ -6,7 +6,6 @@ Errors use the spec's form, `[{"code": ..., "description": ...}]`, with the matc
 from __future__ import annotations
 
 import asyncio
-import hmac
 import math
 from typing import Any
 
@@ -14,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from service.batcher import QueueFull
-from service.deps import StateDep
+from service.deps import StateDep, key_matches
 from service.errors import open311_error
 from service.routes.classify import to_result
 from service.state import ServiceState
@@ -101,10 +100,7 @@ def _check_key(request: Request, fields: dict[str, str], state: ServiceState) ->
         return
     scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
     given = fields.get("api_key") or (bearer.strip() if scheme.lower() == "bearer" else "")
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(given.encode(), key.encode())
-    if not matched:
+    if not key_matches(given, keys):
         raise Open311Error(403, "a valid api_key is required")
 
 
