@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -22,7 +23,12 @@ from typing import Any
 from rapidfuzz import fuzz, process
 
 DEFAULT_GAZETTEER = (
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "surabaya" / "wilayah_surabaya.csv"
+    Path(
+        os.environ.get("ADUAN_SHARED_DATA")
+        or Path(__file__).resolve().parents[2] / "shared" / "data"
+    )
+    / "surabaya"
+    / "wilayah_surabaya.csv"
 )
 
 _ABBREVIATIONS = {

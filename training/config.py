@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -11,7 +12,11 @@ from typing import Any, get_type_hints
 import yaml
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# The shared, read-only data beside the repository; ADUAN_SHARED_DATA points elsewhere.
+SHARED_DATA = Path(
+    os.environ.get("ADUAN_SHARED_DATA")
+    or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+)
 DEFAULT_DATA = SHARED_DATA / "surabaya" / "complaints_2022-01_2023-03.csv"
 
 
