@@ -261,6 +261,23 @@ TINY_TRANSFORMER = [
 ]
 
 
+def tiny_transformer_args(base: Path, data: Path, output: Path) -> list[str]:
+    """`aduan train` arguments for the quick preset shrunk to the tiny base and data."""
+    return [
+        "train",
+        "--preset",
+        "quick",
+        "--base",
+        str(base),
+        "--data",
+        str(data),
+        "--output",
+        str(output),
+        *SPLIT,
+        *TINY_TRANSFORMER,
+    ]
+
+
 @pytest.fixture(scope="session")
 def tiny_transformer(
     tmp_path_factory: pytest.TempPathFactory, complaints_csv: Path, tiny_base: Path
@@ -271,21 +288,6 @@ def tiny_transformer(
     from training.cli import app
 
     output = tmp_path_factory.mktemp("models") / "tiny-transformer"
-    result = CliRunner().invoke(
-        app,
-        [
-            "train",
-            "--preset",
-            "quick",
-            "--base",
-            str(tiny_base),
-            "--data",
-            str(complaints_csv),
-            "--output",
-            str(output),
-            *SPLIT,
-            *TINY_TRANSFORMER,
-        ],
-    )
+    result = CliRunner().invoke(app, tiny_transformer_args(tiny_base, complaints_csv, output))
     assert result.exit_code == 0, result.output
     return output

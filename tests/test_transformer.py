@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from model.artifacts import ModelDirError, read_config
 from model.classifier import ComplaintClassifier
 from model.network import mix
-from tests.conftest import SPLIT, TINY_TRANSFORMER
+from tests.conftest import tiny_transformer_args
 from training.cli import app
 
 runner = CliRunner()
@@ -128,17 +128,7 @@ def test_transformer_resumes_from_its_checkpoint(
     from training import finetune
 
     args = [
-        "train",
-        "--preset",
-        "quick",
-        "--base",
-        str(tiny_base),
-        "--data",
-        str(complaints_csv),
-        "--output",
-        str(tmp_path / "m"),
-        *SPLIT,
-        *TINY_TRANSFORMER,
+        *tiny_transformer_args(tiny_base, complaints_csv, tmp_path / "m"),
         "--set",
         "ensemble_tfidf=false",
         "--set",
