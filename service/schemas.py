@@ -7,11 +7,19 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        # NUL cannot be stored in PostgreSQL text and never belongs in a complaint.
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("NUL characters are not allowed")
+        return value
 
-class ClassifyItem(_Strict):
+
+class ClassifyItem(StrictModel):
     text: str = Field(
         ...,
         description="The citizen's complaint, free text",
@@ -33,7 +41,7 @@ class ClassifyItem(_Strict):
         return value
 
 
-class ClassifyRequest(_Strict):
+class ClassifyRequest(StrictModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={

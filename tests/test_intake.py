@@ -194,3 +194,26 @@ def test_intake_purge_command(client, database_url):
     assert client.app.state.service.store.counts()["requests"] == 0
     bad = runner.invoke(cli, ["requests", "purge", "--before", "kemarin"])
     assert bad.exit_code != 0
+
+
+def test_intake_nul_characters_are_refused_not_stored(client):
+    """PostgreSQL text cannot hold NUL: such input is a 4xx on every route, never a 500."""
+    body = {"items": [{"text": "lampu\x00 padam"}], "store": True}
+    response = client.post("/v1/classify", json=body, headers=KEY)
+    assert response.status_code == 422 and "NUL" in response.json()["error"]
+    open311 = client.post(
+        "/open311/v2/requests.json", headers=KEY, data={"description": "jalan\x00 rusak"}
+    )
+    assert open311.status_code == 400 and "NUL" in open311.json()[0]["description"]
+    rid = _store_one(client)["request_id"]
+    feedback = client.post(
+        "/v1/feedback",
+        headers=KEY,
+        json={
+            "request_id": rid,
+            "agency": "Dinas Sosial",
+            "category": "BANSOS",
+            "operator": "op\x00",
+        },
+    )
+    assert feedback.status_code == 422

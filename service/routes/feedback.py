@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.deps import ReadyStateDep, SettingsDep
 from service.errors import ApiError
-from service.schemas import ClassifyRequest, ClassifyResult, ErrorBody
+from service.schemas import ClassifyRequest, ClassifyResult, ErrorBody, StrictModel
 from service.state import ServiceState
 from service.storage import NewRequest
 
@@ -44,7 +44,7 @@ async def store_results(
         result.request_id = request_id
 
 
-class FeedbackRequest(BaseModel):
+class FeedbackRequest(StrictModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={

@@ -78,7 +78,10 @@ async def _read_fields(request: Request) -> dict[str, str]:
         raise
     except Exception as exc:
         raise Open311Error(400, f"unreadable body: {exc}") from exc
-    return {k: str(v).strip() for k, v in raw.items() if k in _FIELDS and v is not None}
+    fields = {k: str(v).strip() for k, v in raw.items() if k in _FIELDS and v is not None}
+    if any("\x00" in v for v in fields.values()):
+        raise Open311Error(400, "NUL characters are not allowed")
+    return fields
 
 
 def _coordinate(fields: dict[str, str], name: str, limit: float) -> float | None:
