@@ -46,12 +46,15 @@ def test_transformer_learns_the_synthetic_task(tiny_transformer):
     assert metrics["validation"]["agency"]["accuracy"] > 0.9
     variants = metrics["validation_variants"]
     assert set(variants) == {
+        "tf-idf alone (baseline)",
         "encoder",
         "encoder + routing table",
         "encoder + tf-idf",
         "encoder + routing table + tf-idf",
     }
     assert all(0 <= v["agency"]["macro_f1"] <= 1 for v in variants.values())
+    card = (tiny_transformer / "README.md").read_text()
+    assert "| tf-idf alone (baseline) |" in card and "| encoder + tf-idf |" in card
     classifier = ComplaintClassifier.load(tiny_transformer)
     [prediction] = classifier.predict(["lampu PJU padam gelap"])
     assert prediction.best("category").label == "PJU"

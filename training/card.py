@@ -43,6 +43,23 @@ def render_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
             f"{_fmt(m['top3_accuracy'])} | {_fmt(m['ece'])} | {_fmt(m['auto_route_coverage'])} | "
             f"{_fmt(m['auto_route_accuracy'])} |"
         )
+    variants = metrics.get("validation_variants") or {}
+    if variants:
+        lines += [
+            "",
+            "Components, each calibrated on the same validation rows:",
+            "",
+            "| system | agency accuracy | agency macro-F1 | agency auto-routed | "
+            "category accuracy | category macro-F1 |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for name, figures in variants.items():
+            a, c = figures["agency"], figures["category"]
+            lines.append(
+                f"| {name} | {_fmt(a['accuracy'])} | {_fmt(a['macro_f1'])} | "
+                f"{_fmt(a['auto_route_coverage'])} | {_fmt(c['accuracy'])} | "
+                f"{_fmt(c['macro_f1'])} |"
+            )
     lines += [
         "",
         f"Probabilities are temperature-scaled on the validation months (T = "

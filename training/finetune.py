@@ -370,6 +370,17 @@ def _ablation(
         "encoder + routing table + tf-idf": (raw, routes, tfidf),
     }
     out: dict[str, dict[str, Any]] = {}
+    if tfidf is not None:  # the baseline on the same rows, for the model card
+        out["tf-idf alone (baseline)"] = {}
+        for head in ("category", "agency"):
+            y = targets[head]
+            proba = softmax(tfidf[head], fit_temperature(tfidf[head], y))
+            threshold = choose_threshold(proba.max(1), proba.argmax(1) == y, config.route_accuracy)
+            out["tf-idf alone (baseline)"][head] = summary(
+                head_metrics(
+                    splits.valid[head].tolist(), proba, trainer.labels[head].labels, threshold
+                )
+            )
     for name, (logits, variant_routes, variant_tfidf) in variants.items():
         if (name.count("routing") and not routes) or (name.count("tf-idf") and tfidf is None):
             continue
