@@ -359,10 +359,23 @@ def _ablation(
     Each variant gets its own temperature and auto-route threshold, fitted on validation like
     the shipped model's, so the rows of bench/quality.md compare like with like.
     """
-    from model.calibration import softmax
-    from training.metrics import choose_threshold, head_metrics, summary
+    from training.metrics import calibrate_head, summary
 
     targets = trainer.targets["valid"]
+
+    def figures(logits: dict[str, np.ndarray]) -> dict[str, Any]:
+        return {
+            head: summary(
+                calibrate_head(
+                    logits[head],
+                    splits.valid[head].tolist(),
+                    trainer.labels[head].labels,
+                    config.route_accuracy,
+                ).metrics
+            )
+            for head in ("category", "agency")
+        }
+
     variants: dict[str, tuple[dict, dict, Any]] = {
         "encoder": (raw, {}, None),
         "encoder + routing table": (raw, routes, None),
@@ -371,31 +384,12 @@ def _ablation(
     }
     out: dict[str, dict[str, Any]] = {}
     if tfidf is not None:  # the baseline on the same rows, for the model card
-        out["tf-idf alone (baseline)"] = {}
-        for head in ("category", "agency"):
-            y = targets[head]
-            proba = softmax(tfidf[head], fit_temperature(tfidf[head], y))
-            threshold = choose_threshold(proba.max(1), proba.argmax(1) == y, config.route_accuracy)
-            out["tf-idf alone (baseline)"][head] = summary(
-                head_metrics(
-                    splits.valid[head].tolist(), proba, trainer.labels[head].labels, threshold
-                )
-            )
+        out["tf-idf alone (baseline)"] = figures(tfidf)
     for name, (logits, variant_routes, variant_tfidf) in variants.items():
         if (name.count("routing") and not routes) or (name.count("tf-idf") and tfidf is None):
             continue
         weights = _fit_mixing(logits, targets, variant_routes, variant_tfidf)
-        mixed = mix(logits, variant_routes, weights, variant_tfidf)
-        out[name] = {}
-        for head in ("category", "agency"):
-            y = targets[head]
-            proba = softmax(mixed[head], fit_temperature(mixed[head], y))
-            threshold = choose_threshold(proba.max(1), proba.argmax(1) == y, config.route_accuracy)
-            out[name][head] = summary(
-                head_metrics(
-                    splits.valid[head].tolist(), proba, trainer.labels[head].labels, threshold
-                )
-            )
+        out[name] = figures(mix(logits, variant_routes, weights, variant_tfidf))
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,29 @@ def head_metrics(
             for label, p, r, f, s in zip(present, precision, recall, f1, support, strict=True)
         },
     }
+
+
+@dataclass(frozen=True)
+class CalibratedHead:
+    temperature: float
+    threshold: float
+    proba: np.ndarray
+    metrics: dict[str, Any]
+
+
+def calibrate_head(
+    logits: np.ndarray, y_true: list[str], labels: tuple[str, ...], target: float
+) -> CalibratedHead:
+    """Temperature, then the auto-route threshold for `target` accuracy, then the metrics,
+    all on the same (validation) rows: how every model and variant is calibrated."""
+    index = {label: i for i, label in enumerate(labels)}
+    y = np.array([index.get(v, -1) for v in y_true])
+    temperature = fit_temperature(logits, y)
+    proba = softmax(logits, temperature)
+    threshold = choose_threshold(proba.max(axis=1), proba.argmax(axis=1) == y, target)
+    return CalibratedHead(
+        temperature, threshold, proba, head_metrics(y_true, proba, labels, threshold)
+    )
 
 
 def summary(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -11,10 +11,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from model import artifacts
-from model.calibration import softmax
 from model.classifier import Backend, TfidfBackend
 from model.labels import HEADS
 from model.location import DEFAULT_GAZETTEER, Gazetteer, StreetIndex
@@ -22,7 +19,7 @@ from model.taxonomy import DEFAULT_TAXONOMY, Taxonomy
 from training.card import render_card
 from training.config import TrainConfig
 from training.data import ColumnMap, Splits, load_many, prepare
-from training.metrics import choose_threshold, fit_temperature, head_metrics, plot_confusion
+from training.metrics import calibrate_head, plot_confusion
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +64,11 @@ def calibrate(backend: Backend, splits: Splits, target: float) -> tuple[dict, di
     logits = backend.logits(splits.valid["text"].tolist())
     temperatures, thresholds, metrics = {}, {}, {}
     for head in HEADS:
-        labels = splits.labels[head]
-        y = np.array([labels.label2id.get(v, -1) for v in splits.valid[head]])
-        temperatures[head] = fit_temperature(logits[head], y)
-        proba = softmax(logits[head], temperatures[head])
-        thresholds[head] = choose_threshold(proba.max(axis=1), proba.argmax(axis=1) == y, target)
-        metrics[head] = head_metrics(
-            splits.valid[head].tolist(), proba, labels.labels, thresholds[head]
-        )
-        metrics[head]["predicted"] = [labels.labels[i] for i in proba.argmax(axis=1)]
+        labels = splits.labels[head].labels
+        fitted = calibrate_head(logits[head], splits.valid[head].tolist(), labels, target)
+        temperatures[head], thresholds[head] = fitted.temperature, fitted.threshold
+        metrics[head] = fitted.metrics
+        metrics[head]["predicted"] = [labels[i] for i in fitted.proba.argmax(axis=1)]
     return temperatures, thresholds, metrics
 
 
