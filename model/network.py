@@ -66,6 +66,34 @@ def build_encoder(encoder_config: dict[str, Any]) -> nn.Module:
     return AutoModel.from_config(config, **kwargs)
 
 
+def collate(ids: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded input ids and their attention mask."""
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for row, seq in enumerate(ids):
+        input_ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+    return input_ids, mask
+
+
+@torch.inference_mode()
+def head_outputs(
+    model: MultiHeadClassifier, ids: list[list[int]], pad: int, batch_size: int
+) -> dict[str, np.ndarray]:
+    """Every head's logits for tokenised texts, run in length order (little padding) and
+    returned in input order."""
+    model.eval()
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    chunks: dict[str, list[np.ndarray]] = {h: [] for h in model.heads}
+    for start in range(0, len(ids), batch_size):
+        out = model(*collate([list(ids[i]) for i in order[start : start + batch_size]], pad))
+        for head, logits in out.items():
+            chunks[head].append(logits.float().numpy())
+    inverse = np.argsort(order, kind="stable")
+    return {h: np.concatenate(c)[inverse] for h, c in chunks.items() if c}
+
+
 class RoutingTable:
     """P(label | topic) for the routed heads, learned from training data, editable as JSON."""
 
@@ -160,25 +188,11 @@ class TransformerBackend:
             tfidf = TfidfBackend(TfidfHeads.load(model_dir), labels)
         return cls(model, tokenizer, config, labels, routing, tfidf)
 
-    @torch.inference_mode()
     def encoder_logits(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Raw head outputs of the network, batched in length order."""
-        order = np.argsort([len(t) for t in texts], kind="stable")
-        chunks: dict[str, list[np.ndarray]] = {h: [] for h in self.labels}
-        for start in range(0, len(texts), self.batch_size):
-            batch = [texts[i] for i in order[start : start + self.batch_size]]
-            enc = self.tokenizer(
-                batch,
-                truncation=True,
-                max_length=self.max_length,
-                padding=True,
-                return_tensors="pt",
-            )
-            out = self.model(enc["input_ids"], enc["attention_mask"])
-            for head, logits in out.items():
-                chunks[head].append(logits.float().numpy())
-        inverse = np.argsort(order, kind="stable")
-        return {h: np.concatenate(c)[inverse] for h, c in chunks.items() if c}
+        ids = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        return head_outputs(self.model, ids, int(pad), self.batch_size)
 
     def logits(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Log-probabilities after mixing in the routing table and the TF-IDF model."""

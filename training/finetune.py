@@ -27,7 +27,15 @@ from torch import nn
 from tqdm import tqdm
 
 from model.labels import LabelSet
-from model.network import ROUTING, MultiHeadClassifier, RoutingTable, TransformerBackend, mix
+from model.network import (
+    ROUTING,
+    MultiHeadClassifier,
+    RoutingTable,
+    TransformerBackend,
+    collate,
+    head_outputs,
+    mix,
+)
 from training.config import TrainConfig
 from training.data import Splits
 from training.metrics import fit_temperature
@@ -82,16 +90,6 @@ def bucketed_batches(lengths: list[int], batch_size: int, rng: random.Random) ->
         batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
     rng.shuffle(batches)
     return batches
-
-
-def _collate(ids: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for row, seq in enumerate(ids):
-        input_ids[row, : len(seq)] = torch.tensor(seq)
-        mask[row, : len(seq)] = 1
-    return input_ids, mask
 
 
 def resolve_base(config: TrainConfig) -> str:
@@ -165,18 +163,8 @@ class _Trainer:
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.bf16)
 
     def predict_raw(self, part: str) -> dict[str, np.ndarray]:
-        self.model.eval()
-        ids = self.ids[part]
-        order = np.argsort([len(x) for x in ids], kind="stable")
-        chunks: dict[str, list[np.ndarray]] = {h: [] for h in self.labels}
-        with torch.inference_mode(), self._autocast():
-            for start in range(0, len(order), 64):
-                batch = [ids[i] for i in order[start : start + 64]]
-                out = self.model(*_collate(batch, self.pad))
-                for head, logits in out.items():
-                    chunks[head].append(logits.float().numpy())
-        inverse = np.argsort(order, kind="stable")
-        return {h: np.concatenate(c)[inverse] for h, c in chunks.items()}
+        with self._autocast():
+            return head_outputs(self.model, self.ids[part], self.pad, 64)
 
     def _score(self) -> float:
         logits = self.predict_raw("valid")
@@ -224,7 +212,7 @@ class _Trainer:
             bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch")
             started = time.perf_counter()
             for batch in bar:
-                input_ids, mask = _collate([self.ids["train"][i] for i in batch], self.pad)
+                input_ids, mask = collate([self.ids["train"][i] for i in batch], self.pad)
                 with self._autocast():
                     out = self.model(input_ids, mask)
                 loss = sum(
