@@ -11,6 +11,7 @@ Three sources, in order of trust:
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import re
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from rapidfuzz import fuzz, process
+
+from model.artifacts import LOCATIONS
 
 DEFAULT_GAZETTEER = (
     Path(
@@ -271,3 +274,15 @@ class LocationResolver:
 def _best(scores: dict[str, float]) -> str | None:
     """The highest-scoring name; ties go to the alphabetically first, for determinism."""
     return min(scores.items(), key=lambda kv: (-kv[1], kv[0]))[0] if scores else None
+
+
+def load_resolver(model_dir: Path, gazetteer: Path = DEFAULT_GAZETTEER) -> LocationResolver | None:
+    """The gazetteer plus the model directory's learned streets (`locations.json`, when there);
+    None when the gazetteer file is missing."""
+    if not gazetteer.is_file():
+        return None
+    streets = None
+    path = model_dir / LOCATIONS
+    if path.is_file():
+        streets = StreetIndex.from_json(json.loads(path.read_text(encoding="utf-8")))
+    return LocationResolver(Gazetteer.load(gazetteer), streets)

@@ -9,7 +9,7 @@ from typing import Any
 
 from model import artifacts
 from model.classifier import ComplaintClassifier, Prediction
-from model.location import Gazetteer, LocationResolver, StreetIndex, Unit
+from model.location import LocationResolver, Unit, load_resolver
 from model.taxonomy import KECAMATAN, KELURAHAN, Taxonomy
 from service.batcher import DynamicBatcher
 from service.observability import Metrics
@@ -59,16 +59,12 @@ class ServiceState:
         )
 
     def _load_resolver(self) -> LocationResolver | None:
-        if not self.settings.gazetteer.is_file():
+        resolver = load_resolver(self.settings.model_dir, self.settings.gazetteer)
+        if resolver is None:
             log.warning(
                 "gazetteer %s not found: locations will not be resolved", self.settings.gazetteer
             )
-            return None
-        streets = None
-        path = self.settings.model_dir / artifacts.LOCATIONS
-        if path.is_file():
-            streets = StreetIndex.from_json(json.loads(path.read_text(encoding="utf-8")))
-        return LocationResolver(Gazetteer.load(self.settings.gazetteer), streets)
+        return resolver
 
     def classify_batch(self, items: list[tuple[str, str | None]]) -> list[Classified]:
         """Blocking inference for one merged batch; runs in the batcher's worker thread."""

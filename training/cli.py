@@ -186,14 +186,11 @@ def classify(
     except ModelDirError as exc:
         raise _fail(str(exc)) from exc
     result = classifier.predict([text], top_k=top_k)[0].to_dict()
-    from model.location import DEFAULT_GAZETTEER, Gazetteer, LocationResolver, StreetIndex
+    from model.location import load_resolver
 
-    if DEFAULT_GAZETTEER.is_file():
-        streets = model / "locations.json"
-        index = (
-            StreetIndex.from_json(json.loads(streets.read_text())) if streets.is_file() else None
-        )
-        unit = LocationResolver(Gazetteer.load(), index).resolve(address, text)
+    resolver = load_resolver(model)
+    if resolver is not None:
+        unit = resolver.resolve(address, text)
         result["unit"] = unit.to_dict() if unit else None
     typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
 
