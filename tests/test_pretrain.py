@@ -84,3 +84,75 @@ def test_pretrain_rejects_unknown_settings_and_empty_corpus(tmp_path):
         app, ["base", "pretrain", "--corpus", str(empty), "--output", str(tmp_path / "o")]
     )
     assert nothing.exit_code == 2 and "no text" in nothing.output
+
+
+ADAPT = [
+    "--set",
+    "max_length=32",
+    "--set",
+    "batch_size=16",
+    "--set",
+    "epochs=4",
+    "--set",
+    "lr=0.003",
+    "--set",
+    "bf16=false",
+    "--set",
+    "save_every=10",
+]
+
+
+def test_pretrain_adapt_continues_a_base_on_earlier_texts_only(
+    tmp_path, caplog, tiny_base, complaints_csv
+):
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoTokenizer
+
+    from training.data import load_complaints
+
+    output = tmp_path / "adapted"
+    args = ["base", "adapt", "--base", str(tiny_base), "--corpus", str(complaints_csv)]
+    args += ["--until", "2023-01-31", "--output", str(output), *ADAPT]
+    runner = CliRunner()
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    first, last = map(
+        float, re.search(r"'first_loss': ([\d.]+), 'last_loss': ([\d.]+)", result.output).groups()
+    )
+    assert last < first - 0.3
+    # Only complaints up to --until were read: the validation months stay unseen.
+    frame = load_complaints(complaints_csv)
+    earlier = int((frame["created_at"] < "2023-02-01").sum())
+    assert 0 < earlier < len(frame)
+    assert json.loads((output / "adapted_from.json").read_text())["texts"] == earlier
+    # Same tokenizer and ids as the base; the encoder weights moved; no MLM head is shipped.
+    sentence = "sampah menumpuk di TPS"
+    base_tok, new_tok = (
+        AutoTokenizer.from_pretrained(tiny_base),
+        AutoTokenizer.from_pretrained(output),
+    )
+    assert base_tok(sentence)["input_ids"] == new_tok(sentence)["input_ids"]
+    before, after = (
+        load_file(tiny_base / "model.safetensors"),
+        load_file(output / "model.safetensors"),
+    )
+    assert set(after) == set(before)
+    name = "encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(before[name], after[name])
+    model = AutoModel.from_pretrained(output)
+    assert model.config.hidden_size == AutoModel.from_pretrained(tiny_base).config.hidden_size
+    with caplog.at_level("INFO"):
+        again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "resuming adapting at step" in caplog.text
+
+
+def test_pretrain_adapt_reports_a_missing_base_and_a_bad_date(tmp_path, complaints_csv):
+    runner = CliRunner()
+    common = ["base", "adapt", "--corpus", str(complaints_csv), "--output", str(tmp_path / "o")]
+    missing = runner.invoke(app, [*common, "--base", str(tmp_path / "nothing-here")])
+    assert missing.exit_code == 2 and "nothing-here" in missing.output
+    bad = runner.invoke(app, [*common, "--base", str(tmp_path), "--until", "31/01/2023"])
+    assert bad.exit_code == 2 and "YYYY-MM-DD" in bad.output

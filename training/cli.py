@@ -6,13 +6,14 @@ import json
 import logging
 import os
 import sys
+from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from training.data import ColumnMap, DataError
+from training.data import ColumnMap, DataError, check_date
 
 if TYPE_CHECKING:
     from service.storage import Store
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 # Nothing here may reach a model hub at run time.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+T = TypeVar("T")
 
 app = typer.Typer(
     help="aduan: route Indonesian citizen complaints to a category and agency.",
@@ -353,26 +356,63 @@ def base_pretrain(
     ] = None,
 ) -> None:
     """Train a unigram tokenizer and pretrain a small BERT encoder (MLM) from scratch."""
-    from dataclasses import fields
-
     from training.bases.pretrain import PretrainConfig, pretrain
 
-    values: dict[str, object] = {}
-    kinds = {f.name: f.type for f in fields(PretrainConfig)}
-    for key, raw in _pairs(set_, "--set").items():
-        if key not in kinds:
-            raise _fail(f"unknown pretraining setting {key!r}; choose from {sorted(kinds)}")
-        kind = kinds[key]
-        values[key] = (
-            raw.lower() in ("1", "true", "yes")
-            if kind in (bool, "bool")
-            else (float(raw) if kind in (float, "float") else int(raw))
-        )
+    config = _mlm_settings(PretrainConfig, set_)
     try:
-        report = pretrain(corpus, output, PretrainConfig(**values))  # type: ignore[arg-type]
+        report = pretrain(corpus, output, config)
     except (ValueError, DataError) as exc:
         raise _fail(str(exc)) from exc
     typer.echo(f"encoder written to {output}: {report}")
+
+
+@base_app.command("adapt")
+def base_adapt(
+    base: Annotated[str, typer.Option(help="Base encoder directory (or hub id) to continue")],
+    corpus: Annotated[
+        list[Path],
+        typer.Option(help="Text files (one text a line) or complaint files; repeat for several"),
+    ],
+    output: Annotated[Path, typer.Option(help="Hugging Face directory to write")],
+    until: Annotated[
+        str | None,
+        typer.Option(help="Read complaint files only up to this date (keep validation unseen)"),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override an MLM setting: --set max_steps=1000"),
+    ] = None,
+) -> None:
+    """Domain-adaptive pretraining: continue masked-language modelling from a base encoder."""
+    from training.bases.pretrain import MlmConfig, adapt
+
+    config = _mlm_settings(MlmConfig, set_)
+    try:
+        if until:
+            check_date(until, "--until")
+        report = adapt(base, corpus, output, config, until)
+    except (OSError, ValueError, DataError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"adapted encoder written to {output}: {report}")
+
+
+def _mlm_settings(kind: type[T], pairs: list[str] | None) -> T:
+    """A pretraining settings dataclass from `--set key=value` strings."""
+    kinds = {f.name: f.type for f in fields(kind)}  # type: ignore[arg-type]
+    values: dict[str, object] = {}
+    for key, raw in _pairs(pairs, "--set").items():
+        if key not in kinds:
+            raise _fail(f"unknown pretraining setting {key!r}; choose from {sorted(kinds)}")
+        field_kind = kinds[key]
+        try:
+            values[key] = (
+                raw.lower() in ("1", "true", "yes")
+                if field_kind in (bool, "bool")
+                else (float(raw) if field_kind in (float, "float") else int(raw))
+            )
+        except ValueError as exc:
+            raise _fail(f"setting {key!r}: {exc}") from exc
+    return kind(**values)
 
 
 def _print_summary(metrics: dict, title: str) -> None:

@@ -1,6 +1,11 @@
-"""`aduan base pretrain`: a SentencePiece-unigram tokenizer and a small BERT-style encoder
-pretrained from scratch with masked-language modelling, for a team with its own corpus and no
-suitable checkpoint. Progress bar, checkpoints every `save_every` steps, resumable."""
+"""Masked-language-model training of base encoders, with a progress bar, checkpoints every
+`save_every` steps and resuming.
+
+- `aduan base pretrain`: a SentencePiece-unigram tokenizer and a small BERT-style encoder
+  pretrained from scratch, for a team with its own corpus and no suitable checkpoint.
+- `aduan base adapt`: domain-adaptive pretraining, i.e. MLM continued from an existing base
+  (e5) on Indonesian public-service text and the training complaints, before fine-tuning.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,9 @@ import json
 import logging
 import random
 import shutil
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -21,27 +26,39 @@ from training.bases.trim import iter_texts
 log = logging.getLogger(__name__)
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 @dataclass
-class PretrainConfig:
+class MlmConfig:
+    """The masked-language-model loop's settings (both from scratch and continued)."""
+
+    max_length: int = 128
+    batch_size: int = 32
+    epochs: int = 1
+    max_steps: int = 0  # 0: as many as the epochs take
+    lr: float = 5e-5
+    mask_probability: float = 0.15
+    save_every: int = 200
+    seed: int = 13
+    bf16: bool = True
+
+
+@dataclass
+class PretrainConfig(MlmConfig):
+    """From scratch: a fresh tokenizer and a small encoder, with a higher learning rate."""
+
     vocab_size: int = 16_000
     hidden: int = 256
     layers: int = 4
     heads: int = 4
     intermediate: int = 1024
-    max_length: int = 128
     batch_size: int = 64
-    epochs: int = 1
-    max_steps: int = 0  # 0: as many as the epochs take
     lr: float = 5e-4
-    mask_probability: float = 0.15
     save_every: int = 500
-    seed: int = 13
-    bf16: bool = True
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int):  # -> tokenizers.Tokenizer
+def train_tokenizer(texts: list[str], vocab_size: int):  # -> tokenizers.Tokenizer
     """An XLM-R style unigram tokenizer (NFKC, metaspace, <s> ... </s>) learned from texts."""
     from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import Unigram
@@ -65,23 +82,20 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):  # -> tokenizers.Tok
     return tokenizer
 
 
+def _texts(corpus: list[Path], until: str | None = None) -> list[str]:
+    texts = list(iter_texts(corpus, until=until))
+    if not texts:
+        raise ValueError("the corpus holds no text")
+    return texts
+
+
 def pretrain(corpus: list[Path], output: Path, config: PretrainConfig) -> dict[str, float]:
     """Tokenizer, then MLM pretraining; writes a directory `AutoModel` and `AutoTokenizer`
     load. A rerun with the same output resumes from its last checkpoint."""
-    from safetensors.torch import load_model, save_model
-    from transformers import (
-        BertConfig,
-        BertForMaskedLM,
-        DataCollatorForLanguageModeling,
-        PreTrainedTokenizerFast,
-        get_linear_schedule_with_warmup,
-    )
+    from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
 
-    random.seed(config.seed)
     torch.manual_seed(config.seed)
-    texts = list(iter_texts(corpus))
-    if not texts:
-        raise ValueError("the corpus holds no text")
+    texts = _texts(corpus)
     work = output / ".pretrain"
     work.mkdir(parents=True, exist_ok=True)
     if not (work / "tokenizer.json").is_file():
@@ -101,8 +115,72 @@ def pretrain(corpus: list[Path], output: Path, config: PretrainConfig) -> dict[s
         bos_token_id=0,
         eos_token_id=2,
     )
-    model = BertForMaskedLM(bert)
+    report = mlm_train(BertForMaskedLM(bert), tokenizer, texts, config, work, "pretraining")
+    _export(report.pop("model"), work, output)
+    return report
+
+
+def adapt(
+    base: str, corpus: list[Path], output: Path, config: MlmConfig, until: str | None = None
+) -> dict[str, float]:
+    """Continue MLM from `base` (same tokenizer, same ids) on `corpus`; complaint files are
+    read up to `until` so that no later (validation) text is seen. Resumable like `pretrain`.
+
+    e5 ships no MLM head: BERT's prediction head starts fresh (its decoder tied to the word
+    embeddings), which a few hundred steps at a low learning rate settle.
+    """
+    from transformers import AutoModelForMaskedLM, PreTrainedTokenizerFast
+
+    torch.manual_seed(config.seed)
+    texts = _texts(corpus, until)
+    work = output / ".adapt"
+    work.mkdir(parents=True, exist_ok=True)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(base)
+    model = AutoModelForMaskedLM.from_pretrained(base)
+    report = mlm_train(model, tokenizer, texts, config, work, "adapting")
+    tokenizer.save_pretrained(str(work))
+    _export(report.pop("model"), work, output)
+    (output / "adapted_from.json").write_text(
+        json.dumps({"base": str(base), "texts": len(texts), "until": until, **asdict(config)})
+    )
+    return report
+
+
+def _export(model: Any, work: Path, output: Path) -> None:
+    """The encoder without its MLM head, plus the tokenizer files, as a base directory."""
+    encoder = getattr(model, model.base_model_prefix)
+    encoder.save_pretrained(str(output))
+    for name in TOKENIZER_FILES:
+        if (work / name).is_file():
+            shutil.copyfile(work / name, output / name)
+
+
+def _masked_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """MLM loss computed on the masked positions only: the vocabulary projection of every
+    position would cost as much as the encoder itself on a CPU."""
+    labels = batch["labels"]
+    encoder = getattr(model, model.base_model_prefix)
+    head = getattr(model, "cls", None)
+    if head is None:  # another architecture: its own (full) loss
+        return model(**batch).loss
+    hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
+    picked = labels != -100
+    logits = head(hidden[picked])
+    return torch.nn.functional.cross_entropy(logits.float(), labels[picked])
+
+
+def mlm_train(
+    model: Any, tokenizer: Any, texts: list[str], config: MlmConfig, work: Path, desc: str
+) -> dict[str, Any]:
+    """The MLM loop: length-bucketed batches, AdamW with warm-up, bf16 autocast, checkpoints
+    in `work` (resumed when the settings match). Returns the losses and the trained model."""
+    from safetensors.torch import load_model, save_model
+    from transformers import DataCollatorForLanguageModeling, get_linear_schedule_with_warmup
+
+    from training.finetune import bucketed_batches
+
     ids = tokenizer(texts, truncation=True, max_length=config.max_length)["input_ids"]
+    lengths = [len(x) for x in ids]
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=config.mask_probability)
     steps_per_epoch = (len(ids) + config.batch_size - 1) // config.batch_size
     total = steps_per_epoch * config.epochs
@@ -118,7 +196,7 @@ def pretrain(corpus: list[Path], output: Path, config: PretrainConfig) -> dict[s
         optimizer.load_state_dict(extra["optimizer"])
         scheduler.load_state_dict(extra["scheduler"])
         step = json.loads(state_file.read_text())["step"]
-        log.info("resuming pretraining at step %d", step)
+        log.info("resuming %s at step %d", desc, step)
 
     def checkpoint() -> None:
         save_model(model, str(work / "model.safetensors"))  # handles the tied decoder
@@ -128,20 +206,16 @@ def pretrain(corpus: list[Path], output: Path, config: PretrainConfig) -> dict[s
         )
         state_file.write_text(json.dumps({"config": asdict(config), "step": step}))
 
-    order = list(range(len(ids)))
     losses: list[float] = []
-    bar = tqdm(total=total, initial=step, desc="pretraining", unit="step")
+    bar = tqdm(total=total, initial=step, desc=desc, unit="step")
     model.train()
     while step < total:
         epoch = step // steps_per_epoch
-        random.Random(config.seed + epoch).shuffle(order)
-        start = (step % steps_per_epoch) * config.batch_size
-        for offset in range(start, len(order), config.batch_size):
-            batch = collator(
-                [{"input_ids": ids[i]} for i in order[offset : offset + config.batch_size]]
-            )
+        batches = bucketed_batches(lengths, config.batch_size, random.Random(config.seed + epoch))
+        for batch_ids in batches[step % steps_per_epoch :]:
+            batch = collator([{"input_ids": ids[i]} for i in batch_ids])
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-                loss = model(**batch).loss
+                loss = _masked_loss(model, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -157,9 +231,7 @@ def pretrain(corpus: list[Path], output: Path, config: PretrainConfig) -> dict[s
                 break
     bar.close()
     checkpoint()
-    model.bert.save_pretrained(str(output))
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copyfile(work / name, output / name)
-    first = sum(losses[:10]) / max(1, len(losses[:10])) if losses else float("nan")
-    last = sum(losses[-10:]) / max(1, len(losses[-10:])) if losses else float("nan")
-    return {"steps": step, "first_loss": first, "last_loss": last}
+    window = max(1, min(50, len(losses) // 5))
+    first = sum(losses[:window]) / window if losses else float("nan")
+    last = sum(losses[-window:]) / window if losses else float("nan")
+    return {"steps": step, "first_loss": first, "last_loss": last, "model": model}

@@ -22,8 +22,9 @@ log = logging.getLogger(__name__)
 SPECIAL_PIECES = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 
 
-def iter_texts(paths: Iterable[Path]) -> Iterator[str]:
-    """Lines of .txt files; the text column of CSV/JSON Lines/Parquet complaint files."""
+def iter_texts(paths: Iterable[Path], until: str | None = None) -> Iterator[str]:
+    """Lines of .txt files; the text column of CSV/JSON Lines/Parquet complaint files (only
+    complaints created on or before the date `until`, when given)."""
     for path in paths:
         if path.suffix.lower() == ".txt":
             with open(path, encoding="utf-8", errors="replace") as handle:
@@ -31,9 +32,15 @@ def iter_texts(paths: Iterable[Path]) -> Iterator[str]:
                     if line.strip():
                         yield line.strip()
         else:
+            import pandas as pd
+
             from training.data import load_complaints
 
-            yield from load_complaints(path)["text"]
+            frame = load_complaints(path)
+            if until:
+                end = pd.Timestamp(until) + pd.Timedelta(days=1)
+                frame = frame[frame["created_at"] < end]
+            yield from frame["text"]
 
 
 def used_ids(tokenizer_file: Path, texts: Iterable[str], batch: int = 2048) -> set[int]:
