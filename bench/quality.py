@@ -5,8 +5,9 @@ Train the variants first (commands in bench/quality.md), then:
     .venv/bin/python bench/quality.py models/default models/quick [...]
 
 Every model directory must come from the same split: the script refuses to mix splits. For a
-transformer directory, the ablation rows (encoder alone, + routing table, + TF-IDF) come from
-the same validation rows as its final figures.
+transformer directory, the ablation rows (encoder alone, + routing table, + TF-IDF, + prior
+correction) come from the same validation rows as its final figures; `--recompute` runs the
+ablation again with the current code (no retraining) instead of reading metrics.json.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def _row(name: str, metrics: dict[str, Any], minutes: str, size: str) -> str:
     return f"| {name} | {' | '.join(cells)} | {minutes} | {size} |"
 
 
-def table(directories: list[Path]) -> str:
+def table(directories: list[Path], recompute: bool = False) -> str:
     header = (
         "| system | agency acc | agency macro-F1 | agency top-3 | agency auto-routed | "
         "acc. auto | category acc | category macro-F1 | category top-3 | "
@@ -49,7 +50,12 @@ def table(directories: list[Path]) -> str:
         minutes = f"{metrics['training_seconds'] / 60:.1f}"
         size = f"{_size_mb(directory):.0f}"
         label = f"`{config['preset']}` ({config['model_type']})"
-        for variant, figures in metrics.get("validation_variants", {}).items():
+        variants = metrics.get("validation_variants", {})
+        if recompute and variants:
+            from training.finetune import ablate_model_dir
+
+            variants = ablate_model_dir(directory)
+        for variant, figures in variants.items():
             lines.append(_row(f"{label}: {variant}", figures, "", ""))
         lines.append(_row(f"**{label}: shipped**", metrics["validation"], minutes, size))
     return "\n".join(lines)
@@ -58,8 +64,11 @@ def table(directories: list[Path]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", type=Path)
+    parser.add_argument(
+        "--recompute", action="store_true", help="re-run transformer ablations (no retraining)"
+    )
     args = parser.parse_args()
-    print(table(args.models))
+    print(table(args.models, args.recompute))
 
 
 if __name__ == "__main__":

@@ -214,7 +214,9 @@ def mix(
     """p = (1-a-b) p_encoder + a p_topic @ route + b p_tfidf, per routed head; log p out.
 
     `mixing` holds, per head, `routing_weight` (a), `tfidf_weight` (b) and the temperatures
-    that make each component a probability first.
+    that make each component a probability first; with `prior_correction` (t) and
+    `log_prior` (the training class frequencies), t * log_prior is taken off the result
+    (logit adjustment: rare classes gain, for macro-F1) and it is renormalised.
     """
     out = {}
     for head in ROUTED_HEADS:
@@ -228,5 +230,10 @@ def mix(
             mixed += a * (p_topic @ routes[head])
         if b and tfidf is not None:
             mixed += b * softmax(tfidf[head], weights.get("tfidf_temperature", 1.0))
-        out[head] = np.log(np.clip(mixed, 1e-12, None))
+        logp = np.log(np.clip(mixed, 1e-12, None))
+        tau = float(weights.get("prior_correction", 0.0))
+        if tau:
+            logp = logp - tau * np.asarray(weights["log_prior"], dtype=logp.dtype)
+            logp = logp - np.logaddexp.reduce(logp, axis=1, keepdims=True)
+        out[head] = logp
     return out

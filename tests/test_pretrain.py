@@ -156,3 +156,24 @@ def test_pretrain_adapt_reports_a_missing_base_and_a_bad_date(tmp_path, complain
     assert missing.exit_code == 2 and "nothing-here" in missing.output
     bad = runner.invoke(app, [*common, "--base", str(tmp_path), "--until", "31/01/2023"])
     assert bad.exit_code == 2 and "YYYY-MM-DD" in bad.output
+
+
+def test_pretrain_adapted_base_is_built_once_per_setting(tmp_path, tiny_base, complaints_csv):
+    import shutil
+
+    from training.bases.build import adapted_base
+
+    base = tmp_path / "e5"
+    shutil.copytree(tiny_base, base)
+    corpus = tmp_path / "tweets.txt"
+    corpus.write_text("lampu jalan mati min\nmohon info jadwal bansos\n")
+
+    def build(until: str):
+        return adapted_base(base, [str(complaints_csv)], until, 3, [corpus])
+
+    first = build("2023-01-31")
+    assert first.parent == base.parent and (first / "adapted_from.json").is_file()
+    stamp = (first / "model.safetensors").stat().st_mtime_ns
+    assert build("2023-01-31") == first
+    assert (first / "model.safetensors").stat().st_mtime_ns == stamp  # cached, not retrained
+    assert build("2022-12-31") != first

@@ -51,6 +51,7 @@ def test_transformer_learns_the_synthetic_task(tiny_transformer):
         "encoder + routing table",
         "encoder + tf-idf",
         "encoder + routing table + tf-idf",
+        *(f"encoder + routing table + tf-idf, prior correction {t}" for t in (0.25, 0.5, 1.0)),
     }
     assert all(0 <= v["agency"]["macro_f1"] <= 1 for v in variants.values())
     card = (tiny_transformer / "README.md").read_text()
@@ -73,6 +74,20 @@ def test_transformer_encoder_alone_is_what_the_network_predicts(tiny_transformer
         p = np.exp(plain[head])
         np.testing.assert_allclose(p.sum(), 1.0, rtol=1e-6)
         assert p.argmax() == raw[head].argmax()
+
+
+def test_transformer_prior_correction_shifts_probability_to_rare_classes():
+    """Logit adjustment: minus t * log prior, renormalised; t = 0 leaves the mix alone."""
+    raw = {"category": np.array([[0.0, 0.0]]), "agency": np.array([[1.0, 0.0, 0.5]])}
+    prior = np.log([0.8, 0.1, 0.1]).tolist()
+    untouched = mix(raw, {}, {"agency": {"prior_correction": 0.0, "log_prior": prior}}, None)
+    assert untouched["agency"].argmax() == 0
+    adjusted = mix(raw, {}, {"agency": {"prior_correction": 1.0, "log_prior": prior}}, None)
+    p = np.exp(adjusted["agency"][0])
+    np.testing.assert_allclose(p.sum(), 1.0, rtol=1e-9)
+    expected = np.exp([1.0, 0.0, 0.5]) / np.array([0.8, 0.1, 0.1])
+    np.testing.assert_allclose(p, expected / expected.sum(), rtol=1e-9)
+    assert p.argmax() == 2
 
 
 def test_transformer_routing_table_is_editable_without_retraining(tiny_transformer, tmp_path):

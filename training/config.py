@@ -59,8 +59,11 @@ class TrainConfig:
     topic_head: bool = True  # a fine topic head plus the topic -> agency routing table
     min_topic_rows: int = 5
     ensemble_tfidf: bool = True  # mix the TF-IDF baseline in, weight fitted on validation
+    # Logit adjustment of the mixed probabilities: minus t * log(training class frequency).
+    prior_correction: float = 0.0
     max_steps: int = 0  # stop after this many optimiser steps (0 = no limit; for smoke runs)
     base_cache: str = "models/base"  # where the default base encoder is built and cached
+    adapt_steps: int = 0  # domain-adaptive MLM steps on the default base first (0 = none)
     threads: int = 0  # torch threads (0 = all cores)
 
     def to_dict(self) -> dict[str, Any]:

@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 NO_TOPIC = "(tanpa topik)"
 OTHER_TOPIC = "(topik lain)"
 TOPIC_LOSS_WEIGHT = 0.5
+# Logit-adjustment strengths measured in the ablation (metrics.json -> validation_variants).
+PRIOR_CORRECTIONS = (0.25, 0.5, 1.0)
 
 
 def topic_labels(splits: Splits, min_rows: int) -> tuple[pd.Series, pd.Series, LabelSet]:
@@ -72,6 +74,21 @@ def routing_table(topics: pd.Series, frame: pd.DataFrame) -> RoutingTable:
     return RoutingTable(sorted(tables["agency"]), tables)
 
 
+def head_targets(
+    splits: Splits, labels: dict[str, LabelSet], topics: tuple[pd.Series, pd.Series] | None
+) -> dict[str, dict[str, np.ndarray]]:
+    """Label ids per part ("train", "valid") and head; -1 where a label is unknown."""
+    targets: dict[str, dict[str, np.ndarray]] = {"train": {}, "valid": {}}
+    for i, (part, frame) in enumerate((("train", splits.train), ("valid", splits.valid))):
+        columns = {h: frame[h] for h in ("category", "agency")}
+        if topics is not None and "topic" in labels:
+            columns["topic"] = topics[i]
+        for head, values in columns.items():
+            index = labels[head].label2id
+            targets[part][head] = np.array([index.get(v, -1) for v in values])
+    return targets
+
+
 def class_weights(y: np.ndarray, classes: int, power: float) -> torch.Tensor:
     counts = np.bincount(y[y >= 0], minlength=classes).astype(np.float64)
     weights = np.where(counts > 0, np.maximum(counts, 1.0) ** -power, 0.0)
@@ -93,12 +110,16 @@ def bucketed_batches(lengths: list[int], batch_size: int, rng: random.Random) ->
 
 
 def resolve_base(config: TrainConfig) -> str:
-    """The base encoder: `--base` as given, else the cached default (built when missing)."""
+    """The base encoder: `--base` as given, else the cached default (built when missing,
+    then domain-adapted when `adapt_steps` asks for it)."""
     if config.base:
         return config.base
-    from training.bases.build import default_base
+    from training.bases.build import adapted_base, default_base
 
-    return str(default_base(Path(config.base_cache), config.data))
+    base = default_base(Path(config.base_cache), config.data)
+    if config.adapt_steps:
+        base = adapted_base(base, config.data, config.train_until, config.adapt_steps)
+    return str(base)
 
 
 def _seed(seed: int) -> None:
@@ -129,18 +150,12 @@ class _Trainer:
         self.encoder_config.pop("transformers_version", None)
         self.encoder_config["model_type"] = encoder.config.model_type
         self.labels = dict(splits.labels)
-        self.targets: dict[str, dict[str, np.ndarray]] = {"train": {}, "valid": {}}
-        for head in ("category", "agency"):
-            for part, frame in (("train", splits.train), ("valid", splits.valid)):
-                index = self.labels[head].label2id
-                self.targets[part][head] = np.array([index.get(v, -1) for v in frame[head]])
         self.topics: tuple[pd.Series, pd.Series] | None = None
         if config.topic_head:
             train_topics, valid_topics, topic_set = topic_labels(splits, config.min_topic_rows)
             self.labels["topic"] = topic_set
             self.topics = (train_topics, valid_topics)
-            self.targets["train"]["topic"] = np.array([topic_set.label2id[t] for t in train_topics])
-            self.targets["valid"]["topic"] = np.array([topic_set.label2id[t] for t in valid_topics])
+        self.targets = head_targets(splits, self.labels, self.topics)
         self.model = MultiHeadClassifier(
             encoder,
             int(encoder.config.hidden_size),
@@ -301,14 +316,29 @@ class _Trainer:
         return state["epoch"], state["best"], best_state, state["stale"], state["step"]
 
 
+def log_priors(
+    train_targets: dict[str, np.ndarray], labels: dict[str, LabelSet]
+) -> dict[str, list[float]]:
+    """log of each routed head's training class frequencies (add-one smoothed)."""
+    out = {}
+    for head in ("category", "agency"):
+        y = train_targets[head]
+        counts = np.bincount(y[y >= 0], minlength=len(labels[head])) + 1.0
+        out[head] = np.log(counts / counts.sum()).round(6).tolist()
+    return out
+
+
 def _fit_mixing(
     raw: dict[str, np.ndarray],
     targets: dict[str, np.ndarray],
     routes: dict[str, np.ndarray],
     tfidf: dict[str, np.ndarray] | None,
-) -> dict[str, dict[str, float]]:
-    """Temperatures of each component, then mixing weights by validation log-likelihood."""
-    mixing: dict[str, dict[str, float]] = {}
+    priors: dict[str, list[float]] | None = None,
+    prior_correction: float = 0.0,
+) -> dict[str, dict[str, Any]]:
+    """Temperatures of each component, then mixing weights by validation log-likelihood;
+    the prior correction (a fixed setting, not fitted) is recorded with its priors."""
+    mixing: dict[str, dict[str, Any]] = {}
     grid = [round(x * 0.1, 1) for x in range(10)]
     for head in ("category", "agency"):
         y = targets[head]
@@ -329,7 +359,9 @@ def _fit_mixing(
                 if nll < best[0]:
                     best = (nll, a, b)
         weights["routing_weight"], weights["tfidf_weight"] = best[1], best[2]
-        mixing[head] = weights
+        mixing[head] = dict(weights)
+        if prior_correction and priors:
+            mixing[head].update(prior_correction=prior_correction, log_prior=priors[head])
         log.info("%s mixing: routing %.1f, tf-idf %.1f", head, best[1], best[2])
     return mixing
 
@@ -337,7 +369,8 @@ def _fit_mixing(
 def _ablation(
     raw: dict[str, np.ndarray],
     splits: Splits,
-    trainer: _Trainer,
+    labels: dict[str, LabelSet],
+    targets: dict[str, dict[str, np.ndarray]],
     routes: dict[str, np.ndarray],
     tfidf: dict[str, np.ndarray] | None,
     config: TrainConfig,
@@ -349,34 +382,40 @@ def _ablation(
     """
     from training.metrics import calibrate_head, summary
 
-    targets = trainer.targets["valid"]
-
     def figures(logits: dict[str, np.ndarray]) -> dict[str, Any]:
         return {
             head: summary(
                 calibrate_head(
                     logits[head],
                     splits.valid[head].tolist(),
-                    trainer.labels[head].labels,
+                    labels[head].labels,
                     config.route_accuracy,
                 ).metrics
             )
             for head in ("category", "agency")
         }
 
-    variants: dict[str, tuple[dict, dict, Any]] = {
-        "encoder": (raw, {}, None),
-        "encoder + routing table": (raw, routes, None),
-        "encoder + tf-idf": (raw, {}, tfidf),
-        "encoder + routing table + tf-idf": (raw, routes, tfidf),
+    variants: dict[str, tuple[dict, dict, Any, float]] = {
+        "encoder": (raw, {}, None, 0.0),
+        "encoder + routing table": (raw, routes, None, 0.0),
+        "encoder + tf-idf": (raw, {}, tfidf, 0.0),
+        "encoder + routing table + tf-idf": (raw, routes, tfidf, 0.0),
     }
+    for tau in PRIOR_CORRECTIONS:
+        variants[f"encoder + routing table + tf-idf, prior correction {tau}"] = (
+            raw,
+            routes,
+            tfidf,
+            tau,
+        )
     out: dict[str, dict[str, Any]] = {}
     if tfidf is not None:  # the baseline on the same rows, for the model card
         out["tf-idf alone (baseline)"] = figures(tfidf)
-    for name, (logits, variant_routes, variant_tfidf) in variants.items():
+    priors = log_priors(targets["train"], labels)
+    for name, (logits, variant_routes, variant_tfidf, tau) in variants.items():
         if (name.count("routing") and not routes) or (name.count("tf-idf") and tfidf is None):
             continue
-        weights = _fit_mixing(logits, targets, variant_routes, variant_tfidf)
+        weights = _fit_mixing(logits, targets["valid"], variant_routes, variant_tfidf, priors, tau)
         out[name] = figures(mix(logits, variant_routes, weights, variant_tfidf))
     return out
 
@@ -406,8 +445,17 @@ def fit_transformer(
         heads.save(workdir)
         tfidf_backend = TfidfBackend(heads, trainer.labels)
         tfidf_logits = tfidf_backend.logits(splits.valid["text"].tolist())
-    mixing = _fit_mixing(raw, trainer.targets["valid"], routes or {}, tfidf_logits)
-    variants = _ablation(raw, splits, trainer, routes or {}, tfidf_logits, config)
+    mixing = _fit_mixing(
+        raw,
+        trainer.targets["valid"],
+        routes or {},
+        tfidf_logits,
+        log_priors(trainer.targets["train"], trainer.labels),
+        config.prior_correction,
+    )
+    variants = _ablation(
+        raw, splits, trainer.labels, trainer.targets, routes or {}, tfidf_logits, config
+    )
     state = {k: v.contiguous() for k, v in trainer.model.state_dict().items()}
     save_file(state, str(workdir / "model.safetensors"), metadata={"format": "pt"})
     trainer.tokenizer.save_pretrained(str(workdir))
@@ -431,3 +479,34 @@ def fit_transformer(
         tfidf_backend,
     )
     return backend, extra
+
+
+def ablate_model_dir(model_dir: Path) -> dict[str, dict[str, Any]]:
+    """The ablation of a trained transformer directory, recomputed on its own split with the
+    current code and no retraining (for variants added after it was trained). The network runs
+    in fp32 here, in bf16 during training: figures may differ in the third decimal."""
+    from model.artifacts import TRAINING_CONFIG, read_config
+    from model.classifier import TfidfBackend
+    from model.tfidf import TfidfHeads
+    from training.train import load_splits
+
+    config = TrainConfig(**json.loads((model_dir / TRAINING_CONFIG).read_text()))
+    model_config = read_config(model_dir)
+    if model_config.get("model_type") != "aduan-transformer":
+        raise ValueError(f"{model_dir}: not a transformer model directory")
+    splits, _ = load_splits(config)
+    backend = TransformerBackend.load(model_dir, model_config)
+    labels = backend.labels
+    topics = None
+    if "topic" in labels:
+        train_topics, valid_topics, _ = topic_labels(splits, config.min_topic_rows)
+        topics = (train_topics, valid_topics)
+    texts = splits.valid["text"].tolist()
+    raw = backend.encoder_logits(texts)
+    routes = backend.routes
+    tfidf = None
+    if config.ensemble_tfidf:
+        tfidf = TfidfBackend(TfidfHeads.load(model_dir), labels).logits(texts)
+    return _ablation(
+        raw, splits, labels, head_targets(splits, labels, topics), routes, tfidf, config
+    )

@@ -3,6 +3,8 @@ Indonesian (the shared corpus plus the training texts). Built once and cached.""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import shutil
 import tempfile
@@ -13,6 +15,9 @@ from training.config import SHARED_DATA
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_NAME = "e5-small-id"
+# Public-service questions and complaints: the corpus closest to the complaints' domain.
+ADAPT_CORPUS = "id_public_service_tweets.txt"
+ADAPT_LR = 1e-4
 
 
 def corpus_files() -> list[Path]:
@@ -44,3 +49,23 @@ def default_base(cache: Path, data: list[str]) -> Path:
         return target
     log.info("building the default base encoder in %s (once)", target)
     return build_e5(target, [*corpus_files(), *(Path(p) for p in data)])
+
+
+def adapted_base(
+    base: Path, data: list[str], until: str, steps: int, corpus: list[Path] | None = None
+) -> Path:
+    """`base` after `steps` of domain-adaptive MLM on `corpus` (default: the shared
+    public-service corpus) and the training complaints up to `until` (validation text stays
+    unseen); cached beside `base` per (data, until, steps), resumable when interrupted."""
+    from training.bases.pretrain import MlmConfig, adapt
+
+    corpus = corpus if corpus is not None else [SHARED_DATA / "corpus" / ADAPT_CORPUS]
+    texts = sorted(str(Path(p).resolve()) for p in [*map(str, corpus), *data])
+    key = json.dumps([texts, until, steps])
+    target = base.parent / f"{base.name}-adapted-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+    if (target / "adapted_from.json").is_file():  # written last: the directory is complete
+        return target
+    log.info("adapting the base encoder in %s (once, %d steps)", target, steps)
+    files = [*corpus, *(Path(p) for p in data)]
+    adapt(str(base), files, target, MlmConfig(max_steps=steps, lr=ADAPT_LR), until)
+    return target

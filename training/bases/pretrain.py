@@ -179,7 +179,10 @@ def mlm_train(
 
     from training.finetune import bucketed_batches
 
-    ids = tokenizer(texts, truncation=True, max_length=config.max_length)["input_ids"]
+    # A base with fewer positions than `max_length` (e.g. a small test encoder) caps it.
+    positions = getattr(model.config, "max_position_embeddings", None) or config.max_length
+    max_length = min(config.max_length, int(positions))
+    ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     lengths = [len(x) for x in ids]
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=config.mask_probability)
     steps_per_epoch = (len(ids) + config.batch_size - 1) // config.batch_size
