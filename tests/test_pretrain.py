@@ -149,6 +149,28 @@ def test_pretrain_adapt_continues_a_base_on_earlier_texts_only(
     assert again.exit_code == 0 and "resuming adapting at step" in caplog.text
 
 
+def test_pretrain_adapt_head_warmup_trains_the_head_alone(tmp_path, tiny_base, complaints_csv):
+    from safetensors.torch import load_file
+
+    output = tmp_path / "warm"
+    args = ["base", "adapt", "--base", str(tiny_base), "--corpus", str(complaints_csv)]
+    args += ["--output", str(output), *ADAPT, "--set", "epochs=0", "--set", "head_warmup_steps=15"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    first, last = map(
+        float,
+        re.search(
+            r"'head_first_loss': ([\d.]+), 'head_last_loss': ([\d.]+)", result.output
+        ).groups(),
+    )
+    assert last < first  # the head learned ...
+    before, after = (
+        load_file(tiny_base / "model.safetensors"),
+        load_file(output / "model.safetensors"),
+    )
+    assert all((before[k] == after[k]).all() for k in before)  # ... the encoder did not move
+
+
 def test_pretrain_adapt_reports_a_missing_base_and_a_bad_date(tmp_path, complaints_csv):
     runner = CliRunner()
     common = ["base", "adapt", "--corpus", str(complaints_csv), "--output", str(tmp_path / "o")]

@@ -141,3 +141,35 @@ def test_data_stats_writes_chart(complaints_csv, tmp_path):
     assert stats["rows"] == 360
     assert stats["classes"]["category"]["PJU"] == 60
     assert chart.stat().st_size > 1000
+
+
+def test_train_refit_all_learns_from_the_validation_months(tmp_path):
+    """With refit_all, the shipped weights have seen the newest complaints; the metrics and
+    thresholds still come from the fit on the training months."""
+    from tests.conftest import SPLIT, make_complaints
+
+    frame = make_complaints()
+    newest = frame["created_at"] >= "2023-02-01"
+    trash = newest & (frame["agency"] == "Dinas Lingkungan Hidup")
+    # A word that appears only in the validation months, only for one agency.
+    frame.loc[trash, "text"] = frame.loc[trash, "text"] + " kresekbaru"
+    data = tmp_path / "drift.csv"
+    frame.to_csv(data, index=False)
+    probability, metrics = {}, {}
+    for refit in ("false", "true"):
+        output = tmp_path / f"refit-{refit}"
+        args = ["train", "--data", str(data), "--output", str(output), *SPLIT]
+        result = runner.invoke(app, [*args, "--set", "min_df=1", "--set", f"refit_all={refit}"])
+        assert result.exit_code == 0, result.output
+        classifier = ComplaintClassifier.load(output)
+        agency = classifier.predict_proba(["kresekbaru kresekbaru"])["agency"][0]
+        probability[refit] = agency[classifier.classes_["agency"].index("Dinas Lingkungan Hidup")]
+        metrics[refit] = json.loads((output / "metrics.json").read_text())["validation"]
+    assert read_config(tmp_path / "refit-true")["trained_on"]["rows"] == len(frame)
+    assert "trained_on" not in read_config(tmp_path / "refit-false")
+    assert "refitted on all 360 rows" in (tmp_path / "refit-true" / "README.md").read_text()
+    assert probability["true"] > 0.5 > probability["false"]
+    assert metrics["true"]["agency"]["accuracy"] == metrics["false"]["agency"]["accuracy"]
+    quick = ["train", "--preset", "quick", "--data", str(data), "--output", str(tmp_path / "t")]
+    transformer = runner.invoke(app, [*quick, "--set", "refit_all=true"])
+    assert transformer.exit_code == 2 and "tfidf model kind only" in transformer.output

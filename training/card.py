@@ -31,6 +31,15 @@ def render_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
         f"- validation (time split, newer complaints): {data['valid_rows']} rows, "
         f"{data['valid_period'][0]} to {data['valid_period'][1]}",
         f"- classes: {data['classes']}",
+    ]
+    if config.get("trained_on"):
+        refit = config["trained_on"]
+        lines.append(
+            f"- shipped weights: refitted on all {refit['rows']} rows up to {refit['until']} "
+            "after validation chose the temperatures and thresholds below (the metrics are "
+            "those of the fit on the training months)"
+        )
+    lines += [
         "",
         "## Validation metrics",
         "| head | accuracy | macro-F1 | top-3 | ECE | auto-routed | accuracy when auto |",

@@ -34,6 +34,9 @@ class TrainConfig:
     valid_until: str = "2023-03-31"
     min_agency_rows: int = 30
     route_accuracy: float = 0.95
+    # After validation has chosen temperatures and thresholds, fit the shipped weights again on
+    # every row (training + validation months): the newest complaints matter (time drift).
+    refit_all: bool = False
     seed: int = 13
     # TF-IDF baseline
     word_ngram_max: int = 2

@@ -11,6 +11,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from model import artifacts
 from model.classifier import Backend, TfidfBackend
 from model.labels import HEADS
@@ -59,6 +61,22 @@ def fit_backend(
     raise ValueError(f"unknown model_kind {config.model_kind!r}")
 
 
+def _refit_all(config: TrainConfig, splits: Splits, workdir: Path) -> dict[str, Any]:
+    """Replace the saved weights by a fit on training + validation rows, same settings; the
+    temperatures and thresholds chosen on validation stay. TF-IDF kind only: a transformer
+    refit would need its epoch count fixed in advance (not done yet)."""
+    from training.baseline import fit_baseline
+
+    rows = pd.concat([splits.train, splits.valid], ignore_index=True)
+    fit_baseline(rows, config).save(workdir)
+    log.info("refitted on all %d rows up to %s", len(rows), rows["created_at"].max().date())
+    return {
+        "rows": len(rows),
+        "until": str(rows["created_at"].max().date()),
+        "note": "weights refitted on training + validation rows after calibration",
+    }
+
+
 def calibrate(backend: Backend, splits: Splits, target: float) -> tuple[dict, dict, dict]:
     """Temperature per head, auto-route threshold per head and validation metrics."""
     logits = backend.logits(splits.valid["text"].tolist())
@@ -75,6 +93,8 @@ def calibrate(backend: Backend, splits: Splits, target: float) -> tuple[dict, di
 def train(config: TrainConfig, output: Path | str) -> dict[str, Any]:
     """Train, calibrate and write a complete model directory at `output` (atomically)."""
     output = Path(output)
+    if config.refit_all and config.model_kind != "tfidf":  # say so before hours of training
+        raise ValueError("refit_all is implemented for the tfidf model kind only")
     splits, taxonomy = load_splits(config)
     output.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
@@ -84,6 +104,9 @@ def train(config: TrainConfig, output: Path | str) -> dict[str, Any]:
         backend, extra = fit_backend(config, splits, workdir, checkpoint_dir)
         train_seconds = time.perf_counter() - started
         temperatures, thresholds, valid_metrics = calibrate(backend, splits, config.route_accuracy)
+        if config.refit_all:
+            extra = {**extra, "trained_on": _refit_all(config, splits, workdir)}
+            train_seconds = time.perf_counter() - started
         metrics = _write_directory(
             workdir,
             config,

@@ -42,6 +42,10 @@ class MlmConfig:
     save_every: int = 200
     seed: int = 13
     bf16: bool = True
+    # Steps that train only a fresh MLM head (encoder frozen, lr `head_lr`) before the rest,
+    # so that a random head's gradients do not disturb a pretrained encoder.
+    head_warmup_steps: int = 0
+    head_lr: float = 1e-3
 
 
 @dataclass
@@ -169,6 +173,38 @@ def _masked_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits.float(), labels[picked])
 
 
+def _warm_up_head(
+    model: Any, ids: list[list[int]], lengths: list[int], collator: Any, config: MlmConfig
+) -> list[float]:
+    """Train the MLM head alone for `head_warmup_steps` (the tied word embeddings and the
+    encoder stay frozen; no gradient flows through the encoder, so these steps are cheap)."""
+    from training.finetune import bucketed_batches
+
+    encoder = getattr(model, model.base_model_prefix)
+    frozen = [p for p in encoder.parameters() if p.requires_grad]
+    for param in frozen:
+        param.requires_grad_(False)
+    head = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(head, lr=config.head_lr)
+    batches = bucketed_batches(lengths, config.batch_size, random.Random(config.seed - 1))
+    bar = tqdm(total=config.head_warmup_steps, desc="warming up the MLM head", unit="step")
+    losses = []
+    for n in range(config.head_warmup_steps):
+        batch = collator([{"input_ids": ids[i]} for i in batches[n % len(batches)]])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            loss = _masked_loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    bar.close()
+    for param in frozen:
+        param.requires_grad_(True)
+    return losses
+
+
 def mlm_train(
     model: Any, tokenizer: Any, texts: list[str], config: MlmConfig, work: Path, desc: str
 ) -> dict[str, Any]:
@@ -209,9 +245,13 @@ def mlm_train(
         )
         state_file.write_text(json.dumps({"config": asdict(config), "step": step}))
 
+    model.train()
+    report: dict[str, Any] = {}
+    if step == 0 and config.head_warmup_steps:
+        head_losses = _warm_up_head(model, ids, lengths, collator, config)
+        report = {"head_first_loss": head_losses[0], "head_last_loss": head_losses[-1]}
     losses: list[float] = []
     bar = tqdm(total=total, initial=step, desc=desc, unit="step")
-    model.train()
     while step < total:
         epoch = step // steps_per_epoch
         batches = bucketed_batches(lengths, config.batch_size, random.Random(config.seed + epoch))
@@ -237,4 +277,4 @@ def mlm_train(
     window = max(1, min(50, len(losses) // 5))
     first = sum(losses[:window]) / window if losses else float("nan")
     last = sum(losses[-window:]) / window if losses else float("nan")
-    return {"steps": step, "first_loss": first, "last_loss": last, "model": model}
+    return {"steps": step, "first_loss": first, "last_loss": last, **report, "model": model}
