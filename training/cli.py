@@ -350,6 +350,10 @@ def base_pretrain(
         typer.Option(help="Text files (one text a line) or complaint files; repeat for several"),
     ],
     output: Annotated[Path, typer.Option(help="Hugging Face directory to write")],
+    until: Annotated[
+        str | None,
+        typer.Option(help="Read complaint files only up to this date (keep validation unseen)"),
+    ] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="Override a pretraining setting: --set layers=6"),
@@ -360,7 +364,9 @@ def base_pretrain(
 
     config = _mlm_settings(PretrainConfig, set_)
     try:
-        report = pretrain(corpus, output, config)
+        if until:
+            check_date(until, "--until")
+        report = pretrain(corpus, output, config, until)
     except (ValueError, DataError) as exc:
         raise _fail(str(exc)) from exc
     typer.echo(f"encoder written to {output}: {report}")

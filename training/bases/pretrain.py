@@ -93,13 +93,16 @@ def _texts(corpus: list[Path], until: str | None = None) -> list[str]:
     return texts
 
 
-def pretrain(corpus: list[Path], output: Path, config: PretrainConfig) -> dict[str, float]:
+def pretrain(
+    corpus: list[Path], output: Path, config: PretrainConfig, until: str | None = None
+) -> dict[str, float]:
     """Tokenizer, then MLM pretraining; writes a directory `AutoModel` and `AutoTokenizer`
-    load. A rerun with the same output resumes from its last checkpoint."""
+    load. Complaint files are read up to `until`. A rerun with the same output resumes from
+    its last checkpoint."""
     from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
 
     torch.manual_seed(config.seed)
-    texts = _texts(corpus)
+    texts = _texts(corpus, until)
     work = output / ".pretrain"
     work.mkdir(parents=True, exist_ok=True)
     if not (work / "tokenizer.json").is_file():
