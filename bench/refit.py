@@ -23,8 +23,8 @@ from typing import Any
 from model.classifier import ComplaintClassifier
 from model.labels import HEADS
 from training.config import load_config
-from training.data import apply_agency_map
-from training.metrics import head_metrics, summary
+from training.evaluate import score_rows
+from training.metrics import summary
 from training.train import load_splits, train
 
 TEST = {"train_until": "2023-01-31", "valid_from": "2023-02-01", "valid_until": "2023-03-31"}
@@ -33,20 +33,8 @@ EARLIER = {"train_until": "2022-11-30", "valid_from": "2022-12-01", "valid_until
 
 def measure(model_dir: Path, rows: Any) -> dict[str, Any]:
     """The model's stored temperatures and thresholds, applied to `rows`."""
-    classifier = ComplaintClassifier.load(model_dir)
-    rows = apply_agency_map(rows, classifier.config.get("agency_map", {}))
-    proba = classifier.predict_proba(rows["text"].tolist())
-    return {
-        head: summary(
-            head_metrics(
-                rows[head].tolist(),
-                proba[head],
-                classifier.labels[head].labels,
-                classifier.thresholds[head],
-            )
-        )
-        for head in HEADS
-    }
+    _, _, scores = score_rows(ComplaintClassifier.load(model_dir), rows)
+    return {head: summary(scores[head]) for head in HEADS}
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from training.data import ColumnMap, DataError, check_date
+from training.data import ColumnMap, DataError
 
 if TYPE_CHECKING:
     from service.storage import Store
@@ -53,6 +53,14 @@ log = logging.getLogger("aduan")
 ColumnOpt = Annotated[
     list[str] | None,
     typer.Option("--column", help="Map a field to a file column, e.g. --column text=isi_aduan"),
+]
+CorpusOpt = Annotated[
+    list[Path],
+    typer.Option(help="Text files (one text a line) or complaint files; repeat for several"),
+]
+UntilOpt = Annotated[
+    str | None,
+    typer.Option(help="Read complaint files only up to this date (keep validation unseen)"),
 ]
 
 
@@ -345,15 +353,9 @@ def base_import_e5(
 
 @base_app.command("pretrain")
 def base_pretrain(
-    corpus: Annotated[
-        list[Path],
-        typer.Option(help="Text files (one text a line) or complaint files; repeat for several"),
-    ],
+    corpus: CorpusOpt,
     output: Annotated[Path, typer.Option(help="Hugging Face directory to write")],
-    until: Annotated[
-        str | None,
-        typer.Option(help="Read complaint files only up to this date (keep validation unseen)"),
-    ] = None,
+    until: UntilOpt = None,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="Override a pretraining setting: --set layers=6"),
@@ -364,8 +366,6 @@ def base_pretrain(
 
     config = _mlm_settings(PretrainConfig, set_)
     try:
-        if until:
-            check_date(until, "--until")
         report = pretrain(corpus, output, config, until)
     except (ValueError, DataError) as exc:
         raise _fail(str(exc)) from exc
@@ -375,15 +375,9 @@ def base_pretrain(
 @base_app.command("adapt")
 def base_adapt(
     base: Annotated[str, typer.Option(help="Base encoder directory (or hub id) to continue")],
-    corpus: Annotated[
-        list[Path],
-        typer.Option(help="Text files (one text a line) or complaint files; repeat for several"),
-    ],
+    corpus: CorpusOpt,
     output: Annotated[Path, typer.Option(help="Hugging Face directory to write")],
-    until: Annotated[
-        str | None,
-        typer.Option(help="Read complaint files only up to this date (keep validation unseen)"),
-    ] = None,
+    until: UntilOpt = None,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="Override an MLM setting: --set max_steps=1000"),
@@ -394,8 +388,6 @@ def base_adapt(
 
     config = _mlm_settings(MlmConfig, set_)
     try:
-        if until:
-            check_date(until, "--until")
         report = adapt(base, corpus, output, config, until)
     except (OSError, ValueError, DataError) as exc:
         raise _fail(str(exc)) from exc

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from model.artifacts import PLOTS
 from model.classifier import ComplaintClassifier
@@ -36,20 +37,13 @@ def evaluate(
     classifier = ComplaintClassifier.load(model_dir)
     taxonomy = Taxonomy.load(model_dir / "taxonomy.yaml")
     frame = add_labels(load_many([str(p) for p in data], columns), taxonomy)
-    frame = apply_agency_map(frame, classifier.config.get("agency_map", {}))
-    texts = frame["text"].tolist()
-    proba: dict[str, list[np.ndarray]] = {head: [] for head in HEADS}
-    for start in range(0, len(texts), batch_size):
-        batch = classifier.predict_proba(texts[start : start + batch_size])
-        for head in HEADS:
-            proba[head].append(batch[head])
+    frame, proba, scores = score_rows(classifier, frame, batch_size)
     result: dict[str, Any] = {"rows": len(frame), "model_version": classifier.version}
     details: dict[str, Any] = {}
     plots_dir = plots_dir or model_dir / PLOTS
     for head in HEADS:
-        matrix = np.concatenate(proba[head])
+        matrix, metrics = proba[head], scores[head]
         labels = classifier.labels[head].labels
-        metrics = head_metrics(frame[head].tolist(), matrix, labels, classifier.thresholds[head])
         result[head] = summary(metrics)
         result[head]["unknown_label_rows"] = metrics["unknown_label_rows"]
         details[head] = metrics
@@ -66,3 +60,28 @@ def evaluate(
         )
     result["details"] = details
     return result
+
+
+def score_rows(
+    classifier: ComplaintClassifier, frame: pd.DataFrame, batch_size: int = 256
+) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+    """Labelled rows (agencies mapped as at training time), the model's probabilities and
+    `head_metrics` per head with the stored thresholds."""
+    frame = apply_agency_map(frame, classifier.config.get("agency_map", {}))
+    texts = frame["text"].tolist()
+    chunks: dict[str, list[np.ndarray]] = {head: [] for head in HEADS}
+    for start in range(0, len(texts), batch_size):
+        batch = classifier.predict_proba(texts[start : start + batch_size])
+        for head in HEADS:
+            chunks[head].append(batch[head])
+    proba = {head: np.concatenate(chunks[head]) for head in HEADS}
+    scores = {
+        head: head_metrics(
+            frame[head].tolist(),
+            proba[head],
+            classifier.labels[head].labels,
+            classifier.thresholds[head],
+        )
+        for head in HEADS
+    }
+    return frame, proba, scores

