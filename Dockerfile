@@ -1,9 +1,23 @@
-# aduan classify service. Build from the repository root:
+# aduan classify service, installed from its wheel. Build from the repository root:
 #   docker build -t aduan .
 #   docker run -p 8000:8000 -v "$PWD/models/default:/models/default:ro" \
 #     -v "$PWD/../shared/data/surabaya/wilayah_surabaya.csv:/data/wilayah_surabaya.csv:ro" aduan
-FROM python:3.11-slim
 
+# --- build: the wheel, and the dependency list read from pyproject.toml ---
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY aduan ./aduan
+COPY model ./model
+COPY service ./service
+COPY training ./training
+COPY data ./data
+RUN pip install --no-cache-dir "setuptools>=68" \
+    && pip wheel --no-deps --no-build-isolation -w /dist . \
+    && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /dist/requirements.txt
+
+# --- runtime ---
+FROM python:3.11-slim
 # CPU-only PyTorch: the default index would pull a multi-GB CUDA build.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -15,26 +29,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     ADUAN_GAZETTEER=/data/wilayah_surabaya.csv \
     ADUAN_DATA_DIR=/var/lib/aduan
 
-WORKDIR /app
-
-# Dependencies first, so a code change does not reinstall them.
-COPY pyproject.toml README.md ./
-RUN mkdir model service training \
-    && touch model/__init__.py service/__init__.py training/__init__.py \
-    && pip install --extra-index-url "$TORCH_INDEX_URL" "torch==2.13.0" \
-    && pip install --extra-index-url "$TORCH_INDEX_URL" . \
-    && rm -rf model service training
-
-COPY model ./model
-COPY service ./service
-COPY training ./training
-COPY data ./data
-RUN pip install --no-deps --force-reinstall . \
-    && useradd --system --uid 10001 --home /app aduan \
+# Dependencies first (their own layer: a code change does not reinstall them), then the wheel.
+COPY --from=build /dist/requirements.txt /tmp/requirements.txt
+RUN pip install --extra-index-url "$TORCH_INDEX_URL" -r /tmp/requirements.txt
+COPY --from=build /dist/*.whl /tmp/
+RUN pip install --no-deps /tmp/aduan-*.whl \
+    && rm /tmp/*.whl /tmp/requirements.txt \
+    && useradd --system --uid 10001 --home /var/lib/aduan aduan \
     && mkdir -p /var/lib/aduan /models \
     && chown aduan /var/lib/aduan
 
 USER aduan
+WORKDIR /var/lib/aduan
 EXPOSE 8000
 VOLUME ["/var/lib/aduan"]
 

@@ -9,18 +9,33 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 # The PyTorch CPU wheel lies on disk on these machines; without it pip would fetch a CUDA build.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+# The folders that install as the `aduan` package (see pyproject.toml, ARCHITECTURE.md).
+PACKAGES := aduan model service training data
+# A strict editable install links every package file into build/__editable__*, so type
+# checkers see `aduan.*` like an installed wheel; it is refreshed when files are added/removed.
+EDITABLE := --no-build-isolation --config-settings editable_mode=strict
 
-.PHONY: install run train serve test lint bench clean
+.PHONY: install run train serve test lint bench clean FORCE
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(FIND_LINKS) -e '.[dev]'
+	$(BIN)/python -m pip install -q --upgrade pip 'setuptools>=68'
+	$(BIN)/python -m pip install -q $(FIND_LINKS) $(EDITABLE) -e '.[dev]'
 	touch $@
 
-install: $(VENV)/.installed
+# The list of package files; rewritten only when it changes, so the link tree is rebuilt only
+# when a file was added, removed or renamed.
+$(VENV)/.files: FORCE | $(BIN)/python
+	@find $(PACKAGES) -type f -not -path '*/__pycache__/*' | sort > $@.new
+	@cmp -s $@.new $@ && rm $@.new || mv $@.new $@
+
+$(VENV)/.linked: $(VENV)/.installed $(VENV)/.files
+	$(BIN)/python -m pip install -q --no-deps $(EDITABLE) -e .
+	touch $@
+
+install: $(VENV)/.linked
 
 $(MODEL)/config.json: | install
 	$(BIN)/aduan train --preset $(PRESET) --output $(MODEL)
@@ -33,9 +48,9 @@ serve: install
 run: train serve
 
 lint: install
-	$(BIN)/ruff check model service training tests bench
-	$(BIN)/ruff format --check model service training tests bench
-	$(BIN)/mypy
+	$(BIN)/ruff check $(PACKAGES) tests bench
+	$(BIN)/ruff format --check $(PACKAGES) tests bench
+	MYPYPATH="$$(echo build/__editable__.aduan-*)" $(BIN)/mypy
 
 test: lint
 	$(BIN)/python -m pytest
@@ -44,4 +59,4 @@ bench: install
 	$(BIN)/python bench/batching.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache

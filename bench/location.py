@@ -15,9 +15,9 @@ import argparse
 import json
 from pathlib import Path
 
-from model.location import DEFAULT_GAZETTEER, Gazetteer, LocationResolver, StreetIndex
-from training.config import DEFAULT_DATA
-from training.data import load_complaints, time_split
+from aduan.model.location import Gazetteer, LocationResolver, StreetIndex
+from aduan.model.resources import default_data, default_gazetteer
+from aduan.training.data import load_complaints, time_split
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,8 +40,8 @@ def accuracy(resolver: LocationResolver, rows: list[dict[str, str]]) -> dict[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--gazetteer", type=Path, default=DEFAULT_GAZETTEER)
+    parser.add_argument("--data", type=Path, default=default_data())
+    parser.add_argument("--gazetteer", type=Path, default=default_gazetteer())
     parser.add_argument("--train-until", default="2023-01-31")
     parser.add_argument("--valid-from", default="2023-02-01")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "location.json")

@@ -52,7 +52,7 @@ def table(directories: list[Path], recompute: bool = False) -> str:
         label = f"`{config['preset']}` ({config['model_type']})"
         variants = metrics.get("validation_variants", {})
         if recompute and variants:
-            from training.finetune import ablate_model_dir
+            from aduan.training.finetune import ablate_model_dir
 
             variants = ablate_model_dir(directory)
         for variant, figures in variants.items():

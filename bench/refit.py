@@ -20,12 +20,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from model.classifier import ComplaintClassifier
-from model.labels import HEADS
-from training.config import load_config
-from training.evaluate import score_rows
-from training.metrics import summary
-from training.train import load_splits, train
+from aduan.model.classifier import ComplaintClassifier
+from aduan.model.labels import HEADS
+from aduan.training.config import load_config
+from aduan.training.data import load_splits
+from aduan.training.evaluate import score_rows
+from aduan.training.metrics import summary
+from aduan.training.train import train
 
 TEST = {"train_until": "2023-01-31", "valid_from": "2023-02-01", "valid_until": "2023-03-31"}
 EARLIER = {"train_until": "2022-11-30", "valid_from": "2022-12-01", "valid_until": "2023-01-31"}

@@ -5,25 +5,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from model.artifacts import ModelDirError, head_labels, read_config
-from model.calibration import softmax
-from model.labels import HEADS, LabelSet
-from model.text import normalize_text
+from .artifacts import ModelKind, head_labels, load_kind, read_config
+from .calibration import softmax
+from .labels import HEADS, LabelSet
+from .text import normalize_text
 
 log = logging.getLogger(__name__)
 
 ROUTE_HEAD = "agency"
-_MISSING_CLASS_LOGIT = -1e9
-
-
-class Backend(Protocol):
-    """Anything that maps texts to raw per-head scores in the config's label order."""
-
-    def logits(self, texts: list[str]) -> dict[str, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -54,7 +47,7 @@ class Prediction:
 class ComplaintClassifier:
     """A loaded model directory of any kind (TF-IDF baseline or transformer)."""
 
-    def __init__(self, model_dir: Path, config: dict[str, Any], backend: Backend) -> None:
+    def __init__(self, model_dir: Path, config: dict[str, Any], backend: ModelKind) -> None:
         self.model_dir = model_dir
         self.config = config
         self.backend = backend
@@ -71,16 +64,7 @@ class ComplaintClassifier:
         """Load a model directory; raises `ModelDirError` saying why when it is unusable."""
         model_dir = Path(model_dir)
         config = read_config(model_dir)
-        backend: Backend
-        if config["model_type"] == "aduan-tfidf":
-            from model.tfidf import TfidfHeads
-
-            tfidf = TfidfHeads.load(model_dir)
-            backend = TfidfBackend(tfidf, head_labels(config))
-        else:
-            from model.network import TransformerBackend
-
-            backend = TransformerBackend.load(model_dir, config)
+        backend = load_kind(model_dir, config)
         log.info("loaded %s model from %s", config["model_type"], model_dir)
         return cls(model_dir, config, backend)
 
@@ -114,28 +98,3 @@ class ComplaintClassifier:
             heads[head] = [Scored(self.labels[head].labels[i], float(probs[i])) for i in order]
         route = "auto" if heads[ROUTE_HEAD][0].score >= self.thresholds[ROUTE_HEAD] else "review"
         return Prediction(heads, route)
-
-
-class TfidfBackend:
-    """Puts scikit-learn's `classes_` columns into the config's label order."""
-
-    def __init__(self, tfidf: Any, labels: dict[str, LabelSet]) -> None:
-        self.tfidf = tfidf
-        self.index: dict[str, np.ndarray] = {}
-        for head in HEADS:
-            classes = tfidf.classes(head)
-            unknown = set(classes) - set(labels[head].labels)
-            if unknown:
-                raise ModelDirError(f"weights for head {head!r} predict unknown labels {unknown}")
-            position = {c: i for i, c in enumerate(classes)}
-            self.index[head] = np.array([position.get(lab, -1) for lab in labels[head].labels])
-
-    def logits(self, texts: list[str]) -> dict[str, np.ndarray]:
-        raw = self.tfidf.logits(texts)
-        out = {}
-        for head, idx in self.index.items():
-            scores = np.full((len(texts), len(idx)), _MISSING_CLASS_LOGIT)
-            present = idx >= 0
-            scores[:, present] = raw[head][:, idx[present]]
-            out[head] = scores
-        return out

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -23,16 +22,8 @@ from typing import Any
 
 from rapidfuzz import fuzz, process
 
-from model.artifacts import LOCATIONS
-
-DEFAULT_GAZETTEER = (
-    Path(
-        os.environ.get("ADUAN_SHARED_DATA")
-        or Path(__file__).resolve().parents[2] / "shared" / "data"
-    )
-    / "surabaya"
-    / "wilayah_surabaya.csv"
-)
+from .artifacts import LOCATIONS
+from .resources import default_gazetteer
 
 _ABBREVIATIONS = {
     "jl": "jalan",
@@ -138,7 +129,9 @@ class Gazetteer:
         self._compact_kec = {_compact(c): c for c in self.kecamatans}
 
     @classmethod
-    def load(cls, path: Path | str = DEFAULT_GAZETTEER) -> Gazetteer:
+    def load(cls, path: Path | str | None = None) -> Gazetteer:
+        """The gazetteer CSV (default: the shared data's)."""
+        path = path or default_gazetteer()
         with open(path, encoding="utf-8", newline="") as handle:
             rows = list(csv.DictReader(handle))
         if not rows or {"kelurahan", "kecamatan"} - set(rows[0]):
@@ -276,9 +269,10 @@ def _best(scores: dict[str, float]) -> str | None:
     return min(scores.items(), key=lambda kv: (-kv[1], kv[0]))[0] if scores else None
 
 
-def load_resolver(model_dir: Path, gazetteer: Path = DEFAULT_GAZETTEER) -> LocationResolver | None:
+def load_resolver(model_dir: Path, gazetteer: Path | None = None) -> LocationResolver | None:
     """The gazetteer plus the model directory's learned streets (`locations.json`, when there);
     None when the gazetteer file is missing."""
+    gazetteer = gazetteer or default_gazetteer()
     if not gazetteer.is_file():
         return None
     streets = None

@@ -17,20 +17,26 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from model.artifacts import WEIGHTS, ModelDirError, head_labels
-from model.calibration import softmax
-from model.labels import LabelSet
+from .artifacts import ModelDirError, head_labels
+from .calibration import softmax
+from .labels import LabelSet
+from .tfidf import TfidfBackend
 
 log = logging.getLogger(__name__)
 
+WEIGHTS = "model.safetensors"  # encoder.* and heads.<name>.* tensors
 ROUTING = "routing.json"
 ROUTED_HEADS = ("category", "agency")
+
+
+def _uses_tfidf(config: dict[str, Any]) -> bool:
+    return any(m.get("tfidf_weight") for m in config.get("mixing", {}).values())
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -129,7 +135,10 @@ class RoutingTable:
 
 
 class TransformerBackend:
-    """Loads a transformer model directory and returns per-head log-probabilities."""
+    """The `aduan-transformer` kind: encoder + heads, mixed with the routing table and the
+    TF-IDF model into per-head log-probabilities. Saves and loads its own files."""
+
+    model_type: ClassVar[str] = "aduan-transformer"
 
     def __init__(
         self,
@@ -138,13 +147,15 @@ class TransformerBackend:
         config: dict[str, Any],
         labels: dict[str, LabelSet],
         routing: RoutingTable | None,
-        tfidf: Any | None,
+        tfidf: TfidfBackend | None,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_length = int(config.get("max_length", 128))
+        self.encoder_config: dict[str, Any] = dict(config.get("encoder") or {})
         self.labels = labels
         self.mixing = config.get("mixing", {})
+        self.routing = routing
         self.routes = (
             {h: routing.matrix(h, labels[h].labels, labels["topic"].labels) for h in ROUTED_HEADS}
             if routing and "topic" in labels
@@ -152,6 +163,34 @@ class TransformerBackend:
         )
         self.tfidf = tfidf
         self.batch_size = 32
+
+    def save(self, model_dir: Path) -> dict[str, Any]:
+        """Weights, tokenizer, routing table and TF-IDF part; returns the config entries."""
+        from safetensors.torch import save_file
+
+        state = {k: v.contiguous() for k, v in self.model.state_dict().items()}
+        save_file(state, str(model_dir / WEIGHTS), metadata={"format": "pt"})
+        self.tokenizer.save_pretrained(str(model_dir))
+        if self.routing is not None:
+            (model_dir / ROUTING).write_text(
+                json.dumps(self.routing.to_json(), ensure_ascii=False, indent=1)
+            )
+        if self.tfidf is not None:
+            self.tfidf.save(model_dir)
+        return {
+            "encoder": self.encoder_config,
+            "max_length": self.max_length,
+            "pooling": "mean",
+            "mixing": self.mixing,
+            "heads": {h: ls.to_json() for h, ls in self.labels.items()},
+        }
+
+    @classmethod
+    def required_files(cls, config: dict[str, Any]) -> tuple[str, ...]:
+        files: tuple[str, ...] = (WEIGHTS, "tokenizer.json")
+        if _uses_tfidf(config):
+            files += TfidfBackend.required_files(config)
+        return files
 
     @classmethod
     def load(cls, model_dir: Path, config: dict[str, Any]) -> TransformerBackend:
@@ -171,8 +210,6 @@ class TransformerBackend:
             {h: len(ls) for h, ls in labels.items()},
         )
         path = model_dir / WEIGHTS
-        if not path.is_file():
-            raise ModelDirError(f"{path}: weights file is missing")
         try:
             model.load_state_dict(load_file(str(path)), strict=True)
         except Exception as exc:  # truncated file, wrong shapes, missing tensors
@@ -180,12 +217,7 @@ class TransformerBackend:
         routing = None
         if (model_dir / ROUTING).is_file():
             routing = RoutingTable.from_json(json.loads((model_dir / ROUTING).read_text()))
-        tfidf = None
-        if any(m.get("tfidf_weight") for m in config.get("mixing", {}).values()):
-            from model.classifier import TfidfBackend
-            from model.tfidf import TfidfHeads
-
-            tfidf = TfidfBackend(TfidfHeads.load(model_dir), labels)
+        tfidf = TfidfBackend.load(model_dir, config) if _uses_tfidf(config) else None
         return cls(model, tokenizer, config, labels, routing, tfidf)
 
     def encoder_logits(self, texts: list[str]) -> dict[str, np.ndarray]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-DEFAULT_TAXONOMY = Path(__file__).resolve().parents[1] / "data" / "taxonomy.yaml"
+from .resources import default_taxonomy
 
 KELURAHAN = "Kelurahan"
 KECAMATAN = "Kecamatan"
@@ -43,9 +43,9 @@ class Taxonomy:
     _topic_index: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def load(cls, path: Path | str = DEFAULT_TAXONOMY) -> Taxonomy:
-        with open(path, encoding="utf-8") as handle:
-            return cls.from_dict(yaml.safe_load(handle))
+    def load(cls, path: Path | str | None = None) -> Taxonomy:
+        """A taxonomy file (default: the one the package ships, `aduan/data/taxonomy.yaml`)."""
+        return cls.from_dict(yaml.safe_load(taxonomy_text(path)))
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Taxonomy:
@@ -115,6 +115,13 @@ class Taxonomy:
             if any(key == n.casefold() for n in names):
                 return agency
         return None
+
+
+def taxonomy_text(path: Path | str | None = None) -> str:
+    """The YAML text of a taxonomy file, or of the packaged one when `path` is empty."""
+    if path:
+        return Path(path).read_text(encoding="utf-8")
+    return default_taxonomy().read_text(encoding="utf-8")
 
 
 def _topic_key(topic: str) -> str:

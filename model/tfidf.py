@@ -1,4 +1,4 @@
-"""Loading and running the TF-IDF + linear baseline.
+"""The TF-IDF + linear model kind (`aduan-tfidf`): saving, loading and running it.
 
 Stored without pickle: the vectoriser settings and vocabularies as JSON (`tfidf.json`), the idf
 vectors and linear weights as safetensors (`tfidf.safetensors`). skops was measured first: it
@@ -11,15 +11,20 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 from safetensors.numpy import load_file, save_file
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from model.artifacts import TFIDF_VECTORS, TFIDF_WEIGHTS, ModelDirError
-from model.calibration import as_logits
+from .artifacts import ModelDirError, head_labels
+from .calibration import as_logits
+from .labels import HEADS, LabelSet
+
+TFIDF_VECTORS = "tfidf.json"  # vectoriser settings and vocabularies
+TFIDF_WEIGHTS = "tfidf.safetensors"  # idf vectors and linear weights
+_MISSING_CLASS_LOGIT = -1e9
 
 _SETTINGS = (
     "analyzer",
@@ -142,3 +147,43 @@ def _vectorizer(
     vectorizer.fixed_vocabulary_ = True
     vectorizer.idf_ = idf
     return vectorizer
+
+
+class TfidfBackend:
+    """The `aduan-tfidf` kind: TF-IDF heads with their scores put into the config's label
+    order (a class the linear head never saw gets a logit of -1e9)."""
+
+    model_type: ClassVar[str] = "aduan-tfidf"
+
+    def __init__(self, tfidf: TfidfHeads, labels: dict[str, LabelSet]) -> None:
+        self.tfidf = tfidf
+        self.index: dict[str, np.ndarray] = {}
+        for head in HEADS:
+            classes = tfidf.classes(head)
+            unknown = set(classes) - set(labels[head].labels)
+            if unknown:
+                raise ModelDirError(f"weights for head {head!r} predict unknown labels {unknown}")
+            position = {c: i for i, c in enumerate(classes)}
+            self.index[head] = np.array([position.get(lab, -1) for lab in labels[head].labels])
+
+    def logits(self, texts: list[str]) -> dict[str, np.ndarray]:
+        raw = self.tfidf.logits(texts)
+        out = {}
+        for head, idx in self.index.items():
+            scores = np.full((len(texts), len(idx)), _MISSING_CLASS_LOGIT)
+            present = idx >= 0
+            scores[:, present] = raw[head][:, idx[present]]
+            out[head] = scores
+        return out
+
+    def save(self, model_dir: Path) -> dict[str, Any]:
+        self.tfidf.save(model_dir)
+        return {}
+
+    @classmethod
+    def required_files(cls, config: dict[str, Any]) -> tuple[str, ...]:
+        return (TFIDF_VECTORS, TFIDF_WEIGHTS)
+
+    @classmethod
+    def load(cls, model_dir: Path, config: dict[str, Any]) -> TfidfBackend:
+        return cls(TfidfHeads.load(model_dir), head_labels(config))

@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator
 
 from fastapi import Depends, FastAPI
 
-from service.deps import require_api_key
-from service.errors import install_error_handlers
-from service.observability import install_observability
-from service.routes import classify, feedback, health, meta, open311
-from service.settings import Settings, get_settings
-from service.state import ServiceState
-from service.storage import open_store
+from .deps import require_api_key
+from .errors import install_error_handlers
+from .observability import install_observability
+from .routes import classify, feedback, health, meta, open311
+from .settings import Settings, get_settings
+from .state import ServiceState
+from .storage import open_store
 
 log = logging.getLogger(__name__)
 

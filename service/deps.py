@@ -7,9 +7,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from service.errors import not_ready, unauthorized
-from service.settings import Settings, get_settings
-from service.state import ServiceState
+from .errors import not_ready, unauthorized
+from .settings import Settings, get_settings
+from .state import ServiceState
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 

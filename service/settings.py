@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from model.location import DEFAULT_GAZETTEER
+from aduan.model.resources import default_gazetteer
 
 
 class Settings(BaseSettings):
@@ -17,7 +17,9 @@ class Settings(BaseSettings):
     )
 
     model_dir: Path = Field(Path("models/default"), description="Model directory to serve")
-    gazetteer: Path = Field(DEFAULT_GAZETTEER, description="kelurahan,kecamatan CSV")
+    gazetteer: Path = Field(
+        default_factory=default_gazetteer, description="kelurahan,kecamatan CSV"
+    )
     max_batch: int = Field(64, ge=1, description="Most items in one classify request")
     max_chars: int = Field(10_000, ge=1, description="Longest accepted complaint text")
     batching: bool = Field(True, description="Merge concurrent requests into batches")

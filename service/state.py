@@ -7,13 +7,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from model import artifacts
-from model.classifier import ComplaintClassifier, Prediction
-from model.location import LocationResolver, Unit, load_resolver
-from model.taxonomy import KECAMATAN, KELURAHAN, Taxonomy
-from service.batcher import DynamicBatcher
-from service.observability import Metrics
-from service.settings import Settings
+from aduan.model import artifacts
+from aduan.model.classifier import ComplaintClassifier, Prediction
+from aduan.model.location import LocationResolver, Unit, load_resolver
+from aduan.model.taxonomy import KECAMATAN, KELURAHAN, Taxonomy
+
+from .batcher import DynamicBatcher
+from .observability import Metrics
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 

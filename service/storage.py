@@ -33,7 +33,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 log = logging.getLogger(__name__)
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# Alembic finds the migration scripts as package resources (a wheel install has no checkout).
+MIGRATIONS = "aduan.service:migrations"
 
 
 class Base(DeclarativeBase):
@@ -138,7 +139,7 @@ def upgrade(url: str) -> None:
     from alembic.config import Config
 
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("script_location", MIGRATIONS)
     config.attributes["engine"] = make_engine(url)
     try:
         command.upgrade(config, "head")

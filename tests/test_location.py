@@ -1,6 +1,6 @@
 import pytest
 
-from model.location import Gazetteer, LocationResolver, StreetIndex, tokens
+from aduan.model.location import Gazetteer, LocationResolver, StreetIndex, tokens
 
 GAZ = Gazetteer(
     [

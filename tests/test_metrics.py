@@ -1,7 +1,7 @@
 import numpy as np
 
-from model.calibration import softmax
-from training.metrics import (
+from aduan.model.calibration import softmax
+from aduan.training.metrics import (
     choose_threshold,
     expected_calibration_error,
     fit_temperature,

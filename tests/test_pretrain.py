@@ -4,8 +4,8 @@ import re
 
 from typer.testing import CliRunner
 
+from aduan.cli import app
 from tests.conftest import make_complaints
-from training.cli import app
 
 TINY = [
     "--set",
@@ -79,7 +79,7 @@ def test_pretrain_rejects_unknown_settings_and_empty_corpus(tmp_path):
             "colour=red",
         ],
     )
-    assert bad.exit_code == 2 and "unknown pretraining setting" in bad.output
+    assert bad.exit_code == 2 and "unknown setting 'colour'" in bad.output
     nothing = runner.invoke(
         app, ["base", "pretrain", "--corpus", str(empty), "--output", str(tmp_path / "o")]
     )
@@ -111,7 +111,7 @@ def test_pretrain_adapt_continues_a_base_on_earlier_texts_only(
     from safetensors.torch import load_file
     from transformers import AutoModel, AutoTokenizer
 
-    from training.data import load_complaints
+    from aduan.training.data import load_complaints
 
     output = tmp_path / "adapted"
     args = ["base", "adapt", "--base", str(tiny_base), "--corpus", str(complaints_csv)]
@@ -183,7 +183,8 @@ def test_pretrain_adapt_reports_a_missing_base_and_a_bad_date(tmp_path, complain
 def test_pretrain_adapted_base_is_built_once_per_setting(tmp_path, tiny_base, complaints_csv):
     import shutil
 
-    from training.bases.build import adapted_base
+    from aduan.training.bases.build import adapted_base
+    from aduan.training.bases.pretrain import MlmConfig
 
     base = tmp_path / "e5"
     shutil.copytree(tiny_base, base)
@@ -191,7 +192,8 @@ def test_pretrain_adapted_base_is_built_once_per_setting(tmp_path, tiny_base, co
     corpus.write_text("lampu jalan mati min\nmohon info jadwal bansos\n")
 
     def build(until: str):
-        return adapted_base(base, [str(complaints_csv)], until, 3, [corpus])
+        config = MlmConfig(max_steps=3, head_warmup_steps=1)
+        return adapted_base(base, [str(complaints_csv)], until, config, [corpus])
 
     first = build("2023-01-31")
     assert first.parent == base.parent and (first / "adapted_from.json").is_file()

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from model.artifacts import ModelDirError
+from aduan.model.artifacts import ModelDirError
 
 
 def _classify(client, *texts, headers=None, **extra):
@@ -198,8 +198,8 @@ def test_service_openapi_has_indonesian_examples(make_client):
 def test_service_refuses_directory_without_labels(tiny_model, gazetteer_csv, tmp_path):
     from fastapi.testclient import TestClient
 
-    from service.app import create_app
-    from service.settings import Settings
+    from aduan.service.app import create_app
+    from aduan.service.settings import Settings
 
     broken = tmp_path / "broken"
     shutil.copytree(tiny_model, broken)
@@ -214,8 +214,8 @@ def test_service_refuses_directory_without_labels(tiny_model, gazetteer_csv, tmp
 def test_service_refuses_corrupt_weights(tiny_model, gazetteer_csv, tmp_path):
     from fastapi.testclient import TestClient
 
-    from service.app import create_app
-    from service.settings import Settings
+    from aduan.service.app import create_app
+    from aduan.service.settings import Settings
 
     broken = tmp_path / "corrupt"
     shutil.copytree(tiny_model, broken)

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from service.storage import NewRequest, Store, make_engine, upgrade
+from aduan.service.storage import NewRequest, Store, make_engine, upgrade
 
 
 def _request(text="sampah menumpuk", **extra):

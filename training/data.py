@@ -19,9 +19,11 @@ from typing import Any
 
 import pandas as pd
 
-from model.labels import LabelSet
-from model.taxonomy import OTHER_AGENCY, Taxonomy, agency_class
-from model.text import normalize_text
+from aduan.model.labels import LabelSet
+from aduan.model.taxonomy import OTHER_AGENCY, Taxonomy, agency_class
+from aduan.model.text import normalize_text
+
+from .config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -307,3 +309,19 @@ def prepare(
 
 def _period(frame: pd.DataFrame) -> list[str]:
     return [str(frame["created_at"].min().date()), str(frame["created_at"].max().date())]
+
+
+def load_splits(config: TrainConfig) -> tuple[Splits, Taxonomy]:
+    """The configured files, labelled, de-duplicated and split by time; and the taxonomy."""
+    taxonomy = Taxonomy.load(config.taxonomy or None)
+    frame = load_many(config.data, ColumnMap(**config.columns))
+    splits = prepare(
+        frame,
+        taxonomy,
+        train_until=config.train_until,
+        valid_from=config.valid_from,
+        valid_until=config.valid_until or None,
+        min_agency_rows=config.min_agency_rows,
+    )
+    log.info("data: %s", splits.report)
+    return splits, taxonomy

@@ -9,12 +9,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from model.artifacts import PLOTS
-from model.classifier import ComplaintClassifier
-from model.labels import HEADS
-from model.taxonomy import Taxonomy
-from training.data import ColumnMap, add_labels, apply_agency_map, load_many
-from training.metrics import head_metrics, plot_confusion, summary
+from aduan.model.artifacts import PLOTS
+from aduan.model.classifier import ComplaintClassifier
+from aduan.model.labels import HEADS
+from aduan.model.taxonomy import Taxonomy
+
+from .data import ColumnMap, add_labels, apply_agency_map, load_many
+from .metrics import head_metrics, plot_confusion, summary
 
 log = logging.getLogger(__name__)
 

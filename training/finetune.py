@@ -26,9 +26,8 @@ from sklearn.metrics import f1_score
 from torch import nn
 from tqdm import tqdm
 
-from model.labels import LabelSet
-from model.network import (
-    ROUTING,
+from aduan.model.labels import LabelSet
+from aduan.model.network import (
     MultiHeadClassifier,
     RoutingTable,
     TransformerBackend,
@@ -36,9 +35,12 @@ from model.network import (
     head_outputs,
     mix,
 )
-from training.config import TrainConfig
-from training.data import Splits
-from training.metrics import fit_temperature
+from aduan.model.tfidf import TfidfBackend
+
+from .batches import bucketed_batches
+from .config import TrainConfig
+from .data import Splits, load_splits
+from .metrics import fit_temperature
 
 log = logging.getLogger(__name__)
 
@@ -96,29 +98,22 @@ def class_weights(y: np.ndarray, classes: int, power: float) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def bucketed_batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
-    """Shuffle, sort by length inside chunks of 50 batches, cut, shuffle the batches."""
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    chunk = batch_size * 50
-    batches = []
-    for start in range(0, len(order), chunk):
-        part = sorted(order[start : start + chunk], key=lambda i: lengths[i])
-        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
-    rng.shuffle(batches)
-    return batches
-
-
 def resolve_base(config: TrainConfig) -> str:
     """The base encoder: `--base` as given, else the cached default (built when missing,
     then domain-adapted when `adapt_steps` asks for it)."""
     if config.base:
         return config.base
-    from training.bases.build import adapted_base, default_base
+    from .bases.build import adapted_base, default_base
+    from .bases.pretrain import MlmConfig
 
     base = default_base(Path(config.base_cache), config.data)
     if config.adapt_steps:
-        base = adapted_base(base, config.data, config.train_until, config.adapt_steps)
+        adaptation = MlmConfig(
+            max_steps=config.adapt_steps,
+            lr=config.adapt_lr,
+            head_warmup_steps=round(config.adapt_steps * config.adapt_head_warmup),
+        )
+        base = adapted_base(base, config.data, config.train_until, adaptation)
     return str(base)
 
 
@@ -380,7 +375,7 @@ def _ablation(
     Each variant gets its own temperature and auto-route threshold, fitted on validation like
     the shipped model's, so the rows of bench/quality.md compare like with like.
     """
-    from training.metrics import calibrate_head, summary
+    from .metrics import calibrate_head, summary
 
     def figures(logits: dict[str, np.ndarray]) -> dict[str, Any]:
         return {
@@ -421,78 +416,58 @@ def _ablation(
 
 
 def fit_transformer(
-    config: TrainConfig, splits: Splits, workdir: Path, checkpoint_dir: Path | None = None
-) -> tuple[TransformerBackend, dict]:
-    """Fine-tune, fit the routing table and ensemble weights, save into `workdir`."""
+    config: TrainConfig, splits: Splits, checkpoint_dir: Path
+) -> tuple[TransformerBackend, dict[str, Any]]:
+    """Fine-tune, fit the routing table and the mixing weights; the fitted kind (saved by the
+    caller) and what training adds to config.json and metrics.json."""
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
-    trainer = _Trainer(config, splits, checkpoint_dir or workdir / ".checkpoint")
+    trainer = _Trainer(config, splits, checkpoint_dir)
     trainer.train()
     raw = trainer.predict_raw("valid")
-    routing = routes = None
+    routing = None
+    routes: dict[str, np.ndarray] = {}
     if trainer.topics is not None:
         routing = routing_table(trainer.topics[0], splits.train)
         topics = trainer.labels["topic"].labels
         routes = {
             h: routing.matrix(h, trainer.labels[h].labels, topics) for h in ("category", "agency")
         }
-        (workdir / ROUTING).write_text(json.dumps(routing.to_json(), ensure_ascii=False, indent=1))
     tfidf_backend = tfidf_logits = None
     if config.ensemble_tfidf:
-        from model.classifier import TfidfBackend
-        from training.baseline import fit_baseline
+        from .baseline import fit_baseline
 
-        heads = fit_baseline(splits.train, config)
-        heads.save(workdir)
-        tfidf_backend = TfidfBackend(heads, trainer.labels)
+        tfidf_backend = TfidfBackend(fit_baseline(splits.train, config), trainer.labels)
         tfidf_logits = tfidf_backend.logits(splits.valid["text"].tolist())
     mixing = _fit_mixing(
         raw,
         trainer.targets["valid"],
-        routes or {},
+        routes,
         tfidf_logits,
         log_priors(trainer.targets["train"], trainer.labels),
         config.prior_correction,
     )
-    variants = _ablation(
-        raw, splits, trainer.labels, trainer.targets, routes or {}, tfidf_logits, config
-    )
-    state = {k: v.contiguous() for k, v in trainer.model.state_dict().items()}
-    save_file(state, str(workdir / "model.safetensors"), metadata={"format": "pt"})
-    trainer.tokenizer.save_pretrained(str(workdir))
-    extra = {
-        "encoder": trainer.encoder_config,
-        "max_length": config.max_length,
-        "pooling": "mean",
-        "mixing": mixing,
-        "extra_heads": {
-            h: ls.to_json() for h, ls in trainer.labels.items() if h not in ("category", "agency")
-        },
-        "base_encoder": trainer.base,
-        "validation_variants": variants,
-    }
+    variants = _ablation(raw, splits, trainer.labels, trainer.targets, routes, tfidf_logits, config)
     backend = TransformerBackend(
         trainer.model,
         trainer.tokenizer,
-        {"max_length": config.max_length, "mixing": mixing},
+        {"max_length": config.max_length, "mixing": mixing, "encoder": trainer.encoder_config},
         trainer.labels,
         routing,
         tfidf_backend,
     )
-    return backend, extra
+    return backend, {"base_encoder": trainer.base, "validation_variants": variants}
 
 
 def ablate_model_dir(model_dir: Path) -> dict[str, dict[str, Any]]:
     """The ablation of a trained transformer directory, recomputed on its own split with the
     current code and no retraining (for variants added after it was trained). The network runs
     in fp32 here, in bf16 during training: figures may differ in the third decimal."""
-    from model.artifacts import TRAINING_CONFIG, read_config
-    from model.classifier import TfidfBackend
-    from model.tfidf import TfidfHeads
-    from training.train import load_splits
+    from aduan.model.artifacts import TRAINING_CONFIG, read_config
+    from aduan.model.tfidf import TfidfHeads
 
     config = TrainConfig(**json.loads((model_dir / TRAINING_CONFIG).read_text()))
     model_config = read_config(model_dir)
-    if model_config.get("model_type") != "aduan-transformer":
+    if model_config.get("model_type") != TransformerBackend.model_type:
         raise ValueError(f"{model_dir}: not a transformer model directory")
     splits, _ = load_splits(config)
     backend = TransformerBackend.load(model_dir, model_config)

@@ -16,7 +16,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from model.calibration import softmax
+from aduan.model.calibration import softmax
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:

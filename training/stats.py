@@ -7,15 +7,16 @@ from typing import Any
 
 import pandas as pd
 
-from model.taxonomy import DEFAULT_TAXONOMY, Taxonomy
-from training.data import ColumnMap, add_labels, load_complaints
+from aduan.model.taxonomy import Taxonomy
+
+from .data import ColumnMap, add_labels, load_complaints
 
 
 def data_stats(
     path: Path | str,
     *,
     columns: ColumnMap | None = None,
-    taxonomy: Path | str = DEFAULT_TAXONOMY,
+    taxonomy: Path | str | None = None,
     chart: Path | None = None,
     top: int = 25,
 ) -> dict[str, Any]:

@@ -6,78 +6,75 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from model import artifacts
-from model.classifier import Backend, TfidfBackend
-from model.labels import HEADS
-from model.location import DEFAULT_GAZETTEER, Gazetteer, StreetIndex
-from model.taxonomy import DEFAULT_TAXONOMY, Taxonomy
-from training.card import render_card
-from training.config import TrainConfig
-from training.data import ColumnMap, Splits, load_many, prepare
-from training.metrics import calibrate_head, plot_confusion
+from aduan.model import artifacts
+from aduan.model.artifacts import ModelKind
+from aduan.model.labels import HEADS
+from aduan.model.location import Gazetteer, StreetIndex
+from aduan.model.resources import default_gazetteer
+from aduan.model.taxonomy import taxonomy_text
+
+from .card import render_card
+from .config import TrainConfig
+from .data import Splits, load_splits
+from .metrics import calibrate_head, plot_confusion
 
 log = logging.getLogger(__name__)
 
-
-def load_splits(config: TrainConfig) -> tuple[Splits, Taxonomy]:
-    taxonomy = Taxonomy.load(config.taxonomy or DEFAULT_TAXONOMY)
-    frame = load_many(config.data, ColumnMap(**config.columns))
-    splits = prepare(
-        frame,
-        taxonomy,
-        train_until=config.train_until,
-        valid_from=config.valid_from,
-        valid_until=config.valid_until or None,
-        min_agency_rows=config.min_agency_rows,
-    )
-    log.info("data: %s", splits.report)
-    return splits, taxonomy
+# What a trainer returns: the fitted model kind (saved by `train`) and what training adds to
+# config.json (`validation_variants` goes to metrics.json).
+Fitted = tuple[ModelKind, dict[str, Any]]
 
 
-def fit_backend(
-    config: TrainConfig, splits: Splits, workdir: Path, checkpoint_dir: Path
-) -> tuple[Backend, dict[str, Any]]:
-    """Fit the model kind named in the config and save its weights into `workdir`.
+def _fit_tfidf(config: TrainConfig, splits: Splits, checkpoint_dir: Path) -> Fitted:
+    from aduan.model.tfidf import TfidfBackend
 
-    Returns the backend and what the kind adds to config.json.
-    """
-    if config.model_kind == "tfidf":
-        from training.baseline import fit_baseline
+    from .baseline import fit_baseline
 
-        heads = fit_baseline(splits.train, config)
-        heads.save(workdir)
-        return TfidfBackend(heads, splits.labels), {}
-    if config.model_kind == "transformer":
-        from training.finetune import fit_transformer
-
-        return fit_transformer(config, splits, workdir, checkpoint_dir)
-    raise ValueError(f"unknown model_kind {config.model_kind!r}")
+    return TfidfBackend(fit_baseline(splits.train, config), splits.labels), {}
 
 
-def _refit_all(config: TrainConfig, splits: Splits, workdir: Path) -> dict[str, Any]:
-    """Replace the saved weights by a fit on training + validation rows, same settings; the
-    temperatures and thresholds chosen on validation stay. TF-IDF kind only: a transformer
-    refit would need its epoch count fixed in advance (not done yet)."""
-    from training.baseline import fit_baseline
+def _fit_transformer(config: TrainConfig, splits: Splits, checkpoint_dir: Path) -> Fitted:
+    from .finetune import fit_transformer
 
+    return fit_transformer(config, splits, checkpoint_dir)
+
+
+# `model_kind` setting -> its trainer; the model kinds themselves live in `aduan.model`.
+TRAINERS: dict[str, Callable[[TrainConfig, Splits, Path], Fitted]] = {
+    "tfidf": _fit_tfidf,
+    "transformer": _fit_transformer,
+}
+
+
+def fit(config: TrainConfig, splits: Splits, checkpoint_dir: Path) -> Fitted:
+    """Fit the model kind named in the config on the training rows."""
+    trainer = TRAINERS.get(config.model_kind)
+    if trainer is None:
+        raise ValueError(f"unknown model_kind {config.model_kind!r}; choose from {list(TRAINERS)}")
+    return trainer(config, splits, checkpoint_dir)
+
+
+def _refit_all(config: TrainConfig, splits: Splits) -> tuple[ModelKind, dict[str, Any]]:
+    """The same kind fitted again on training + validation rows, same settings; the
+    temperatures and thresholds chosen on validation stay."""
     rows = pd.concat([splits.train, splits.valid], ignore_index=True)
-    fit_baseline(rows, config).save(workdir)
+    refitted, _ = fit(config, Splits(rows, splits.valid, splits.labels, splits.agency_map), Path())
     log.info("refitted on all %d rows up to %s", len(rows), rows["created_at"].max().date())
-    return {
+    return refitted, {
         "rows": len(rows),
         "until": str(rows["created_at"].max().date()),
         "note": "weights refitted on training + validation rows after calibration",
     }
 
 
-def calibrate(backend: Backend, splits: Splits, target: float) -> tuple[dict, dict, dict]:
+def calibrate(backend: ModelKind, splits: Splits, target: float) -> tuple[dict, dict, dict]:
     """Temperature per head, auto-route threshold per head and validation metrics."""
     logits = backend.logits(splits.valid["text"].tolist())
     temperatures, thresholds, metrics = {}, {}, {}
@@ -95,23 +92,24 @@ def train(config: TrainConfig, output: Path | str) -> dict[str, Any]:
     output = Path(output)
     if config.refit_all and config.model_kind != "tfidf":  # say so before hours of training
         raise ValueError("refit_all is implemented for the tfidf model kind only")
-    splits, taxonomy = load_splits(config)
+    splits, _ = load_splits(config)
     output.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
     try:
         started = time.perf_counter()
         checkpoint_dir = output.parent / f".{output.name}.checkpoint"
-        backend, extra = fit_backend(config, splits, workdir, checkpoint_dir)
+        backend, extra = fit(config, splits, checkpoint_dir)
         train_seconds = time.perf_counter() - started
         temperatures, thresholds, valid_metrics = calibrate(backend, splits, config.route_accuracy)
         if config.refit_all:
-            extra = {**extra, "trained_on": _refit_all(config, splits, workdir)}
+            backend, extra["trained_on"] = _refit_all(config, splits)
             train_seconds = time.perf_counter() - started
+        extra.update(backend.save(workdir))
         metrics = _write_directory(
             workdir,
+            backend.model_type,
             config,
             splits,
-            taxonomy,
             temperatures,
             thresholds,
             valid_metrics,
@@ -132,18 +130,22 @@ def train(config: TrainConfig, output: Path | str) -> dict[str, Any]:
 
 def _write_directory(
     workdir: Path,
+    model_type: str,
     config: TrainConfig,
     splits: Splits,
-    taxonomy: Taxonomy,
     temperatures: dict,
     thresholds: dict,
     valid_metrics: dict,
     train_seconds: float,
     extra: dict[str, Any],
 ) -> dict[str, Any]:
+    """The files every kind shares: config, settings, metrics, card, taxonomy, locations."""
     stamp = datetime.now(UTC)
+    extra = dict(extra)
+    variants = extra.pop("validation_variants", None)
     model_config: dict[str, Any] = {
-        "model_type": "aduan-tfidf" if config.model_kind == "tfidf" else "aduan-transformer",
+        "model_type": model_type,
+        "format_version": artifacts.FORMAT_VERSION,
         "model_version": f"{config.preset}-{stamp:%Y%m%d-%H%M%S}",
         "created_at": stamp.isoformat(timespec="seconds"),
         "preset": config.preset,
@@ -153,12 +155,9 @@ def _write_directory(
         "thresholds": thresholds,
         "route_accuracy": config.route_accuracy,
         "agency_map": splits.agency_map,
-        "versions": {pkg: version(pkg) for pkg in ("scikit-learn", "transformers", "torch")},
+        "versions": artifacts.library_versions(),
+        **extra,
     }
-    extra = dict(extra)
-    model_config["heads"].update(extra.pop("extra_heads", {}))
-    variants = extra.pop("validation_variants", None)
-    model_config.update(extra)
     plots = workdir / artifacts.PLOTS
     for head in HEADS:
         predicted = valid_metrics[head].pop("predicted")
@@ -185,7 +184,7 @@ def _write_directory(
     artifacts.write_json(workdir / artifacts.TRAINING_CONFIG, config.to_dict())
     artifacts.write_json(workdir / artifacts.METRICS, metrics)
     (workdir / artifacts.CARD).write_text(render_card(model_config, metrics), encoding="utf-8")
-    shutil.copyfile(config.taxonomy or DEFAULT_TAXONOMY, workdir / artifacts.TAXONOMY)
+    (workdir / artifacts.TAXONOMY).write_text(taxonomy_text(config.taxonomy), encoding="utf-8")
     _write_locations(workdir, splits)
     return metrics
 
@@ -199,12 +198,13 @@ def _make_readable(directory: Path) -> None:
 
 def _write_locations(workdir: Path, splits: Splits) -> None:
     """Learn street/landmark -> kelurahan from every labelled address (train and validation)."""
-    if not DEFAULT_GAZETTEER.is_file():
-        log.warning("gazetteer %s not found; no street index learned", DEFAULT_GAZETTEER)
+    gazetteer = default_gazetteer()
+    if not gazetteer.is_file():
+        log.warning("gazetteer %s not found; no street index learned", gazetteer)
         return
     rows = [
         *zip(splits.train["address"], splits.train["kelurahan"], strict=True),
         *zip(splits.valid["address"], splits.valid["kelurahan"], strict=True),
     ]
-    index = StreetIndex.learn(rows, Gazetteer.load(DEFAULT_GAZETTEER))
+    index = StreetIndex.learn(rows, Gazetteer.load(gazetteer))
     artifacts.write_json(workdir / artifacts.LOCATIONS, index.to_json())

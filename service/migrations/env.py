@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from service.storage import Base
+from aduan.service.storage import Base
 
 connectable = context.config.attributes["engine"]
 

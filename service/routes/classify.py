@@ -4,67 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from service.batcher import QueueFull
-from service.deps import ReadyStateDep
-from service.errors import overloaded, too_large
-from service.schemas import (
-    ERROR_RESPONSES,
-    ClassifyRequest,
-    ClassifyResponse,
-    ClassifyResult,
-    ScoredLabel,
-    Unit,
-)
-from service.state import Classified, ServiceState
+from aduan.service import intake
+from aduan.service.deps import ReadyStateDep
+from aduan.service.schemas import ERROR_RESPONSES, ClassifyRequest, ClassifyResponse
 
 router = APIRouter(prefix="/v1", tags=["classify"])
-
-
-def check_limits(body: ClassifyRequest, state: ServiceState) -> None:
-    settings = state.settings
-    if len(body.items) > settings.max_batch:
-        raise too_large(f"batch of {len(body.items)} items exceeds max_batch {settings.max_batch}")
-    for i, item in enumerate(body.items):
-        if len(item.text) > settings.max_chars:
-            raise too_large(
-                f"items.{i}.text has {len(item.text)} characters; the limit is {settings.max_chars}"
-            )
-
-
-async def classify_items(body: ClassifyRequest, state: ServiceState) -> list[Classified]:
-    """Limits, then the batcher; `QueueFull` becomes 429."""
-    check_limits(body, state)
-    assert state.batcher is not None
-    try:
-        return await state.batcher.submit([(item.text, item.address) for item in body.items])
-    except QueueFull as exc:
-        raise overloaded() from exc
-
-
-def to_result(
-    item_id: str | None, classified: Classified, top_k: int, state: ServiceState
-) -> ClassifyResult:
-    prediction, unit = classified.prediction, classified.unit
-    heads = {
-        head: [ScoredLabel(label=s.label, score=round(s.score, 6)) for s in ranked[:top_k]]
-        for head, ranked in prediction.heads.items()
-    }
-    agency = heads["agency"][0]
-    return ClassifyResult(
-        id=item_id,
-        category=heads["category"][0],
-        agency=agency,
-        category_top_k=heads["category"],
-        agency_top_k=heads["agency"],
-        route="auto" if prediction.route == "auto" else "review",
-        unit=Unit(
-            kelurahan=unit.kelurahan,
-            kecamatan=unit.kecamatan,
-            office=state.office(agency.label, unit),
-        )
-        if unit
-        else None,
-    )
 
 
 @router.post(
@@ -76,16 +20,20 @@ def to_result(
 async def classify(
     body: ClassifyRequest, request: Request, state: ReadyStateDep
 ) -> ClassifyResponse:
-    classified = await classify_items(body, state)
+    classified = await intake.classify_items(body.items, state)
     assert state.classifier is not None
     results = [
-        to_result(item.id, c, body.top_k, state)
+        intake.to_result(item.id, c, body.top_k, state)
         for item, c in zip(body.items, classified, strict=True)
     ]
     if body.store:
-        from service.routes.feedback import store_results
-
-        await store_results(state, body, results)
+        records = [
+            intake.new_request(item.text, r, state, address=item.address, client_id=item.id)
+            for item, r in zip(body.items, results, strict=True)
+        ]
+        ids = await intake.save(state, records)
+        for result, request_id in zip(results, ids, strict=True):
+            result.request_id = request_id
     state.metrics.request_items.observe(len(results))
     for result in results:
         state.metrics.observe_prediction(result.category.label, result.agency.label, result.route)

@@ -1,4 +1,4 @@
-"""Stored classifications and `POST /v1/feedback`: operators correct the routing."""
+"""`POST /v1/feedback`: operators correct the routing of a stored request."""
 
 from __future__ import annotations
 
@@ -8,40 +8,11 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.deps import ReadyStateDep, SettingsDep
-from service.errors import ApiError
-from service.schemas import ClassifyRequest, ClassifyResult, ErrorBody, StrictModel
-from service.state import ServiceState
-from service.storage import NewRequest
+from aduan.service.deps import ReadyStateDep, SettingsDep
+from aduan.service.errors import ApiError
+from aduan.service.schemas import ErrorBody, StrictModel
 
 router = APIRouter(prefix="/v1", tags=["feedback"])
-
-
-async def store_results(
-    state: ServiceState, body: ClassifyRequest, results: list[ClassifyResult]
-) -> None:
-    """Persist each classified item (committed before returning) and set its request_id."""
-    assert state.store is not None and state.classifier is not None
-    version = state.classifier.version
-    records = [
-        NewRequest(
-            text=item.text,
-            address=item.address,
-            client_id=item.id,
-            category=r.category.label,
-            category_score=r.category.score,
-            agency=r.agency.label,
-            agency_score=r.agency.score,
-            model_version=version,
-            route=r.route,
-            kelurahan=r.unit.kelurahan if r.unit else None,
-            kecamatan=r.unit.kecamatan if r.unit else None,
-        )
-        for item, r in zip(body.items, results, strict=True)
-    ]
-    ids = await asyncio.to_thread(state.store.save_requests, records)
-    for result, request_id in zip(results, ids, strict=True):
-        result.request_id = request_id
 
 
 class FeedbackRequest(StrictModel):

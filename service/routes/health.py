@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.deps import StateDep
-from service.errors import not_ready
+from aduan.service.deps import StateDep
+from aduan.service.errors import not_ready
 
 router = APIRouter(tags=["health"])
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from service.deps import ReadyStateDep
-from service.schemas import AgencyInfo, CategoryInfo, LabelsResponse
+from aduan.service.deps import ReadyStateDep
+from aduan.service.schemas import AgencyInfo, CategoryInfo, LabelsResponse
 
 router = APIRouter(prefix="/v1", tags=["model"])
 

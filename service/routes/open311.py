@@ -12,12 +12,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from service.batcher import QueueFull
-from service.deps import StateDep, key_matches
-from service.errors import open311_error
-from service.routes.classify import to_result
-from service.state import ServiceState
-from service.storage import NewRequest, as_utc
+from aduan.service import intake
+from aduan.service.batcher import QueueFull
+from aduan.service.deps import StateDep, key_matches
+from aduan.service.errors import open311_error
+from aduan.service.state import ServiceState
+from aduan.service.storage import as_utc
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"])
 
@@ -132,28 +132,21 @@ async def _create(request: Request, state: ServiceState) -> JSONResponse:
     lat, lon = _coordinate(fields, "lat", 90), _coordinate(fields, "long", 180)
     address = fields.get("address_string") or None
     try:
-        [classified] = await state.batcher.submit([(description, address)])
+        [classified] = await intake.classify([(description, address)], state)
     except QueueFull as exc:
         raise Open311Error(429, "the service is overloaded; retry shortly") from exc
-    result = to_result(None, classified, 1, state)
-    category = code or result.category.label
-    record = NewRequest(
-        text=description,
+    result = intake.to_result(None, classified, 1, state)
+    record = intake.new_request(
+        description,
+        result,
+        state,
         address=address,
         latitude=lat,
         longitude=lon,
         media_url=fields.get("media_url") or None,
-        service_code=category,
-        category=category,
-        category_score=1.0 if code else result.category.score,
-        agency=result.agency.label,
-        agency_score=result.agency.score,
-        model_version=state.classifier.version,
-        route=result.route,
-        kelurahan=result.unit.kelurahan if result.unit else None,
-        kecamatan=result.unit.kecamatan if result.unit else None,
+        service_code=code,
     )
-    [request_id] = await asyncio.to_thread(state.store.save_requests, [record])
+    [request_id] = await intake.save(state, [record])
     office = result.unit.office if result.unit and result.unit.office else result.agency.label
     notice = (
         f"Aduan diteruskan ke {office}."
@@ -194,7 +187,7 @@ async def get_request(request_id: str, state: StateDep) -> JSONResponse:
 
 
 def _unit(stored: Any) -> Any:
-    from model.location import Unit
+    from aduan.model.location import Unit
 
     if not stored.kelurahan and not stored.kecamatan:
         return None

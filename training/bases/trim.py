@@ -34,7 +34,7 @@ def iter_texts(paths: Iterable[Path], until: str | None = None) -> Iterator[str]
         else:
             import pandas as pd
 
-            from training.data import load_complaints
+            from aduan.training.data import load_complaints
 
             frame = load_complaints(path)
             if until:

@@ -1,0 +1,83 @@
+"""The `aduan` command line: the root app assembling the training and service sub-apps.
+
+`aduan train|evaluate|data|base` come from `aduan.training.cli`, `aduan
+serve|db|requests|feedback` from `aduan.service.cli`; `classify` needs only `aduan.model`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from aduan.service.cli import app as service_app
+from aduan.training.cli import app as training_app
+
+# Nothing here may reach a model hub at run time.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+app = typer.Typer(
+    help="aduan: route Indonesian citizen complaints to a category and agency.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(training_app)
+app.add_typer(service_app)
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
+    )  # no force: handlers already installed (an embedding app, pytest) keep working
+    for noisy in ("httpx", "urllib3", "datasets", "filelock", "fsspec", "matplotlib", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=2)
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    _setup_logging(verbose)
+
+
+@app.command()
+def classify(
+    text: Annotated[str, typer.Argument(help="The complaint text")],
+    model: Annotated[Path, typer.Option(help="Model directory")] = Path("models/default"),
+    address: Annotated[str | None, typer.Option(help="Optional address or landmark")] = None,
+    top_k: Annotated[int, typer.Option(min=1, max=10)] = 3,
+) -> None:
+    """Classify one complaint and print category, agency, top-k and the route."""
+    from aduan.model.artifacts import ModelDirError
+    from aduan.model.classifier import ComplaintClassifier
+
+    if not text.strip():
+        raise _fail("the complaint text is empty")
+    try:
+        classifier = ComplaintClassifier.load(model)
+    except ModelDirError as exc:
+        raise _fail(str(exc)) from exc
+    result = classifier.predict([text], top_k=top_k)[0].to_dict()
+    from aduan.model.location import load_resolver
+
+    resolver = load_resolver(model)
+    if resolver is not None:
+        unit = resolver.resolve(address, text)
+        result["unit"] = unit.to_dict() if unit else None
+    typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Data files the project ships itself (the taxonomy), read with `importlib.resources`."""

@@ -1,0 +1,148 @@
+"""The service side of the `aduan` command line: serve, the database, stored requests and
+operator feedback. The root `aduan` app (`aduan/cli.py`) assembles this sub-app."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from .storage import Store
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
+db_app = typer.Typer(help="The request database (SQLite by default).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+requests_app = typer.Typer(help="Stored requests and their retention.", no_args_is_help=True)
+app.add_typer(requests_app, name="requests")
+feedback_app = typer.Typer(help="Operator feedback for retraining.", no_args_is_help=True)
+app.add_typer(feedback_app, name="feedback")
+
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="SQLAlchemy URL (default: ADUAN_DATABASE_URL, else SQLite in ADUAN_DATA_DIR)",
+    ),
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=2)
+
+
+@app.command()
+def serve(
+    model: Annotated[Path | None, typer.Option(help="Model directory (ADUAN_MODEL_DIR)")] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+) -> None:
+    """Serve a model directory over HTTP (FastAPI + uvicorn)."""
+    import uvicorn
+
+    from aduan.model.artifacts import ModelDirError, read_config
+
+    from .app import create_app
+    from .observability import configure_logging
+    from .settings import Settings
+
+    settings = Settings(model_dir=model) if model else Settings()
+    try:
+        read_config(settings.model_dir)  # refuse a directory without labels before binding
+    except ModelDirError as exc:
+        raise _fail(f"cannot serve {settings.model_dir}: {exc}") from exc
+    configure_logging(settings.log_level)
+    application = create_app(settings)
+    config = uvicorn.Config(
+        application,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:  # the lifespan refused the model (e.g. corrupt weights)
+        raise typer.Exit(code=3)
+
+
+def _store(database_url: str | None, migrate: bool = True) -> Store:
+    from .settings import Settings
+    from .storage import open_store
+
+    settings = Settings(database_url=database_url) if database_url else Settings()
+    return open_store(settings, migrate=migrate)
+
+
+def _date(value: str, name: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{name} must be a date like 2023-04-01, got {value!r}") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@db_app.command("upgrade")
+def db_upgrade(database_url: DbOpt = None) -> None:
+    """Apply the schema migrations (also done when the service starts)."""
+    store = _store(database_url)
+    typer.echo(f"database at head: {store.counts()}")
+    store.close()
+
+
+@requests_app.command("purge")
+def requests_purge(
+    before: Annotated[str, typer.Option(help="Delete requests received before this date")],
+    database_url: DbOpt = None,
+) -> None:
+    """Delete stored requests (and their feedback) older than a date: the retention policy."""
+    cutoff = _date(before, "--before")
+    store = _store(database_url)
+    deleted = store.purge(cutoff)
+    store.close()
+    typer.echo(f"deleted {deleted} request(s) received before {cutoff.isoformat()}")
+
+
+@feedback_app.command("export")
+def feedback_export(
+    output: Annotated[Path, typer.Option(help="CSV, JSON Lines or Parquet file to write")],
+    since: Annotated[str | None, typer.Option(help="Only requests received on/after")] = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Corrected requests in the training file format, for `aduan train --data A --data B`."""
+    import pandas as pd
+
+    store = _store(database_url)
+    rows = store.corrected(_date(since, "--since") if since else None)
+    store.close()
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "id",
+            "text",
+            "address",
+            "kelurahan",
+            "kecamatan",
+            "created_at",
+            "topic",
+            "category",
+            "agency",
+            "predicted_agency",
+            "operator",
+        ],
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    suffix = output.suffix.lower()
+    if suffix == ".csv":
+        frame.to_csv(output, index=False)
+    elif suffix in (".jsonl", ".json"):
+        frame.to_json(output, orient="records", lines=True, force_ascii=False)
+    elif suffix == ".parquet":
+        frame.to_parquet(output, index=False)
+    else:
+        raise _fail(f"unsupported output type {suffix!r}; use .csv, .jsonl or .parquet")
+    typer.echo(f"wrote {len(frame)} corrected request(s) to {output}")

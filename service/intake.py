@@ -1,0 +1,109 @@
+"""What the routes share: classifying items through the batcher, shaping results, and building
+and saving stored requests. Routes import this module, never each other."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from .batcher import QueueFull
+from .errors import overloaded, too_large
+from .schemas import ClassifyItem, ClassifyResult, ScoredLabel, Unit
+from .state import Classified, ServiceState
+from .storage import NewRequest
+
+
+def check_limits(items: Sequence[ClassifyItem], state: ServiceState) -> None:
+    """413 for more items than `max_batch` or a text longer than `max_chars`."""
+    settings = state.settings
+    if len(items) > settings.max_batch:
+        raise too_large(f"batch of {len(items)} items exceeds max_batch {settings.max_batch}")
+    for i, item in enumerate(items):
+        if len(item.text) > settings.max_chars:
+            raise too_large(
+                f"items.{i}.text has {len(item.text)} characters; the limit is {settings.max_chars}"
+            )
+
+
+async def classify(
+    items: Sequence[tuple[str, str | None]], state: ServiceState
+) -> list[Classified]:
+    """(text, address) pairs through the dynamic batcher; a full queue raises `QueueFull`."""
+    assert state.batcher is not None
+    return await state.batcher.submit(list(items))
+
+
+async def classify_items(items: Sequence[ClassifyItem], state: ServiceState) -> list[Classified]:
+    """Limits, then the batcher; a full queue becomes 429."""
+    check_limits(items, state)
+    try:
+        return await classify([(item.text, item.address) for item in items], state)
+    except QueueFull as exc:
+        raise overloaded() from exc
+
+
+def to_result(
+    item_id: str | None, classified: Classified, top_k: int, state: ServiceState
+) -> ClassifyResult:
+    """The API's answer for one classified item, with the top `top_k` labels per head."""
+    prediction, unit = classified.prediction, classified.unit
+    heads = {
+        head: [ScoredLabel(label=s.label, score=round(s.score, 6)) for s in ranked[:top_k]]
+        for head, ranked in prediction.heads.items()
+    }
+    agency = heads["agency"][0]
+    return ClassifyResult(
+        id=item_id,
+        category=heads["category"][0],
+        agency=agency,
+        category_top_k=heads["category"],
+        agency_top_k=heads["agency"],
+        route="auto" if prediction.route == "auto" else "review",
+        unit=Unit(
+            kelurahan=unit.kelurahan,
+            kecamatan=unit.kecamatan,
+            office=state.office(agency.label, unit),
+        )
+        if unit
+        else None,
+    )
+
+
+def new_request(
+    text: str,
+    result: ClassifyResult,
+    state: ServiceState,
+    *,
+    address: str | None = None,
+    client_id: str | None = None,
+    latitude: float | None = None,
+    longitude: float | None = None,
+    media_url: str | None = None,
+    service_code: str | None = None,
+) -> NewRequest:
+    """The row stored for one classified item. A `service_code` the client chose (Open311)
+    is the category, with score 1."""
+    assert state.classifier is not None
+    return NewRequest(
+        text=text,
+        address=address,
+        client_id=client_id,
+        latitude=latitude,
+        longitude=longitude,
+        media_url=media_url,
+        service_code=service_code,
+        category=service_code or result.category.label,
+        category_score=1.0 if service_code else result.category.score,
+        agency=result.agency.label,
+        agency_score=result.agency.score,
+        model_version=state.classifier.version,
+        route=result.route,
+        kelurahan=result.unit.kelurahan if result.unit else None,
+        kecamatan=result.unit.kecamatan if result.unit else None,
+    )
+
+
+async def save(state: ServiceState, records: Sequence[NewRequest]) -> list[str]:
+    """Commit the rows (before the caller answers) and return their request ids."""
+    assert state.store is not None
+    return await asyncio.to_thread(state.store.save_requests, list(records))

@@ -1,0 +1,187 @@
+"""A built wheel works on its own: package data inside, `aduan` commands from a fresh virtual
+environment with no repository beside it, and no generic top-level names installed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import site
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ("pyproject.toml", "README.md", "aduan", "model", "service", "training", "data")
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`pip wheel` of a copy of the sources (the checkout stays untouched)."""
+    source = tmp_path_factory.mktemp("src")
+    for name in SOURCES:
+        origin = ROOT / name
+        if origin.is_dir():
+            shutil.copytree(origin, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(origin, source / name)
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(out),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    [built] = out.glob("aduan-*.whl")
+    return built
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> Path:
+    """A fresh virtual environment holding the wheel; its dependencies are borrowed from the
+    test environment's site-packages by a plain path entry (whose own .pth files, such as the
+    editable install's, are not processed)."""
+    root = tmp_path_factory.mktemp("venv") / "v"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
+    [purelib] = root.glob("lib/python*/site-packages")
+    (purelib / "borrowed.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(purelib),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return root
+
+
+def _run(venv: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ADUAN_SHARED_DATA")}
+    return subprocess.run(
+        [str(venv / "bin" / "python"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_wheel_holds_the_package_data(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "aduan/data/taxonomy.yaml" in names
+    assert {"aduan/training/presets/baseline.yaml", "aduan/training/presets/quick.yaml"} <= names
+    assert "aduan/service/migrations/versions/0001_initial.py" in names
+    assert "aduan/model/classifier.py" in names and "aduan/cli.py" in names
+    assert not any(n.split("/")[0] in ("model", "service", "training", "data") for n in names)
+
+
+def test_wheel_trains_evaluates_and_serves_without_a_checkout(venv, tmp_path, complaints_csv):
+    loaded = _run(
+        venv,
+        tmp_path,
+        "-c",
+        "import aduan.training.config as c, aduan.model.taxonomy as t; "
+        "print(c.available_presets(), len(t.Taxonomy.load().categories), c.__file__)",
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    assert "['baseline', 'full', 'quick']" in loaded.stdout and str(ROOT) not in loaded.stdout
+    for bare in ("model", "service", "training"):
+        missing = _run(venv, tmp_path, "-c", f"import {bare}")
+        assert "ModuleNotFoundError" in missing.stderr, bare
+
+    model = tmp_path / "m"
+    split = ["--set", "train_until=2023-01-31", "--set", "valid_from=2023-02-01"]
+    trained = _run(
+        venv,
+        tmp_path,
+        "-m",
+        "aduan",
+        "train",
+        "--preset",
+        "baseline",
+        "--data",
+        str(complaints_csv),
+        "--output",
+        str(model),
+        *split,
+        "--set",
+        "min_agency_rows=5",
+        "--set",
+        "min_df=1",
+    )
+    assert trained.returncode == 0, trained.stderr
+    evaluated = _run(
+        venv,
+        tmp_path,
+        "-m",
+        "aduan",
+        "evaluate",
+        "--model",
+        str(model),
+        "--data",
+        str(complaints_csv),
+        "--json",
+        "ev.json",
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert (tmp_path / "ev.json").is_file()
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ADUAN_SHARED_DATA")}
+    server = subprocess.Popen(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "aduan",
+            "serve",
+            "--model",
+            str(model),
+            "--port",
+            str(port),
+        ],
+        cwd=tmp_path,
+        env={**env, "ADUAN_DATA_DIR": str(tmp_path / "var")},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready") as answer:
+                    assert answer.status == 200
+                    break
+            except OSError:
+                assert server.poll() is None, server.stderr.read() if server.stderr else ""
+                time.sleep(0.2)
+        else:
+            pytest.fail("the wheel's service did not become ready")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
