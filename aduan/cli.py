@@ -59,24 +59,19 @@ def classify(
     address: Annotated[str | None, typer.Option(help="Optional address or landmark")] = None,
     top_k: Annotated[int, typer.Option(min=1, max=10)] = 3,
 ) -> None:
-    """Classify one complaint and print category, agency, top-k and the route."""
+    """Classify one complaint and print what the HTTP service answers: category, agency,
+    top-k, route and unit."""
     from aduan.model.artifacts import ModelDirError
-    from aduan.model.classifier import ComplaintClassifier
+    from aduan.model.pipeline import Pipeline
 
     if not text.strip():
         raise _fail("the complaint text is empty")
     try:
-        classifier = ComplaintClassifier.load(model)
+        pipeline = Pipeline.load(model)
     except ModelDirError as exc:
         raise _fail(str(exc)) from exc
-    result = classifier.predict([text], top_k=top_k)[0].to_dict()
-    from aduan.model.location import load_resolver
-
-    resolver = load_resolver(model)
-    if resolver is not None:
-        unit = resolver.resolve(address, text)
-        result["unit"] = unit.to_dict() if unit else None
-    typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
+    [answer] = pipeline.run([(text, address)], top_k=top_k)
+    typer.echo(json.dumps(answer.to_dict(top_k), indent=2, ensure_ascii=False))
 
 
 if __name__ == "__main__":

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from aduan.model.pipeline import Routed
+
 from .batcher import QueueFull
 from .errors import overloaded, too_large
-from .schemas import ClassifyItem, ClassifyResult, ScoredLabel, Unit
-from .state import Classified, ServiceState
+from .schemas import ClassifyItem, ClassifyResult
+from .state import ServiceState
 from .storage import NewRequest
 
 
@@ -25,15 +27,13 @@ def check_limits(items: Sequence[ClassifyItem], state: ServiceState) -> None:
             )
 
 
-async def classify(
-    items: Sequence[tuple[str, str | None]], state: ServiceState
-) -> list[Classified]:
+async def classify(items: Sequence[tuple[str, str | None]], state: ServiceState) -> list[Routed]:
     """(text, address) pairs through the dynamic batcher; a full queue raises `QueueFull`."""
     assert state.batcher is not None
     return await state.batcher.submit(list(items))
 
 
-async def classify_items(items: Sequence[ClassifyItem], state: ServiceState) -> list[Classified]:
+async def classify_items(items: Sequence[ClassifyItem], state: ServiceState) -> list[Routed]:
     """Limits, then the batcher; a full queue becomes 429."""
     check_limits(items, state)
     try:
@@ -42,37 +42,14 @@ async def classify_items(items: Sequence[ClassifyItem], state: ServiceState) -> 
         raise overloaded() from exc
 
 
-def to_result(
-    item_id: str | None, classified: Classified, top_k: int, state: ServiceState
-) -> ClassifyResult:
+def to_result(item_id: str | None, routed: Routed, top_k: int) -> ClassifyResult:
     """The API's answer for one classified item, with the top `top_k` labels per head."""
-    prediction, unit = classified.prediction, classified.unit
-    heads = {
-        head: [ScoredLabel(label=s.label, score=round(s.score, 6)) for s in ranked[:top_k]]
-        for head, ranked in prediction.heads.items()
-    }
-    agency = heads["agency"][0]
-    return ClassifyResult(
-        id=item_id,
-        category=heads["category"][0],
-        agency=agency,
-        category_top_k=heads["category"],
-        agency_top_k=heads["agency"],
-        route="auto" if prediction.route == "auto" else "review",
-        unit=Unit(
-            kelurahan=unit.kelurahan,
-            kecamatan=unit.kecamatan,
-            office=state.office(agency.label, unit),
-        )
-        if unit
-        else None,
-    )
+    return ClassifyResult.model_validate({"id": item_id, **routed.to_dict(top_k)})
 
 
 def new_request(
     text: str,
-    result: ClassifyResult,
-    state: ServiceState,
+    routed: Routed,
     *,
     address: str | None = None,
     client_id: str | None = None,
@@ -81,9 +58,10 @@ def new_request(
     media_url: str | None = None,
     service_code: str | None = None,
 ) -> NewRequest:
-    """The row stored for one classified item. A `service_code` the client chose (Open311)
-    is the category, with score 1."""
-    assert state.classifier is not None
+    """The row stored for one classified item, naming the model version that answered it. A
+    `service_code` the client chose (Open311) is the category, with score 1."""
+    answer = routed.to_dict(top_k=1)
+    unit = answer["unit"] or {}
     return NewRequest(
         text=text,
         address=address,
@@ -92,14 +70,14 @@ def new_request(
         longitude=longitude,
         media_url=media_url,
         service_code=service_code,
-        category=service_code or result.category.label,
-        category_score=1.0 if service_code else result.category.score,
-        agency=result.agency.label,
-        agency_score=result.agency.score,
-        model_version=state.classifier.version,
-        route=result.route,
-        kelurahan=result.unit.kelurahan if result.unit else None,
-        kecamatan=result.unit.kecamatan if result.unit else None,
+        category=service_code or answer["category"]["label"],
+        category_score=1.0 if service_code else answer["category"]["score"],
+        agency=answer["agency"]["label"],
+        agency_score=answer["agency"]["score"],
+        model_version=routed.model_version,
+        route=routed.route,
+        kelurahan=unit.get("kelurahan"),
+        kecamatan=unit.get("kecamatan"),
     )
 
 

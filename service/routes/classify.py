@@ -20,16 +20,14 @@ router = APIRouter(prefix="/v1", tags=["classify"])
 async def classify(
     body: ClassifyRequest, request: Request, state: ReadyStateDep
 ) -> ClassifyResponse:
-    classified = await intake.classify_items(body.items, state)
-    assert state.classifier is not None
+    routed = await intake.classify_items(body.items, state)
     results = [
-        intake.to_result(item.id, c, body.top_k, state)
-        for item, c in zip(body.items, classified, strict=True)
+        intake.to_result(item.id, r, body.top_k) for item, r in zip(body.items, routed, strict=True)
     ]
     if body.store:
         records = [
-            intake.new_request(item.text, r, state, address=item.address, client_id=item.id)
-            for item, r in zip(body.items, results, strict=True)
+            intake.new_request(item.text, r, address=item.address, client_id=item.id)
+            for item, r in zip(body.items, routed, strict=True)
         ]
         ids = await intake.save(state, records)
         for result, request_id in zip(results, ids, strict=True):
@@ -51,4 +49,4 @@ async def classify(
             for r in results
         ],
     }
-    return ClassifyResponse(model_version=state.classifier.version, results=results)
+    return ClassifyResponse(model_version=routed[0].model_version, results=results)

@@ -12,6 +12,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from aduan.model.location import Unit
+from aduan.model.pipeline import office as office_of
 from aduan.service import intake
 from aduan.service.batcher import QueueFull
 from aduan.service.deps import StateDep, key_matches
@@ -135,11 +137,10 @@ async def _create(request: Request, state: ServiceState) -> JSONResponse:
         [classified] = await intake.classify([(description, address)], state)
     except QueueFull as exc:
         raise Open311Error(429, "the service is overloaded; retry shortly") from exc
-    result = intake.to_result(None, classified, 1, state)
+    result = intake.to_result(None, classified, 1)
     record = intake.new_request(
         description,
-        result,
-        state,
+        classified,
         address=address,
         latitude=lat,
         longitude=lon,
@@ -168,7 +169,7 @@ async def get_request(request_id: str, state: StateDep) -> JSONResponse:
         return open311_error(404, f"no service request {request_id!r}")
     code = stored.service_code or stored.category
     category = state.taxonomy.category(code)
-    office = state.office(stored.agency, _unit(stored))
+    office = office_of(stored.agency, _unit(stored))
     return JSONResponse(
         [
             {
@@ -186,9 +187,7 @@ async def get_request(request_id: str, state: StateDep) -> JSONResponse:
     )
 
 
-def _unit(stored: Any) -> Any:
-    from aduan.model.location import Unit
-
+def _unit(stored: Any) -> Unit | None:
     if not stored.kelurahan and not stored.kecamatan:
         return None
     return Unit(stored.kelurahan, stored.kecamatan)

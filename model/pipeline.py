@@ -1,0 +1,105 @@
+"""A loaded model directory ready to answer: classifier, location resolver, taxonomy and the
+validation figures, with one `run` that the HTTP service, `aduan classify` and file backfills
+share, so every surface gives the same answer for the same complaint."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import artifacts
+from .classifier import ComplaintClassifier, Prediction, Scored
+from .location import LocationResolver, Unit, load_resolver
+from .taxonomy import KECAMATAN, KELURAHAN, Taxonomy
+
+log = logging.getLogger(__name__)
+
+MAX_TOP_K = 10
+
+
+def office(agency: str, unit: Unit | None) -> str | None:
+    """The concrete office for the `Kelurahan`/`Kecamatan` agency classes."""
+    if unit is None:
+        return None
+    if agency == KELURAHAN and unit.kelurahan:
+        return f"Kelurahan {unit.kelurahan}"
+    if agency == KECAMATAN and unit.kecamatan:
+        return f"Kecamatan {unit.kecamatan}"
+    return None
+
+
+@dataclass(frozen=True)
+class Routed:
+    """One complaint's answer: ranked labels per head, the resolved unit and office, the route,
+    and the model version that produced it."""
+
+    prediction: Prediction
+    unit: Unit | None
+    office: str | None
+    route: str
+    model_version: str
+
+    @property
+    def heads(self) -> dict[str, list[Scored]]:
+        return self.prediction.heads
+
+    def to_dict(self, top_k: int = 3) -> dict[str, Any]:
+        """The fields of the HTTP answer (labels, scores, top-k, route, unit) as plain data."""
+        out: dict[str, Any] = {}
+        for head, ranked in self.heads.items():
+            out[head] = {"label": ranked[0].label, "score": round(ranked[0].score, 6)}
+            out[f"{head}_top_k"] = [
+                {"label": s.label, "score": round(s.score, 6)} for s in ranked[:top_k]
+            ]
+        out["route"] = self.route
+        out["unit"] = (
+            {**self.unit.to_dict(), "office": self.office} if self.unit is not None else None
+        )
+        return out
+
+
+class Pipeline:
+    """Everything the service holds for one model version; replaced as a whole on reload."""
+
+    def __init__(
+        self,
+        classifier: ComplaintClassifier,
+        resolver: LocationResolver | None,
+        taxonomy: Taxonomy,
+        metrics: dict[str, Any],
+    ) -> None:
+        self.classifier = classifier
+        self.resolver = resolver
+        self.taxonomy = taxonomy
+        self.metrics = metrics
+
+    @classmethod
+    def load(cls, model_dir: Path | str, gazetteer: Path | None = None) -> Pipeline:
+        """Load a model directory; raises `ModelDirError` saying why when it is unusable."""
+        model_dir = Path(model_dir)
+        classifier = ComplaintClassifier.load(model_dir)
+        taxonomy = Taxonomy.load(model_dir / artifacts.TAXONOMY)
+        metrics_path = model_dir / artifacts.METRICS
+        metrics = artifacts.read_json(metrics_path) if metrics_path.is_file() else {}
+        resolver = load_resolver(model_dir, gazetteer)
+        if resolver is None:
+            log.warning("gazetteer %s not found: locations will not be resolved", gazetteer)
+        return cls(classifier, resolver, taxonomy, metrics)
+
+    @property
+    def version(self) -> str:
+        return self.classifier.version
+
+    def run(self, items: list[tuple[str, str | None]], top_k: int = MAX_TOP_K) -> list[Routed]:
+        """(text, address) pairs -> answers, in one model call."""
+        predictions = self.classifier.predict([text for text, _ in items], top_k=top_k)
+        out = []
+        for (text, address), prediction in zip(items, predictions, strict=True):
+            unit = self.resolver.resolve(address, text) if self.resolver else None
+            agency = prediction.best("agency").label
+            out.append(
+                Routed(prediction, unit, office(agency, unit), prediction.route, self.version)
+            )
+        return out
