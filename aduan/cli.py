@@ -52,12 +52,22 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
     _setup_logging(verbose)
 
 
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        envvar="ADUAN_ENGINE",
+        help="Transformer engine: auto (ONNX Runtime when exported, else PyTorch), onnx, torch",
+    ),
+]
+
+
 @app.command()
 def classify(
     text: Annotated[str, typer.Argument(help="The complaint text")],
     model: Annotated[Path, typer.Option(help="Model directory")] = Path("models/default"),
     address: Annotated[str | None, typer.Option(help="Optional address or landmark")] = None,
     top_k: Annotated[int, typer.Option(min=1, max=10)] = 3,
+    engine: EngineOpt = "auto",
 ) -> None:
     """Classify one complaint and print what the HTTP service answers: category, agency,
     top-k, route and unit."""
@@ -67,11 +77,69 @@ def classify(
     if not text.strip():
         raise _fail("the complaint text is empty")
     try:
-        pipeline = Pipeline.load(model)
-    except ModelDirError as exc:
+        pipeline = Pipeline.load(model, engine=engine)
+    except (ModelDirError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     [answer] = pipeline.run([(text, address)], top_k=top_k)
     typer.echo(json.dumps(answer.to_dict(top_k), indent=2, ensure_ascii=False))
+
+
+@app.command()
+def batch(
+    model: Annotated[Path, typer.Option(help="Model directory")],
+    input: Annotated[Path, typer.Option("--input", help="CSV, JSON Lines or Parquet file")],
+    output: Annotated[Path, typer.Option(help="Where to write (.csv, .jsonl or .parquet)")],
+    text_column: Annotated[str, typer.Option(help="Column holding the complaint")] = "text",
+    id_column: Annotated[str, typer.Option(help="Column copied to the output as id")] = "id",
+    address_column: Annotated[str, typer.Option(help="Optional address column")] = "address",
+    chunk_rows: Annotated[int, typer.Option(min=1, help="Rows read and written at a time")] = 2048,
+    top_k: Annotated[int, typer.Option(min=1, max=10)] = 3,
+    engine: EngineOpt = "auto",
+) -> None:
+    """Classify a whole file in bounded memory, with the same fields as the HTTP answer; a
+    rerun after an interruption resumes where it stopped; bad rows go to OUTPUT.errors.csv."""
+    from aduan.model.artifacts import ModelDirError
+    from aduan.model.batch import BatchColumns, BatchError, classify_file
+    from aduan.model.pipeline import Pipeline
+
+    try:
+        pipeline = Pipeline.load(model, engine=engine)
+        report = classify_file(
+            pipeline,
+            input,
+            output,
+            columns=BatchColumns(text_column, id_column, address_column),
+            chunk_rows=chunk_rows,
+            top_k=top_k,
+        )
+    except (ModelDirError, BatchError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(
+        f"{report.classified} of {report.rows} row(s) classified into {output} "
+        f"({report.texts_per_second:.0f} texts/s"
+        + (f", {report.resumed_parts} chunk(s) resumed" if report.resumed_parts else "")
+        + f"); {report.errors} error(s)"
+        + (f" in {output}.errors.csv" if report.errors else "")
+    )
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Option(help="Transformer model directory")],
+    quantize: Annotated[
+        str, typer.Option(help="int8 (dynamic quantisation, the fast CPU engine) or fp32")
+    ] = "int8",
+) -> None:
+    """Export a transformer directory's network to ONNX (model.onnx, and model.int8.onnx with
+    --quantize int8) and record it in config.json: the `onnx` engine then serves it."""
+    from aduan.model.artifacts import ModelDirError
+    from aduan.model.onnx import export_model_dir
+
+    try:
+        entry = export_model_dir(model, quantize)
+    except (ModelDirError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"exported {model / entry['file']}")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ FORMAT_VERSION = 2
 # (a TF-IDF directory never imports torch).
 KINDS = {
     "aduan-tfidf": "tfidf:TfidfBackend",
-    "aduan-transformer": "network:TransformerBackend",
+    "aduan-transformer": "transformer:TransformerBackend",
 }
 MODEL_TYPES = tuple(KINDS)
 # Libraries whose major version must match the one that wrote the directory.
@@ -71,7 +71,9 @@ class ModelKind(Protocol):
     def required_files(cls, config: dict[str, Any]) -> tuple[str, ...]: ...
 
     @classmethod
-    def load(cls, model_dir: Path, config: dict[str, Any]) -> ModelKind: ...
+    def load(cls, model_dir: Path, config: dict[str, Any], **options: Any) -> ModelKind:
+        """Read the kind's files; `options` (e.g. `engine`, `threads`) tune how it runs."""
+        ...
 
 
 def kind_class(model_type: str) -> type[ModelKind]:
@@ -84,13 +86,13 @@ def kind_class(model_type: str) -> type[ModelKind]:
     return kind
 
 
-def load_kind(model_dir: Path, config: dict[str, Any]) -> ModelKind:
+def load_kind(model_dir: Path, config: dict[str, Any], **options: Any) -> ModelKind:
     """Load the kind named in a validated config, after checking its files are there."""
     kind = kind_class(config["model_type"])
     missing = [name for name in kind.required_files(config) if not (model_dir / name).is_file()]
     if missing:
         raise ModelDirError(f"{model_dir / missing[0]}: required file is missing")
-    return kind.load(model_dir, config)
+    return kind.load(model_dir, config, **options)
 
 
 def library_versions(packages: tuple[str, ...] = CHECKED_LIBRARIES) -> dict[str, str]:

@@ -60,11 +60,14 @@ class ComplaintClassifier:
         }
 
     @classmethod
-    def load(cls, model_dir: Path | str) -> ComplaintClassifier:
-        """Load a model directory; raises `ModelDirError` saying why when it is unusable."""
+    def load(
+        cls, model_dir: Path | str, engine: str = "auto", threads: int = 0
+    ) -> ComplaintClassifier:
+        """Load a model directory; raises `ModelDirError` saying why when it is unusable.
+        `engine` (`auto`, `torch`, `onnx`) and `threads` matter for transformer directories."""
         model_dir = Path(model_dir)
         config = read_config(model_dir)
-        backend = load_kind(model_dir, config)
+        backend = load_kind(model_dir, config, engine=engine, threads=threads)
         log.info("loaded %s model from %s", config["model_type"], model_dir)
         return cls(model_dir, config, backend)
 

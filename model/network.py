@@ -1,42 +1,22 @@
-"""The transformer model kind: a shared encoder with one linear head per task.
-
-A model directory of this kind holds, beside the common contract (see `artifacts.py`):
-
-    model.safetensors      encoder.* (a BERT-style encoder) and heads.<name>.* weights
-    tokenizer.json (+ tokenizer_config.json, special_tokens_map.json)
-    routing.json           optional: topic -> agency / category table (editable, no retraining)
-    tfidf.json/.safetensors optional: the TF-IDF model it is ensembled with
-
-config.json carries `encoder` (the encoder's own config), `max_length`, and `mixing`: the
-weights, fitted on validation, of the routing table and of the TF-IDF model in the final
-probabilities.
-"""
+"""The transformer kind's network in PyTorch: a Hugging Face encoder, mean pooling and one
+linear head per task; loading and saving it, running it (`TorchEngine`) and exporting it to
+ONNX. Only imported when PyTorch is the engine, or to train, save or export."""
 
 from __future__ import annotations
 
-import json
-import logging
+import warnings
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .artifacts import ModelDirError, head_labels
-from .calibration import softmax
+from .artifacts import ModelDirError
 from .labels import LabelSet
-from .tfidf import TfidfBackend
+from .layout import HEADS_FILE, LEGACY_WEIGHTS, is_legacy
 
-log = logging.getLogger(__name__)
-
-WEIGHTS = "model.safetensors"  # encoder.* and heads.<name>.* tensors
-ROUTING = "routing.json"
-ROUTED_HEADS = ("category", "agency")
-
-
-def _uses_tfidf(config: dict[str, Any]) -> bool:
-    return any(m.get("tfidf_weight") for m in config.get("mixing", {}).values())
+HEAD_PREFIX = "heads."
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -52,7 +32,7 @@ class MultiHeadClassifier(nn.Module):
         self, encoder: nn.Module, hidden: int, head_sizes: dict[str, int], dropout: float = 0.1
     ) -> None:
         super().__init__()
-        self.encoder = encoder
+        self.encoder: Any = encoder  # a Hugging Face encoder (BERT-like)
         self.dropout = nn.Dropout(dropout)
         self.heads = nn.ModuleDict({name: nn.Linear(hidden, n) for name, n in head_sizes.items()})
 
@@ -60,212 +40,162 @@ class MultiHeadClassifier(nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        pooled = self.dropout(mean_pool(hidden, attention_mask))
+        return self.pooled_heads(hidden, attention_mask)
+
+    def pooled_heads(self, hidden: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        pooled = self.dropout(mean_pool(hidden, mask))
         return {name: head(pooled) for name, head in self.heads.items()}
 
+    # The encoder split in two, for training that computes the frozen lower layers once.
+    @property
+    def layers(self) -> nn.ModuleList:
+        layers: nn.ModuleList = self.encoder.encoder.layer
+        return layers
 
-def build_encoder(encoder_config: dict[str, Any]) -> nn.Module:
+    def _mask(self, hidden: torch.Tensor, mask: torch.Tensor) -> Any:
+        from transformers.masking_utils import create_bidirectional_mask
+
+        return create_bidirectional_mask(
+            config=self.encoder.config, inputs_embeds=hidden, attention_mask=mask
+        )
+
+    def lower(self, input_ids: torch.Tensor, mask: torch.Tensor, layers: int) -> torch.Tensor:
+        """Hidden states after the embeddings and the first `layers` layers."""
+        hidden = self.encoder.embeddings(input_ids=input_ids)
+        extended = self._mask(hidden, mask)
+        for layer in self.layers[:layers]:
+            hidden = layer(hidden, extended)
+        return hidden
+
+    def upper(
+        self, hidden: torch.Tensor, mask: torch.Tensor, start: int
+    ) -> dict[str, torch.Tensor]:
+        """The layers from `start` on, pooling and heads: `forward` continued from `lower`."""
+        extended = self._mask(hidden, mask)
+        for layer in self.layers[start:]:
+            hidden = layer(hidden, extended)
+        return self.pooled_heads(hidden, mask)
+
+
+def build_encoder(encoder_config: dict[str, Any]) -> Any:
+    """A randomly initialised encoder from its settings (format 1-2 directories)."""
     from transformers import AutoConfig, AutoModel
 
     config = AutoConfig.for_model(**encoder_config)
-    kwargs = {"add_pooling_layer": False} if config.model_type == "bert" else {}
-    return AutoModel.from_config(config, **kwargs)
+    return AutoModel.from_config(config, **_no_pooler(config.model_type))
 
 
-def collate(ids: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded input ids and their attention mask."""
-    width = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for row, seq in enumerate(ids):
-        input_ids[row, : len(seq)] = torch.tensor(seq)
-        mask[row, : len(seq)] = 1
-    return input_ids, mask
+def _no_pooler(model_type: str) -> dict[str, Any]:
+    # BERT's pooler is unused (mean pooling) and e5 ships none.
+    return {"add_pooling_layer": False} if model_type in ("bert", "xlm-roberta", "roberta") else {}
 
 
-@torch.inference_mode()
-def head_outputs(
-    model: MultiHeadClassifier, ids: list[list[int]], pad: int, batch_size: int
-) -> dict[str, np.ndarray]:
-    """Every head's logits for tokenised texts, run in length order (little padding) and
-    returned in input order."""
-    model.eval()
-    order = np.argsort([len(x) for x in ids], kind="stable")
-    chunks: dict[str, list[np.ndarray]] = {h: [] for h in model.heads}
-    for start in range(0, len(ids), batch_size):
-        out = model(*collate([list(ids[i]) for i in order[start : start + batch_size]], pad))
-        for head, logits in out.items():
-            chunks[head].append(logits.float().numpy())
-    inverse = np.argsort(order, kind="stable")
-    return {h: np.concatenate(c)[inverse] for h, c in chunks.items() if c}
+def load_encoder(folder: Path | str) -> Any:
+    """A Hugging Face encoder folder (or hub id), without the unused pooler."""
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.from_pretrained(str(folder))
+    return AutoModel.from_pretrained(str(folder), **_no_pooler(config.model_type))
 
 
-class RoutingTable:
-    """P(label | topic) for the routed heads, learned from training data, editable as JSON."""
-
-    def __init__(self, topics: list[str], tables: dict[str, dict[str, dict[str, float]]]):
-        self.topics = topics
-        self.tables = tables
-
-    def matrix(self, head: str, labels: tuple[str, ...], topics: tuple[str, ...]) -> np.ndarray:
-        """(topics, labels) row-stochastic matrix, rows in the topic head's label order.
-
-        A topic the table does not list routes uniformly; a label the model does not know is
-        refused.
-        """
-        index = {label: i for i, label in enumerate(labels)}
-        out = np.zeros((len(topics), len(labels)))
-        for row, topic in enumerate(topics):
-            for label, p in self.tables[head].get(topic, {}).items():
-                if label not in index:
-                    raise ModelDirError(
-                        f"{ROUTING}: topic {topic!r} routes to unknown {head} {label!r}"
-                    )
-                out[row, index[label]] = p
-            total = out[row].sum()
-            out[row] = out[row] / total if total > 0 else 1.0 / len(labels)
-        return out
-
-    def to_json(self) -> dict[str, Any]:
-        return {"topics": self.topics, **self.tables}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RoutingTable:
-        return cls(list(data["topics"]), {h: data.get(h, {}) for h in ROUTED_HEADS})
+def encoder_settings(encoder: Any) -> dict[str, Any]:
+    """The encoder's own settings, as recorded in config.json."""
+    settings: dict[str, Any] = encoder.config.to_diff_dict()
+    settings.pop("_name_or_path", None)
+    settings.pop("transformers_version", None)
+    settings["model_type"] = encoder.config.model_type
+    return settings
 
 
-class TransformerBackend:
-    """The `aduan-transformer` kind: encoder + heads, mixed with the routing table and the
-    TF-IDF model into per-head log-probabilities. Saves and loads its own files."""
+def load_network(
+    model_dir: Path, config: dict[str, Any], labels: dict[str, LabelSet]
+) -> MultiHeadClassifier:
+    """The network of a transformer directory, in eval mode; `ModelDirError` names the file
+    that is missing or corrupt."""
+    from safetensors.torch import load_file
 
-    model_type: ClassVar[str] = "aduan-transformer"
-
-    def __init__(
-        self,
-        model: MultiHeadClassifier,
-        tokenizer: Any,
-        config: dict[str, Any],
-        labels: dict[str, LabelSet],
-        routing: RoutingTable | None,
-        tfidf: TfidfBackend | None,
-    ) -> None:
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.max_length = int(config.get("max_length", 128))
-        self.encoder_config: dict[str, Any] = dict(config.get("encoder") or {})
-        self.labels = labels
-        self.mixing = config.get("mixing", {})
-        self.routing = routing
-        self.routes = (
-            {h: routing.matrix(h, labels[h].labels, labels["topic"].labels) for h in ROUTED_HEADS}
-            if routing and "topic" in labels
-            else {}
+    sizes = {h: len(ls) for h, ls in labels.items()}
+    if is_legacy(config):
+        network = MultiHeadClassifier(
+            build_encoder(config["encoder"]), int(config["encoder"]["hidden_size"]), sizes
         )
-        self.tfidf = tfidf
-        self.batch_size = 32
-
-    def save(self, model_dir: Path) -> dict[str, Any]:
-        """Weights, tokenizer, routing table and TF-IDF part; returns the config entries."""
-        from safetensors.torch import save_file
-
-        state = {k: v.contiguous() for k, v in self.model.state_dict().items()}
-        save_file(state, str(model_dir / WEIGHTS), metadata={"format": "pt"})
-        self.tokenizer.save_pretrained(str(model_dir))
-        if self.routing is not None:
-            (model_dir / ROUTING).write_text(
-                json.dumps(self.routing.to_json(), ensure_ascii=False, indent=1)
-            )
-        if self.tfidf is not None:
-            self.tfidf.save(model_dir)
-        return {
-            "encoder": self.encoder_config,
-            "max_length": self.max_length,
-            "pooling": "mean",
-            "mixing": self.mixing,
-            "heads": {h: ls.to_json() for h, ls in self.labels.items()},
-        }
-
-    @classmethod
-    def required_files(cls, config: dict[str, Any]) -> tuple[str, ...]:
-        files: tuple[str, ...] = (WEIGHTS, "tokenizer.json")
-        if _uses_tfidf(config):
-            files += TfidfBackend.required_files(config)
-        return files
-
-    @classmethod
-    def load(cls, model_dir: Path, config: dict[str, Any]) -> TransformerBackend:
-        from safetensors.torch import load_file
-        from transformers import PreTrainedTokenizerFast
-
-        labels = head_labels(config)
-        if "encoder" not in config:
-            raise ModelDirError(f"{model_dir}/config.json: no encoder configuration")
+        path = model_dir / LEGACY_WEIGHTS
         try:
-            tokenizer = PreTrainedTokenizerFast.from_pretrained(str(model_dir))
-        except Exception as exc:
-            raise ModelDirError(f"{model_dir}: unreadable tokenizer files ({exc})") from exc
-        model = MultiHeadClassifier(
-            build_encoder(config["encoder"]),
-            int(config["encoder"]["hidden_size"]),
-            {h: len(ls) for h, ls in labels.items()},
-        )
-        path = model_dir / WEIGHTS
-        try:
-            model.load_state_dict(load_file(str(path)), strict=True)
+            network.load_state_dict(load_file(str(path)), strict=True)
         except Exception as exc:  # truncated file, wrong shapes, missing tensors
             raise ModelDirError(f"{path}: unreadable or corrupt weights ({exc})") from exc
-        routing = None
-        if (model_dir / ROUTING).is_file():
-            routing = RoutingTable.from_json(json.loads((model_dir / ROUTING).read_text()))
-        tfidf = TfidfBackend.load(model_dir, config) if _uses_tfidf(config) else None
-        return cls(model, tokenizer, config, labels, routing, tfidf)
+        return network.eval()
+    folder = model_dir / str(config["encoder"])
+    try:
+        encoder = load_encoder(folder)
+    except Exception as exc:
+        raise ModelDirError(f"{folder}: unreadable or corrupt encoder weights ({exc})") from exc
+    network = MultiHeadClassifier(encoder, int(encoder.config.hidden_size), sizes)
+    path = model_dir / HEADS_FILE
+    try:
+        state = {k.removeprefix(HEAD_PREFIX): v for k, v in load_file(str(path)).items()}
+        network.heads.load_state_dict(state, strict=True)
+    except Exception as exc:
+        raise ModelDirError(f"{path}: unreadable or corrupt weights ({exc})") from exc
+    return network.eval()
 
-    def encoder_logits(self, texts: list[str]) -> dict[str, np.ndarray]:
-        """Raw head outputs of the network, batched in length order."""
-        ids = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        return head_outputs(self.model, ids, int(pad), self.batch_size)
 
-    def logits(self, texts: list[str]) -> dict[str, np.ndarray]:
-        """Log-probabilities after mixing in the routing table and the TF-IDF model."""
-        raw = self.encoder_logits(texts)
-        return mix(
-            raw,
-            self.routes,
-            self.mixing,
-            self.tfidf.logits(texts) if self.tfidf is not None else None,
+def save_network(network: MultiHeadClassifier, encoder_dir: Path, heads_file: Path) -> dict:
+    """The encoder as a standard Hugging Face folder, the heads beside it; returns the
+    encoder's settings."""
+    from safetensors.torch import save_file
+
+    network.encoder.save_pretrained(str(encoder_dir), safe_serialization=True)
+    heads = {f"{HEAD_PREFIX}{k}": v.contiguous() for k, v in network.heads.state_dict().items()}
+    save_file(heads, str(heads_file), metadata={"format": "pt"})
+    return encoder_settings(network.encoder)
+
+
+class TorchEngine:
+    """Runs the network with PyTorch (fp32) on numpy batches."""
+
+    def __init__(self, network: MultiHeadClassifier, threads: int = 0) -> None:
+        self.network = network.eval()
+        if threads:
+            torch.set_num_threads(threads)
+
+    @torch.inference_mode()
+    def __call__(self, input_ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+        out = self.network(torch.from_numpy(input_ids), torch.from_numpy(mask))
+        return {head: logits.float().numpy() for head, logits in out.items()}
+
+
+class _Exported(nn.Module):
+    """The network with its heads as a tuple of outputs, for the ONNX exporter."""
+
+    def __init__(self, network: MultiHeadClassifier) -> None:
+        super().__init__()
+        self.network = network
+        self.names = list(network.heads)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple:
+        out = self.network(input_ids, attention_mask)
+        return tuple(out[name] for name in self.names)
+
+
+def export_onnx(network: MultiHeadClassifier, path: Path, opset: int = 17) -> list[str]:
+    """Encoder, pooling and heads as one ONNX graph with dynamic batch and length axes;
+    returns the output (head) names."""
+    wrapped = _Exported(network.eval())
+    example = (torch.ones((2, 8), dtype=torch.long), torch.ones((2, 8), dtype=torch.long))
+    axes = {"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"}}
+    axes.update({name: {0: "batch"} for name in wrapped.names})
+    with torch.inference_mode(), warnings.catch_warnings():
+        # The tracer warns about Python-side shape checks that hold for every input here.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapped,
+            example,
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=wrapped.names,
+            dynamic_axes=axes,
+            opset_version=opset,
+            dynamo=False,
         )
-
-
-def mix(
-    raw: dict[str, np.ndarray],
-    routes: dict[str, np.ndarray],
-    mixing: dict[str, Any],
-    tfidf: dict[str, np.ndarray] | None,
-) -> dict[str, np.ndarray]:
-    """p = (1-a-b) p_encoder + a p_topic @ route + b p_tfidf, per routed head; log p out.
-
-    `mixing` holds, per head, `routing_weight` (a), `tfidf_weight` (b) and the temperatures
-    that make each component a probability first; with `prior_correction` (t) and
-    `log_prior` (the training class frequencies), t * log_prior is taken off the result
-    (logit adjustment: rare classes gain, for macro-F1) and it is renormalised.
-    """
-    out = {}
-    for head in ROUTED_HEADS:
-        weights = mixing.get(head, {})
-        p = softmax(raw[head], weights.get("encoder_temperature", 1.0))
-        a = float(weights.get("routing_weight", 0.0)) if head in routes and "topic" in raw else 0.0
-        b = float(weights.get("tfidf_weight", 0.0)) if tfidf is not None else 0.0
-        mixed = (1 - a - b) * p
-        if a:
-            p_topic = softmax(raw["topic"], weights.get("topic_temperature", 1.0))
-            mixed += a * (p_topic @ routes[head])
-        if b and tfidf is not None:
-            mixed += b * softmax(tfidf[head], weights.get("tfidf_temperature", 1.0))
-        logp = np.log(np.clip(mixed, 1e-12, None))
-        tau = float(weights.get("prior_correction", 0.0))
-        if tau:
-            logp = logp - tau * np.asarray(weights["log_prior"], dtype=logp.dtype)
-            logp = logp - np.logaddexp.reduce(logp, axis=1, keepdims=True)
-        out[head] = logp
-    return out
+    return wrapped.names

@@ -76,10 +76,16 @@ class Pipeline:
         self.metrics = metrics
 
     @classmethod
-    def load(cls, model_dir: Path | str, gazetteer: Path | None = None) -> Pipeline:
+    def load(
+        cls,
+        model_dir: Path | str,
+        gazetteer: Path | None = None,
+        engine: str = "auto",
+        threads: int = 0,
+    ) -> Pipeline:
         """Load a model directory; raises `ModelDirError` saying why when it is unusable."""
         model_dir = Path(model_dir)
-        classifier = ComplaintClassifier.load(model_dir)
+        classifier = ComplaintClassifier.load(model_dir, engine=engine, threads=threads)
         taxonomy = Taxonomy.load(model_dir / artifacts.TAXONOMY)
         metrics_path = model_dir / artifacts.METRICS
         metrics = artifacts.read_json(metrics_path) if metrics_path.is_file() else {}

@@ -185,5 +185,5 @@ class TfidfBackend:
         return (TFIDF_VECTORS, TFIDF_WEIGHTS)
 
     @classmethod
-    def load(cls, model_dir: Path, config: dict[str, Any]) -> TfidfBackend:
+    def load(cls, model_dir: Path, config: dict[str, Any], **options: Any) -> TfidfBackend:
         return cls(TfidfHeads.load(model_dir), head_labels(config))

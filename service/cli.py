@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -39,6 +39,10 @@ def serve(
     model: Annotated[Path | None, typer.Option(help="Model directory (ADUAN_MODEL_DIR)")] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    engine: Annotated[
+        str | None,
+        typer.Option(help="Transformer engine: auto, onnx or torch (ADUAN_ENGINE)"),
+    ] = None,
 ) -> None:
     """Serve a model directory over HTTP (FastAPI + uvicorn)."""
     import uvicorn
@@ -49,7 +53,8 @@ def serve(
     from .observability import configure_logging
     from .settings import Settings
 
-    settings = Settings(model_dir=model) if model else Settings()
+    given: dict[str, Any] = {"model_dir": model, "engine": engine}
+    settings = Settings(**{k: v for k, v in given.items() if v is not None})
     try:
         read_config(settings.model_dir)  # refuse a directory without labels before binding
     except ModelDirError as exc:

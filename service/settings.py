@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     database_url: str = Field("", description="SQLAlchemy URL; empty: SQLite in data_dir")
     data_dir: Path = Field(Path("var"), description="Where the embedded SQLite database lives")
     log_level: str = Field("INFO")
+    engine: str = Field(
+        "auto", description="Transformer engine: auto (ONNX when exported), onnx or torch"
+    )
+    threads: int = Field(0, ge=0, description="Inference threads (0: one per core)")
 
     def keys(self) -> list[str]:
         return [k.strip() for k in self.api_keys.split(",") if k.strip()]

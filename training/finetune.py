@@ -1,9 +1,16 @@
 """Fine-tuning the transformer model kind: shared encoder, heads for category, agency, topic.
 
 A standard PyTorch loop: AdamW with a higher learning rate for the fresh heads than for the
-pretrained encoder, linear warm-up and decay, bf16 autocast on the CPU, length-bucketed
-batches, class-weighted cross-entropy, early stopping on validation agency macro-F1, a
-checkpoint after every epoch (a rerun resumes from it) and fixed seeds.
+encoder, linear warm-up and decay, bf16 autocast on the CPU, length-bucketed batches,
+class-weighted cross-entropy, early stopping on validation agency macro-F1, a checkpoint after
+every epoch (a rerun resumes from it) and fixed seeds.
+
+What makes it fit a 2-core CPU: `encoder_layers` keeps only the lower layers of the base
+(pruning), and `frozen_layers` freezes the embeddings and the lowest layers, whose outputs are
+computed once per text and cached, so an epoch costs only the upper layers. With `refit_all`
+the run has two phases: the epoch count, mixing weights, temperatures and thresholds are chosen
+on the validation months, then the network, routing table and TF-IDF model are fitted again
+on every row with that epoch count.
 """
 
 from __future__ import annotations
@@ -14,7 +21,9 @@ import json
 import logging
 import os
 import random
+import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,69 +35,18 @@ from sklearn.metrics import f1_score
 from torch import nn
 from tqdm import tqdm
 
-from aduan.model.labels import LabelSet
-from aduan.model.network import (
-    MultiHeadClassifier,
-    RoutingTable,
-    TransformerBackend,
-    collate,
-    head_outputs,
-    mix,
-)
+from aduan.model.network import MultiHeadClassifier, TorchEngine, load_encoder
 from aduan.model.tfidf import TfidfBackend
+from aduan.model.transformer import TokenIds, TransformerBackend
 
 from .batches import bucketed_batches
 from .config import TrainConfig
 from .data import Splits, load_splits
-from .metrics import fit_temperature
+from .mixing import ablation, fit_mixing, head_targets, log_priors, routing_table, topic_labels
 
 log = logging.getLogger(__name__)
 
-NO_TOPIC = "(tanpa topik)"
-OTHER_TOPIC = "(topik lain)"
 TOPIC_LOSS_WEIGHT = 0.5
-# Logit-adjustment strengths measured in the ablation (metrics.json -> validation_variants).
-PRIOR_CORRECTIONS = (0.25, 0.5, 1.0)
-
-
-def topic_labels(splits: Splits, min_rows: int) -> tuple[pd.Series, pd.Series, LabelSet]:
-    """Topics with at least `min_rows` training rows; the rest pooled, empty ones marked."""
-    counts = splits.train["topic"].value_counts()
-    frequent = {t for t, n in counts.items() if n >= min_rows and t}
-
-    def fold(topic: str) -> str:
-        return NO_TOPIC if not topic else topic if topic in frequent else OTHER_TOPIC
-
-    train, valid = splits.train["topic"].map(fold), splits.valid["topic"].map(fold)
-    return train, valid, LabelSet.from_values(pd.concat([train, valid]))
-
-
-def routing_table(topics: pd.Series, frame: pd.DataFrame) -> RoutingTable:
-    tables: dict[str, dict[str, dict[str, float]]] = {}
-    for head in ("category", "agency"):
-        counts = pd.crosstab(topics, frame[head])
-        tables[head] = {
-            str(topic): {
-                str(label): round(float(n) / row.sum(), 6) for label, n in row.items() if n > 0
-            }
-            for topic, row in counts.iterrows()
-        }
-    return RoutingTable(sorted(tables["agency"]), tables)
-
-
-def head_targets(
-    splits: Splits, labels: dict[str, LabelSet], topics: tuple[pd.Series, pd.Series] | None
-) -> dict[str, dict[str, np.ndarray]]:
-    """Label ids per part ("train", "valid") and head; -1 where a label is unknown."""
-    targets: dict[str, dict[str, np.ndarray]] = {"train": {}, "valid": {}}
-    for i, (part, frame) in enumerate((("train", splits.train), ("valid", splits.valid))):
-        columns = {h: frame[h] for h in ("category", "agency")}
-        if topics is not None and "topic" in labels:
-            columns["topic"] = topics[i]
-        for head, values in columns.items():
-            index = labels[head].label2id
-            targets[part][head] = np.array([index.get(v, -1) for v in values])
-    return targets
 
 
 def class_weights(y: np.ndarray, classes: int, power: float) -> torch.Tensor:
@@ -117,33 +75,96 @@ def resolve_base(config: TrainConfig) -> str:
     return str(base)
 
 
+def load_tokenizer(base: str, max_length: int, scratch: Path) -> TokenIds:
+    """The base's tokenizer; a hub id is saved to `scratch` first (needs a network)."""
+    if Path(base).is_dir():
+        return TokenIds.load(Path(base), max_length)
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(base).save_pretrained(str(scratch))
+    return TokenIds.load(scratch, max_length)
+
+
 def _seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def _config_hash(config: TrainConfig) -> str:
-    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+def _config_hash(config: TrainConfig, phase: str) -> str:
+    payload = json.dumps([config.to_dict(), phase], sort_keys=True).encode()
+    return hashlib.sha256(payload).hexdigest()[:12]
+
+
+@dataclass
+class LowerCache:
+    """Outputs of the frozen lower layers, per text (bf16), computed once and shared by the
+    selection run and the refit."""
+
+    layers: int
+    states: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @torch.inference_mode()
+    def fill(self, model: MultiHeadClassifier, tokenizer: TokenIds, texts: list[str]) -> None:
+        missing = sorted({t for t in texts if t not in self.states})
+        if not missing:
+            return
+        model.eval()
+        ids = tokenizer(missing)
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            for start in tqdm(range(0, len(ids), 64), desc="lower layers (once)", unit="batch"):
+                rows = order[start : start + 64]
+                batch = [ids[i] for i in rows]
+                input_ids, mask = _pad(batch, tokenizer.pad_id)
+                hidden = model.lower(input_ids, mask, self.layers).to(torch.bfloat16)
+                for k, i in enumerate(rows):
+                    self.states[missing[i]] = hidden[k, : len(ids[i])].clone()
+
+    def batch(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cached states of `texts`, padded with zeros, and their attention mask."""
+        states = [self.states[t] for t in texts]
+        width = max(len(s) for s in states)
+        hidden = torch.zeros((len(states), width, states[0].shape[-1]), dtype=torch.float32)
+        mask = torch.zeros((len(states), width), dtype=torch.long)
+        for row, s in enumerate(states):
+            hidden[row, : len(s)] = s.float()
+            mask[row, : len(s)] = 1
+        return hidden, mask
+
+
+def _pad(ids: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from aduan.model.transformer import pad_batch
+
+    input_ids, mask = pad_batch(ids, pad)
+    return torch.from_numpy(input_ids), torch.from_numpy(mask)
 
 
 class _Trainer:
-    def __init__(self, config: TrainConfig, splits: Splits, checkpoint_dir: Path) -> None:
-        from transformers import AutoModel, PreTrainedTokenizerFast
+    """One training run of the network on `splits.train`, scored on `splits.valid` after
+    every epoch unless `fixed_epochs` is given (the refit)."""
 
+    def __init__(
+        self,
+        config: TrainConfig,
+        splits: Splits,
+        checkpoint_dir: Path,
+        base: str,
+        tokenizer: TokenIds,
+        cache: LowerCache | None,
+        fixed_epochs: int = 0,
+    ) -> None:
         self.config = config
         self.checkpoint_dir = checkpoint_dir
-        base = resolve_base(config)
-        log.info("base encoder: %s", base)
+        self.fixed_epochs = fixed_epochs
+        self.epochs = fixed_epochs or config.epochs
         self.base = base
-        self.tokenizer = PreTrainedTokenizerFast.from_pretrained(base)
-        encoder = AutoModel.from_pretrained(base)
-        if hasattr(encoder, "pooler"):
-            encoder.pooler = None  # e5 has no pooler: mean pooling instead
-        self.encoder_config = encoder.config.to_diff_dict()
-        self.encoder_config.pop("_name_or_path", None)
-        self.encoder_config.pop("transformers_version", None)
-        self.encoder_config["model_type"] = encoder.config.model_type
+        self.tokenizer = tokenizer
+        self.cache = cache
+        encoder = load_encoder(base)
+        if config.encoder_layers:  # prune: keep the lowest layers only
+            encoder.encoder.layer = encoder.encoder.layer[: config.encoder_layers]
+            encoder.config.num_hidden_layers = len(encoder.encoder.layer)
         self.labels = dict(splits.labels)
         self.topics: tuple[pd.Series, pd.Series] | None = None
         if config.topic_head:
@@ -151,30 +172,56 @@ class _Trainer:
             self.labels["topic"] = topic_set
             self.topics = (train_topics, valid_topics)
         self.targets = head_targets(splits, self.labels, self.topics)
+        _seed(config.seed)
         self.model = MultiHeadClassifier(
             encoder,
             int(encoder.config.hidden_size),
             {h: len(ls) for h, ls in self.labels.items()},
             config.dropout,
         )
-        self.pad = int(
-            self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        )
-        self.ids = {
-            part: self._encode(frame["text"].tolist())
-            for part, frame in (("train", splits.train), ("valid", splits.valid))
+        self.texts = {
+            "train": splits.train["text"].tolist(),
+            "valid": splits.valid["text"].tolist(),
         }
+        if cache is not None:
+            self._freeze(cache.layers)
+            cache.fill(self.model, tokenizer, [*self.texts["train"], *self.texts["valid"]])
+            self.ids = {}
+        else:
+            self.ids = {part: tokenizer(texts) for part, texts in self.texts.items()}
 
-    def _encode(self, texts: list[str]) -> list[list[int]]:
-        enc = self.tokenizer(texts, truncation=True, max_length=self.config.max_length)
-        return [list(x) for x in enc["input_ids"]]
+    def _freeze(self, layers: int) -> None:
+        frozen = [self.model.encoder.embeddings, *self.model.layers[:layers]]
+        for module in frozen:
+            for param in module.parameters():
+                param.requires_grad_(False)
+
+    def _lengths(self, part: str) -> list[int]:
+        if self.cache is not None:
+            return [len(self.cache.states[t]) for t in self.texts[part]]
+        return [len(x) for x in self.ids[part]]
+
+    def _forward(self, part: str, rows: list[int]) -> dict[str, torch.Tensor]:
+        if self.cache is not None:
+            hidden, mask = self.cache.batch([self.texts[part][i] for i in rows])
+            return self.model.upper(hidden, mask, self.cache.layers)
+        return self.model(*_pad([self.ids[part][i] for i in rows], self.tokenizer.pad_id))
 
     def _autocast(self) -> Any:
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.bf16)
 
+    @torch.inference_mode()
     def predict_raw(self, part: str) -> dict[str, np.ndarray]:
+        self.model.eval()
+        order = np.argsort(self._lengths(part), kind="stable")
+        chunks: dict[str, list[np.ndarray]] = {}
         with self._autocast():
-            return head_outputs(self.model, self.ids[part], self.pad, 64)
+            for start in range(0, len(order), 64):
+                out = self._forward(part, [int(i) for i in order[start : start + 64]])
+                for head, logits in out.items():
+                    chunks.setdefault(head, []).append(logits.float().numpy())
+        inverse = np.argsort(order, kind="stable")
+        return {h: np.concatenate(c)[inverse] for h, c in chunks.items()}
 
     def _score(self) -> float:
         logits = self.predict_raw("valid")
@@ -182,20 +229,23 @@ class _Trainer:
         pred = logits["agency"].argmax(1)
         return float(f1_score(y, pred, average="macro", labels=sorted(set(y) | set(pred))))
 
-    def train(self) -> None:
+    def train(self) -> int:
+        """Train; returns the epoch count of the kept weights (the best scored epoch, or
+        `fixed_epochs`)."""
         config = self.config
         _seed(config.seed)
-        head_params = [p for n, p in self.model.named_parameters() if not n.startswith("encoder")]
-        enc_params = [p for n, p in self.model.named_parameters() if n.startswith("encoder")]
+        trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
             [
-                {"params": enc_params, "lr": config.lr_encoder},
-                {"params": head_params, "lr": config.lr_head},
+                {"params": [p for n, p in trainable if n.startswith("encoder")]},
+                {"params": [p for n, p in trainable if not n.startswith("encoder")]},
             ],
             weight_decay=config.weight_decay,
         )
-        steps_per_epoch = (len(self.ids["train"]) + config.batch_size - 1) // config.batch_size
-        total = steps_per_epoch * config.epochs
+        optimizer.param_groups[0]["lr"] = config.lr_encoder
+        optimizer.param_groups[1]["lr"] = config.lr_head
+        steps_per_epoch = (len(self.texts["train"]) + config.batch_size - 1) // config.batch_size
+        total = steps_per_epoch * self.epochs
         if config.max_steps:
             total = min(total, config.max_steps)
         from transformers import get_linear_schedule_with_warmup
@@ -212,19 +262,19 @@ class _Trainer:
             )
             for h in self.labels
         }
-        start_epoch, best, best_state, stale, step = self._resume(optimizer, scheduler)
-        lengths = [len(x) for x in self.ids["train"]]
-        for epoch in range(start_epoch, config.epochs):
+        start_epoch, best, best_epoch, best_state, stale, step = self._resume(optimizer, scheduler)
+        lengths = self._lengths("train")
+        epoch = start_epoch
+        for epoch in range(start_epoch, self.epochs):
             self.model.train()
             batches = bucketed_batches(
                 lengths, config.batch_size, random.Random(config.seed + epoch)
             )
-            bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch")
+            bar = tqdm(batches, desc=f"epoch {epoch + 1}/{self.epochs}", unit="batch")
             started = time.perf_counter()
             for batch in bar:
-                input_ids, mask = collate([self.ids["train"][i] for i in batch], self.pad)
                 with self._autocast():
-                    out = self.model(input_ids, mask)
+                    out = self._forward("train", batch)
                 loss = sum(
                     (TOPIC_LOSS_WEIGHT if h == "topic" else 1.0)
                     * losses[h](out[h].float(), torch.from_numpy(self.targets["train"][h][batch]))
@@ -239,27 +289,40 @@ class _Trainer:
                 bar.set_postfix(loss=f"{loss.item():.3f}")
                 if config.max_steps and step >= config.max_steps:
                     break
-            score = self._score()
-            log.info(
-                "epoch %d: validation agency macro-F1 %.4f (%.0f s)",
-                epoch + 1,
-                score,
-                time.perf_counter() - started,
-            )
+            seconds = time.perf_counter() - started
+            if self.fixed_epochs:
+                score = float(epoch + 1)  # no validation: the last epoch is kept
+                log.info("refit epoch %d done (%.0f s)", epoch + 1, seconds)
+            else:
+                score = self._score()
+                log.info(
+                    "epoch %d: validation agency macro-F1 %.4f (%.0f s)", epoch + 1, score, seconds
+                )
             if score > best:
                 best, best_state, stale = score, copy.deepcopy(self.model.state_dict()), 0
+                best_epoch = epoch + 1
             else:
                 stale += 1
-            self._checkpoint(epoch + 1, best, best_state, stale, step, optimizer, scheduler)
-            if stale >= config.patience or (config.max_steps and step >= config.max_steps):
+            self._checkpoint(
+                epoch + 1, best, best_epoch, best_state, stale, step, optimizer, scheduler
+            )
+            if (not self.fixed_epochs and stale >= config.patience) or (
+                config.max_steps and step >= config.max_steps
+            ):
                 break
         if best_state is not None:
             self.model.load_state_dict(best_state)
+        return max(best_epoch, 1)
+
+    def _state(self) -> dict[str, Any]:
+        path = self.checkpoint_dir / "state.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
 
     def _checkpoint(
         self,
         epoch: int,
         best: float,
+        best_epoch: int,
         best_state: Any,
         stale: int,
         step: int,
@@ -284,23 +347,25 @@ class _Trainer:
         (path / "state.json").write_text(
             json.dumps(
                 {
-                    "config": _config_hash(self.config),
+                    "config": _config_hash(self.config, f"fixed-{self.fixed_epochs}"),
                     "epoch": epoch,
                     "best": best,
+                    "best_epoch": best_epoch,
                     "stale": stale,
                     "step": step,
                 }
             )
         )
 
-    def _resume(self, optimizer: Any, scheduler: Any) -> tuple[int, float, Any, int, int]:
-        state_file = self.checkpoint_dir / "state.json"
-        if not state_file.is_file():
-            return 0, -1.0, None, 0, 0
-        state = json.loads(state_file.read_text())
-        if state.get("config") != _config_hash(self.config):
+    def _resume(self, optimizer: Any, scheduler: Any) -> tuple[int, float, int, Any, int, int]:
+        """(epoch, best score, best epoch, best weights, stale epochs, step) to continue from."""
+        state = self._state()
+        fresh = (0, -1.0, 0, None, 0, 0)
+        if not state:
+            return fresh
+        if state.get("config") != _config_hash(self.config, f"fixed-{self.fixed_epochs}"):
             log.info("checkpoint in %s is for other settings; starting afresh", self.checkpoint_dir)
-            return 0, -1.0, None, 0, 0
+            return fresh
         self.model.load_state_dict(load_file(str(self.checkpoint_dir / "last.safetensors")))
         extra = torch.load(self.checkpoint_dir / "optimizer.pt", weights_only=True)
         optimizer.load_state_dict(extra["optimizer"])
@@ -308,160 +373,127 @@ class _Trainer:
         best_path = self.checkpoint_dir / "best.safetensors"
         best_state = load_file(str(best_path)) if best_path.is_file() else None
         log.info("resuming from epoch %d of %s", state["epoch"], self.checkpoint_dir)
-        return state["epoch"], state["best"], best_state, state["stale"], state["step"]
-
-
-def log_priors(
-    train_targets: dict[str, np.ndarray], labels: dict[str, LabelSet]
-) -> dict[str, list[float]]:
-    """log of each routed head's training class frequencies (add-one smoothed)."""
-    out = {}
-    for head in ("category", "agency"):
-        y = train_targets[head]
-        counts = np.bincount(y[y >= 0], minlength=len(labels[head])) + 1.0
-        out[head] = np.log(counts / counts.sum()).round(6).tolist()
-    return out
-
-
-def _fit_mixing(
-    raw: dict[str, np.ndarray],
-    targets: dict[str, np.ndarray],
-    routes: dict[str, np.ndarray],
-    tfidf: dict[str, np.ndarray] | None,
-    priors: dict[str, list[float]] | None = None,
-    prior_correction: float = 0.0,
-) -> dict[str, dict[str, Any]]:
-    """Temperatures of each component, then mixing weights by validation log-likelihood;
-    the prior correction (a fixed setting, not fitted) is recorded with its priors."""
-    mixing: dict[str, dict[str, Any]] = {}
-    grid = [round(x * 0.1, 1) for x in range(10)]
-    for head in ("category", "agency"):
-        y = targets[head]
-        weights = {"encoder_temperature": fit_temperature(raw[head], y)}
-        if "topic" in raw:
-            weights["topic_temperature"] = fit_temperature(raw["topic"], targets["topic"])
-        if tfidf is not None:
-            weights["tfidf_temperature"] = fit_temperature(tfidf[head], y)
-        best = (np.inf, 0.0, 0.0)
-        known = y >= 0
-        for a in grid if routes else [0.0]:
-            for b in grid if tfidf is not None else [0.0]:
-                if a + b > 0.9:
-                    continue
-                trial = {head: {**weights, "routing_weight": a, "tfidf_weight": b}}
-                logp = mix(raw, routes, trial, tfidf)[head]
-                nll = -float(logp[known, y[known]].mean())
-                if nll < best[0]:
-                    best = (nll, a, b)
-        weights["routing_weight"], weights["tfidf_weight"] = best[1], best[2]
-        mixing[head] = dict(weights)
-        if prior_correction and priors:
-            mixing[head].update(prior_correction=prior_correction, log_prior=priors[head])
-        log.info("%s mixing: routing %.1f, tf-idf %.1f", head, best[1], best[2])
-    return mixing
-
-
-def _ablation(
-    raw: dict[str, np.ndarray],
-    splits: Splits,
-    labels: dict[str, LabelSet],
-    targets: dict[str, dict[str, np.ndarray]],
-    routes: dict[str, np.ndarray],
-    tfidf: dict[str, np.ndarray] | None,
-    config: TrainConfig,
-) -> dict[str, dict[str, Any]]:
-    """Validation figures of each component and combination, on the same rows.
-
-    Each variant gets its own temperature and auto-route threshold, fitted on validation like
-    the shipped model's, so the rows of bench/quality.md compare like with like.
-    """
-    from .metrics import calibrate_head, summary
-
-    def figures(logits: dict[str, np.ndarray]) -> dict[str, Any]:
-        return {
-            head: summary(
-                calibrate_head(
-                    logits[head],
-                    splits.valid[head].tolist(),
-                    labels[head].labels,
-                    config.route_accuracy,
-                ).metrics
-            )
-            for head in ("category", "agency")
-        }
-
-    variants: dict[str, tuple[dict, dict, Any, float]] = {
-        "encoder": (raw, {}, None, 0.0),
-        "encoder + routing table": (raw, routes, None, 0.0),
-        "encoder + tf-idf": (raw, {}, tfidf, 0.0),
-        "encoder + routing table + tf-idf": (raw, routes, tfidf, 0.0),
-    }
-    for tau in PRIOR_CORRECTIONS:
-        variants[f"encoder + routing table + tf-idf, prior correction {tau}"] = (
-            raw,
-            routes,
-            tfidf,
-            tau,
+        return (
+            state["epoch"],
+            state["best"],
+            state["best_epoch"],
+            best_state,
+            state["stale"],
+            state["step"],
         )
-    out: dict[str, dict[str, Any]] = {}
-    if tfidf is not None:  # the baseline on the same rows, for the model card
-        out["tf-idf alone (baseline)"] = figures(tfidf)
-    priors = log_priors(targets["train"], labels)
-    for name, (logits, variant_routes, variant_tfidf, tau) in variants.items():
-        if (name.count("routing") and not routes) or (name.count("tf-idf") and tfidf is None):
-            continue
-        weights = _fit_mixing(logits, targets["valid"], variant_routes, variant_tfidf, priors, tau)
-        out[name] = figures(mix(logits, variant_routes, weights, variant_tfidf))
-    return out
 
 
-def fit_transformer(
-    config: TrainConfig, splits: Splits, checkpoint_dir: Path
-) -> tuple[TransformerBackend, dict[str, Any]]:
-    """Fine-tune, fit the routing table and the mixing weights; the fitted kind (saved by the
-    caller) and what training adds to config.json and metrics.json."""
-    torch.set_num_threads(config.threads or os.cpu_count() or 1)
-    trainer = _Trainer(config, splits, checkpoint_dir)
-    trainer.train()
-    raw = trainer.predict_raw("valid")
-    routing = None
-    routes: dict[str, np.ndarray] = {}
-    if trainer.topics is not None:
-        routing = routing_table(trainer.topics[0], splits.train)
-        topics = trainer.labels["topic"].labels
-        routes = {
-            h: routing.matrix(h, trainer.labels[h].labels, topics) for h in ("category", "agency")
-        }
-    tfidf_backend = tfidf_logits = None
+@dataclass
+class _Shared:
+    """What the selection run hands to the refit: the base, its tokenizer, the cache of the
+    frozen layers, the chosen epoch count and the mixing fitted on the validation months."""
+
+    base: str
+    tokenizer: TokenIds
+    cache: LowerCache | None
+    epochs: int = 0
+    mixing: dict[str, Any] = field(default_factory=dict)
+
+
+def _backend(
+    trainer: _Trainer, config: TrainConfig, splits: Splits, mixing: dict[str, Any]
+) -> TransformerBackend:
+    """The fitted network with its routing table (counted on the training rows) and the TF-IDF
+    model (fitted on them), running on PyTorch."""
+    routing = routing_table(trainer.topics[0], splits.train) if trainer.topics is not None else None
+    tfidf = None
     if config.ensemble_tfidf:
         from .baseline import fit_baseline
 
-        tfidf_backend = TfidfBackend(fit_baseline(splits.train, config), trainer.labels)
-        tfidf_logits = tfidf_backend.logits(splits.valid["text"].tolist())
-    mixing = _fit_mixing(
-        raw,
-        trainer.targets["valid"],
-        routes,
-        tfidf_logits,
-        log_priors(trainer.targets["train"], trainer.labels),
-        config.prior_correction,
-    )
-    variants = _ablation(raw, splits, trainer.labels, trainer.targets, routes, tfidf_logits, config)
-    backend = TransformerBackend(
-        trainer.model,
+        tfidf = TfidfBackend(fit_baseline(splits.train, config), trainer.labels)
+    network = trainer.model.eval()
+    return TransformerBackend(
+        TorchEngine(network),
         trainer.tokenizer,
-        {"max_length": config.max_length, "mixing": mixing, "encoder": trainer.encoder_config},
+        {"max_length": config.max_length, "mixing": mixing},
         trainer.labels,
         routing,
-        tfidf_backend,
+        tfidf,
+        network,
+        "torch",
+        config.export,
     )
-    return backend, {"base_encoder": trainer.base, "validation_variants": variants}
+
+
+def _shipped_engine(backend: TransformerBackend, config: TrainConfig) -> None:
+    """Run the backend on the engine it will ship with (the exported ONNX file), so that the
+    mixing, temperatures and thresholds are fitted on the numbers the service computes."""
+    if not config.export:
+        return
+    from aduan.model.onnx import OnnxEngine, export_network
+
+    with tempfile.TemporaryDirectory(prefix="aduan-export-") as tmp:
+        entry = export_network(backend.network, Path(tmp), config.export)
+        backend.engine = OnnxEngine.from_file(Path(tmp) / entry["file"], config.threads)
+    backend.engine_name = "onnx"
+
+
+def fit_transformer(
+    config: TrainConfig,
+    splits: Splits,
+    checkpoint_dir: Path,
+    refit_of: tuple[Any, dict[str, Any]] | None = None,
+) -> tuple[TransformerBackend, dict[str, Any]]:
+    """The selection run (fine-tune with early stopping, routing table, TF-IDF, mixing fitted
+    on the validation rows), or with `refit_of` (what the selection run returned) the refit on
+    every row in `splits.train` with the selected epoch count and mixing."""
+    torch.set_num_threads(config.threads or os.cpu_count() or 1)
+    if refit_of is not None:
+        shared: _Shared = refit_of[1]["_shared"]
+        trainer = _Trainer(
+            config,
+            splits,
+            checkpoint_dir / "refit",
+            shared.base,
+            shared.tokenizer,
+            shared.cache,
+            fixed_epochs=shared.epochs,
+        )
+        trainer.train()
+        return _backend(trainer, config, splits, shared.mixing), {"refit_epochs": shared.epochs}
+
+    base = resolve_base(config)
+    log.info("base encoder: %s", base)
+    tokenizer = load_tokenizer(base, config.max_length, checkpoint_dir / "tokenizer")
+    cache = LowerCache(config.frozen_layers) if config.frozen_layers else None
+    trainer = _Trainer(config, splits, checkpoint_dir, base, tokenizer, cache)
+    epochs = trainer.train()
+    backend = _backend(trainer, config, splits, {})
+    _shipped_engine(backend, config)
+    texts = splits.valid["text"].tolist()
+    raw = backend.encoder_logits(texts)
+    tfidf_logits = backend.tfidf.logits(texts) if backend.tfidf is not None else None
+    priors = log_priors(trainer.targets["train"], trainer.labels)
+    backend.mixing = fit_mixing(
+        raw,
+        trainer.targets["valid"],
+        backend.routes,
+        tfidf_logits,
+        priors,
+        config.prior_correction,
+        config.mixing_objective,
+        config.route_accuracy,
+    )
+    variants = ablation(
+        raw, splits, trainer.labels, trainer.targets, backend.routes, tfidf_logits, config
+    )
+    extra = {
+        "base_encoder": base,
+        "epochs_selected": epochs,
+        "validation_variants": variants,
+        "_shared": _Shared(base, tokenizer, cache, epochs, backend.mixing),
+    }
+    return backend, extra
 
 
 def ablate_model_dir(model_dir: Path) -> dict[str, dict[str, Any]]:
     """The ablation of a trained transformer directory, recomputed on its own split with the
-    current code and no retraining (for variants added after it was trained). The network runs
-    in fp32 here, in bf16 during training: figures may differ in the third decimal."""
+    current code and no retraining (for variants added after it was trained)."""
     from aduan.model.artifacts import TRAINING_CONFIG, read_config
     from aduan.model.tfidf import TfidfHeads
 
@@ -478,10 +510,9 @@ def ablate_model_dir(model_dir: Path) -> dict[str, dict[str, Any]]:
         topics = (train_topics, valid_topics)
     texts = splits.valid["text"].tolist()
     raw = backend.encoder_logits(texts)
-    routes = backend.routes
     tfidf = None
     if config.ensemble_tfidf:
         tfidf = TfidfBackend(TfidfHeads.load(model_dir), labels).logits(texts)
-    return _ablation(
-        raw, splits, labels, head_targets(splits, labels, topics), routes, tfidf, config
+    return ablation(
+        raw, splits, labels, head_targets(splits, labels, topics), backend.routes, tfidf, config
     )

@@ -28,11 +28,15 @@ from .metrics import calibrate_head, plot_confusion
 log = logging.getLogger(__name__)
 
 # What a trainer returns: the fitted model kind (saved by `train`) and what training adds to
-# config.json (`validation_variants` goes to metrics.json).
+# config.json (`validation_variants` goes to metrics.json; keys starting with "_" are handed
+# to the refit only).
 Fitted = tuple[ModelKind, dict[str, Any]]
+Trainer = Callable[[TrainConfig, Splits, Path, Fitted | None], Fitted]
 
 
-def _fit_tfidf(config: TrainConfig, splits: Splits, checkpoint_dir: Path) -> Fitted:
+def _fit_tfidf(
+    config: TrainConfig, splits: Splits, checkpoint_dir: Path, refit_of: Fitted | None
+) -> Fitted:
     from aduan.model.tfidf import TfidfBackend
 
     from .baseline import fit_baseline
@@ -40,34 +44,40 @@ def _fit_tfidf(config: TrainConfig, splits: Splits, checkpoint_dir: Path) -> Fit
     return TfidfBackend(fit_baseline(splits.train, config), splits.labels), {}
 
 
-def _fit_transformer(config: TrainConfig, splits: Splits, checkpoint_dir: Path) -> Fitted:
+def _fit_transformer(
+    config: TrainConfig, splits: Splits, checkpoint_dir: Path, refit_of: Fitted | None
+) -> Fitted:
     from .finetune import fit_transformer
 
-    return fit_transformer(config, splits, checkpoint_dir)
+    return fit_transformer(config, splits, checkpoint_dir, refit_of)
 
 
 # `model_kind` setting -> its trainer; the model kinds themselves live in `aduan.model`.
-TRAINERS: dict[str, Callable[[TrainConfig, Splits, Path], Fitted]] = {
-    "tfidf": _fit_tfidf,
-    "transformer": _fit_transformer,
-}
+TRAINERS: dict[str, Trainer] = {"tfidf": _fit_tfidf, "transformer": _fit_transformer}
 
 
-def fit(config: TrainConfig, splits: Splits, checkpoint_dir: Path) -> Fitted:
-    """Fit the model kind named in the config on the training rows."""
+def fit(
+    config: TrainConfig, splits: Splits, checkpoint_dir: Path, refit_of: Fitted | None = None
+) -> Fitted:
+    """Fit the model kind named in the config on the training rows (with `refit_of`, the
+    selection run's result, again with what it chose)."""
     trainer = TRAINERS.get(config.model_kind)
     if trainer is None:
         raise ValueError(f"unknown model_kind {config.model_kind!r}; choose from {list(TRAINERS)}")
-    return trainer(config, splits, checkpoint_dir)
+    return trainer(config, splits, checkpoint_dir, refit_of)
 
 
-def _refit_all(config: TrainConfig, splits: Splits) -> tuple[ModelKind, dict[str, Any]]:
-    """The same kind fitted again on training + validation rows, same settings; the
-    temperatures and thresholds chosen on validation stay."""
+def _refit_all(
+    config: TrainConfig, splits: Splits, checkpoint_dir: Path, selected: Fitted
+) -> Fitted:
+    """The same kind fitted again on training + validation rows, with what the selection run
+    chose (epochs, mixing); the temperatures and thresholds chosen on validation stay."""
     rows = pd.concat([splits.train, splits.valid], ignore_index=True)
-    refitted, _ = fit(config, Splits(rows, splits.valid, splits.labels, splits.agency_map), Path())
+    every = Splits(rows, splits.valid, splits.labels, splits.agency_map)
+    refitted, extra = fit(config, every, checkpoint_dir, selected)
     log.info("refitted on all %d rows up to %s", len(rows), rows["created_at"].max().date())
     return refitted, {
+        **extra,
         "rows": len(rows),
         "until": str(rows["created_at"].max().date()),
         "note": "weights refitted on training + validation rows after calibration",
@@ -90,20 +100,20 @@ def calibrate(backend: ModelKind, splits: Splits, target: float) -> tuple[dict, 
 def train(config: TrainConfig, output: Path | str) -> dict[str, Any]:
     """Train, calibrate and write a complete model directory at `output` (atomically)."""
     output = Path(output)
-    if config.refit_all and config.model_kind != "tfidf":  # say so before hours of training
-        raise ValueError("refit_all is implemented for the tfidf model kind only")
     splits, _ = load_splits(config)
     output.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
     try:
         started = time.perf_counter()
         checkpoint_dir = output.parent / f".{output.name}.checkpoint"
-        backend, extra = fit(config, splits, checkpoint_dir)
+        selected = fit(config, splits, checkpoint_dir)
+        backend, extra = selected
         train_seconds = time.perf_counter() - started
         temperatures, thresholds, valid_metrics = calibrate(backend, splits, config.route_accuracy)
         if config.refit_all:
-            backend, extra["trained_on"] = _refit_all(config, splits)
+            backend, extra["trained_on"] = _refit_all(config, splits, checkpoint_dir, selected)
             train_seconds = time.perf_counter() - started
+        extra = {k: v for k, v in extra.items() if not k.startswith("_")}
         extra.update(backend.save(workdir))
         metrics = _write_directory(
             workdir,

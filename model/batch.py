@@ -1,0 +1,324 @@
+"""`aduan batch`: classify a CSV, JSON Lines or Parquet file of any size in bounded memory.
+
+The input is read in chunks of `chunk_rows`; each chunk is classified in one pipeline call
+(tokenised once, length-sorted batches inside) and written as one part file under
+`<output>.parts/`, so an interrupted run resumes at the first missing part. When every part
+is there they are joined into the output, in input order. Rows that cannot be classified (empty
+text, bytes that are not UTF-8) go to `<output>.errors.csv` with their row number and reason,
+never silently dropped.
+
+JSON Lines output holds the HTTP answer's objects as they are (plus `row`); CSV and Parquet get
+flat columns, with the top-k lists and the unit as JSON text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .pipeline import Pipeline
+from .text import normalize_text
+
+log = logging.getLogger(__name__)
+
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+ERROR_COLUMNS = ["row", "id", "reason"]
+
+
+class BatchError(ValueError):
+    """A batch job that cannot run; the message names the file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class BatchColumns:
+    text: str = "text"
+    id: str = "id"
+    address: str = "address"
+
+
+@dataclass
+class BatchReport:
+    rows: int = 0  # input rows
+    classified: int = 0  # rows in the output
+    errors: int = 0  # rows in the errors file
+    resumed_parts: int = 0  # chunks an earlier run had finished
+    processed: int = 0  # rows classified by this run
+    seconds: float = 0.0
+
+    @property
+    def texts_per_second(self) -> float:
+        return self.processed / self.seconds if self.seconds else 0.0
+
+
+def _format(path: Path) -> str:
+    kind = FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise BatchError(f"{path}: unsupported file type {path.suffix!r} (use {sorted(FORMATS)})")
+    return kind
+
+
+def _undecodable(value: str) -> bool:
+    # surrogateescape turns bytes that are not UTF-8 into lone surrogates
+    return any("\udc80" <= ch <= "\udcff" for ch in value)
+
+
+def read_chunks(path: Path, chunk_rows: int, columns: BatchColumns) -> Iterator[pd.DataFrame]:
+    """The input as string columns `text`, `id`, `address` and `row` (the row number a user
+    sees: CSV counts its header line), `chunk_rows` rows at a time."""
+    kind = _format(path)
+    if not path.is_file():
+        raise BatchError(f"{path}: no such file")
+    offset = 2 if kind == "csv" else 1
+    start = 0
+    for frame in _raw_chunks(path, kind, chunk_rows):
+        if columns.text not in frame.columns:
+            raise BatchError(
+                f"{path}: no column {columns.text!r}; found {list(frame.columns)} "
+                "(choose one with --text-column)"
+            )
+        out = pd.DataFrame(
+            {
+                "row": range(start + offset, start + offset + len(frame)),
+                "text": _strings(frame, columns.text),
+                "id": _strings(frame, columns.id),
+                "address": _strings(frame, columns.address),
+            },
+            dtype=object,
+        )
+        start += len(frame)
+        yield out
+
+
+def _strings(frame: pd.DataFrame, column: str) -> list[str]:
+    if column not in frame.columns:
+        return [""] * len(frame)
+    values = frame[column].astype("object")
+    return [("" if v is None or (isinstance(v, float) and v != v) else str(v)) for v in values]
+
+
+def _raw_chunks(path: Path, kind: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+            yield batch.to_pandas()
+    elif kind == "csv":
+        yield from pd.read_csv(
+            path,
+            dtype=object,  # python strings: arrow strings refuse the surrogates below
+            keep_default_na=False,
+            chunksize=chunk_rows,
+            encoding="utf-8",
+            encoding_errors="surrogateescape",
+        )
+    else:
+        yield from _jsonl_chunks(path, chunk_rows)
+
+
+def _jsonl_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    records: list[dict[str, Any]] = []
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = raw.decode("utf-8", errors="surrogateescape").strip()
+            if not line:
+                record: dict[str, Any] = {}
+            else:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise BatchError(f"{path}: line {number}: not valid JSON ({exc})") from exc
+                if not isinstance(record, dict):
+                    raise BatchError(f"{path}: line {number}: expected a JSON object")
+            records.append(record)
+            if len(records) == chunk_rows:
+                yield pd.DataFrame.from_records(records)
+                records = []
+    if records:
+        yield pd.DataFrame.from_records(records)
+
+
+def classify_frame(
+    pipeline: Pipeline, frame: pd.DataFrame, top_k: int = 3
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One chunk (columns row, id, text, address) -> (answers, errors)."""
+    answers: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    good = []
+    for record in frame.itertuples(index=False):
+        if _undecodable(record.text) or _undecodable(record.address):
+            errors.append({"row": record.row, "id": record.id, "reason": "undecodable bytes"})
+        elif not normalize_text(record.text):
+            errors.append({"row": record.row, "id": record.id, "reason": "empty text"})
+        else:
+            good.append(record)
+    routed = pipeline.run([(r.text, r.address or None) for r in good], top_k=top_k) if good else []
+    for record, answer in zip(good, routed, strict=True):
+        answers.append(
+            {
+                "row": record.row,
+                "id": record.id or None,
+                **answer.to_dict(top_k),
+                "model_version": answer.model_version,
+            }
+        )
+    return answers, errors
+
+
+def _flat(answer: dict[str, Any]) -> dict[str, Any]:
+    """CSV/Parquet columns of one answer."""
+    unit = answer.get("unit") or {}
+    return {
+        "row": answer["row"],
+        "id": answer["id"],
+        "category": answer["category"]["label"],
+        "category_score": answer["category"]["score"],
+        "agency": answer["agency"]["label"],
+        "agency_score": answer["agency"]["score"],
+        "route": answer["route"],
+        "kelurahan": unit.get("kelurahan"),
+        "kecamatan": unit.get("kecamatan"),
+        "office": unit.get("office"),
+        "category_top_k": json.dumps(answer["category_top_k"], ensure_ascii=False),
+        "agency_top_k": json.dumps(answer["agency_top_k"], ensure_ascii=False),
+        "model_version": answer["model_version"],
+    }
+
+
+def _write_part(path: Path, kind: str, answers: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    if kind == "jsonl":
+        lines = "".join(json.dumps(a, ensure_ascii=False) + "\n" for a in answers)
+        tmp.write_text(lines, encoding="utf-8")
+    else:
+        frame = pd.DataFrame([_flat(a) for a in answers], columns=list(_flat_columns()))
+        if kind == "csv":
+            frame.to_csv(tmp, index=False, header=False)
+        else:
+            frame.to_parquet(tmp, index=False)
+    tmp.replace(path)  # a part exists only when complete
+
+
+def _flat_columns() -> tuple[str, ...]:
+    return (
+        "row",
+        "id",
+        "category",
+        "category_score",
+        "agency",
+        "agency_score",
+        "route",
+        "kelurahan",
+        "kecamatan",
+        "office",
+        "category_top_k",
+        "agency_top_k",
+        "model_version",
+    )
+
+
+def _join(parts: list[Path], output: Path, kind: str) -> None:
+    tmp = output.with_name(output.name + ".tmp")
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        writer = None
+        for part in parts:
+            table = pq.read_table(part)
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table.cast(writer.schema))
+        if writer is None:
+            pd.DataFrame(columns=list(_flat_columns())).to_parquet(tmp, index=False)
+        else:
+            writer.close()
+    else:
+        with open(tmp, "wb") as out:
+            if kind == "csv":
+                out.write((",".join(_flat_columns()) + "\n").encode())
+            for part in parts:
+                with open(part, "rb") as handle:
+                    shutil.copyfileobj(handle, out)
+    tmp.replace(output)
+
+
+def _fingerprint(path: Path, settings: dict[str, Any]) -> str:
+    stat = path.stat()
+    payload = json.dumps([str(path.resolve()), stat.st_size, stat.st_mtime_ns, settings])
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def classify_file(
+    pipeline: Pipeline,
+    source: Path,
+    output: Path,
+    *,
+    columns: BatchColumns | None = None,
+    chunk_rows: int = 2048,
+    top_k: int = 3,
+    progress: bool = True,
+) -> BatchReport:
+    """Classify `source` into `output` (format by suffix), resuming an interrupted run."""
+    from tqdm import tqdm
+
+    columns = columns or BatchColumns()
+    kind = _format(output)
+    _format(source)
+    settings = {"columns": asdict(columns), "chunk_rows": chunk_rows, "top_k": top_k}
+    settings["model_version"] = pipeline.version
+    parts_dir = output.with_name(output.name + ".parts")
+    stamp = parts_dir / "job.json"
+    fingerprint = _fingerprint(source, settings)
+    if parts_dir.is_dir():
+        known = json.loads(stamp.read_text()) if stamp.is_file() else {}
+        if known.get("fingerprint") != fingerprint:
+            log.info("%s holds another job's parts; starting afresh", parts_dir)
+            shutil.rmtree(parts_dir)
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps({"fingerprint": fingerprint, **settings}))
+    report = BatchReport()
+    started = time.perf_counter()
+    parts: list[Path] = []
+    errors: list[Path] = []
+    bar = tqdm(desc=f"classifying {source.name}", unit=" texts", disable=not progress)
+    for number, frame in enumerate(read_chunks(source, chunk_rows, columns)):
+        part = parts_dir / f"part-{number:06d}.{kind}"
+        part_errors = parts_dir / f"errors-{number:06d}.csv"
+        parts.append(part)
+        errors.append(part_errors)
+        report.rows += len(frame)
+        if part.is_file() and part_errors.is_file():
+            report.resumed_parts += 1
+            bar.update(len(frame))
+            continue
+        answers, bad = classify_frame(pipeline, frame, top_k)
+        report.processed += len(frame)
+        _write_part(part, kind, answers)
+        pd.DataFrame(bad, columns=ERROR_COLUMNS).to_csv(part_errors, index=False)
+        bar.update(len(frame))
+        bar.set_postfix(errors=report.errors + len(bad))
+    bar.close()
+    for part_errors in errors:
+        bad_rows = pd.read_csv(part_errors, dtype=str, keep_default_na=False)
+        report.errors += len(bad_rows)
+    report.classified = report.rows - report.errors
+    _join(parts, output, kind)
+    error_file = output.with_name(output.name + ".errors.csv")
+    frames = [pd.read_csv(p, dtype=str, keep_default_na=False) for p in errors]
+    merged = pd.concat(frames) if frames else pd.DataFrame(columns=ERROR_COLUMNS)
+    if len(merged):
+        merged.to_csv(error_file, index=False)
+        log.warning("%d row(s) could not be classified: see %s", len(merged), error_file)
+    elif error_file.exists():
+        error_file.unlink()
+    shutil.rmtree(parts_dir)
+    report.seconds = time.perf_counter() - started
+    return report
