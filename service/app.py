@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI
 from .deps import require_api_key
 from .errors import install_error_handlers
 from .observability import install_observability
-from .routes import classify, feedback, health, meta, open311
+from .routes import classify, feedback, health, meta, open311, requests
 from .settings import Settings, get_settings
 from .state import ServiceState
 from .storage import open_store
@@ -68,5 +68,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(classify.router, dependencies=auth)
     app.include_router(meta.router, dependencies=auth)
     app.include_router(feedback.router, dependencies=auth)
+    app.include_router(requests.router)  # operator keys, checked per route (who changed what)
     app.include_router(open311.router)
     return app
