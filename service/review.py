@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 
 from aduan.model.location import Unit
 from aduan.model.pipeline import office
@@ -313,3 +313,35 @@ def event_view(event: RequestEvent) -> dict[str, Any]:
         "old": event.old_value,
         "new": event.new_value,
     }
+
+
+def open311_requests(
+    store: Store,
+    *,
+    ids: Sequence[str] = (),
+    codes: Sequence[str] = (),
+    statuses: Sequence[str] = (),
+    start: datetime | None = None,
+    end: datetime | None = None,
+    limit: int = 1000,
+) -> list[StoredRequest]:
+    """GeoReport v2's `GET requests`: by id list (other filters ignored, as the spec says), else
+    by service code (the reviewed category), open/closed and the requested date, newest first."""
+    r = StoredRequest
+    query = select(r)
+    if ids:
+        query = query.where(r.id.in_(list(ids)))
+    else:
+        if codes:
+            code = func.coalesce(r.service_code, r.corrected_category, r.category)
+            query = query.where(code.in_(list(codes)))
+        if statuses:
+            wanted = {"open": ("open", "in_progress"), "closed": ("closed",)}
+            query = query.where(r.status.in_([s for k in statuses for s in wanted[k]]))
+        if start is not None:
+            query = query.where(r.received_at >= start)
+        if end is not None:
+            query = query.where(r.received_at <= end)
+    query = query.order_by(r.received_at.desc(), r.id.desc()).limit(limit)
+    with store.sessions.begin() as session:
+        return list(session.scalars(query))
