@@ -12,11 +12,18 @@ from typing import Any
 from . import artifacts
 from .classifier import ComplaintClassifier, Prediction, Scored
 from .location import LocationResolver, Unit, load_resolver
-from .taxonomy import KECAMATAN, KELURAHAN, Taxonomy
+from .taxonomy import KECAMATAN, KELURAHAN, OTHER_AGENCY, Taxonomy
 
 log = logging.getLogger(__name__)
 
 MAX_TOP_K = 10
+
+# Why a complaint was routed as it was (`Routed.route_reason`), a closed set.
+CONFIDENT = "confident"  # auto: the agency probability passes the model's threshold
+LOW_CONFIDENCE = "low_confidence"  # review: it does not
+NO_CONCRETE_AGENCY = "no_concrete_agency"  # review: `Lainnya` names no office to send it to
+UNIT_UNRESOLVED = "unit_unresolved"  # review: `Kelurahan`/`Kecamatan` but no resolved unit
+ROUTE_REASONS = (CONFIDENT, LOW_CONFIDENCE, NO_CONCRETE_AGENCY, UNIT_UNRESOLVED)
 
 
 def office(agency: str, unit: Unit | None) -> str | None:
@@ -30,16 +37,27 @@ def office(agency: str, unit: Unit | None) -> str | None:
     return None
 
 
+def decide_route(agency: str, office_name: str | None, confident: bool) -> tuple[str, str]:
+    """(route, route_reason): a complaint goes to review, whatever its score, when the agency
+    names no concrete office (`Lainnya`, or `Kelurahan`/`Kecamatan` whose unit is unknown)."""
+    if agency == OTHER_AGENCY:
+        return "review", NO_CONCRETE_AGENCY
+    if agency in (KELURAHAN, KECAMATAN) and office_name is None:
+        return "review", UNIT_UNRESOLVED
+    return ("auto", CONFIDENT) if confident else ("review", LOW_CONFIDENCE)
+
+
 @dataclass(frozen=True)
 class Routed:
-    """One complaint's answer: ranked labels per head, the resolved unit and office, the route,
-    and the model version that produced it."""
+    """One complaint's answer: ranked labels per head, the resolved unit and office, the route
+    with the reason for it, and the model version that produced it."""
 
     prediction: Prediction
     unit: Unit | None
     office: str | None
     route: str
     model_version: str
+    route_reason: str
 
     @property
     def heads(self) -> dict[str, list[Scored]]:
@@ -54,6 +72,7 @@ class Routed:
                 {"label": s.label, "score": round(s.score, 6)} for s in ranked[:top_k]
             ]
         out["route"] = self.route
+        out["route_reason"] = self.route_reason
         out["unit"] = (
             {**self.unit.to_dict(), "office": self.office} if self.unit is not None else None
         )
@@ -105,7 +124,7 @@ class Pipeline:
         for (text, address), prediction in zip(items, predictions, strict=True):
             unit = self.resolver.resolve(address, text) if self.resolver else None
             agency = prediction.best("agency").label
-            out.append(
-                Routed(prediction, unit, office(agency, unit), prediction.route, self.version)
-            )
+            office_name = office(agency, unit)
+            route, reason = decide_route(agency, office_name, prediction.route == "auto")
+            out.append(Routed(prediction, unit, office_name, route, self.version, reason))
         return out

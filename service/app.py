@@ -12,10 +12,11 @@ from fastapi import Depends, FastAPI
 from .deps import require_api_key
 from .errors import install_error_handlers
 from .observability import install_observability
-from .routes import classify, feedback, health, meta, open311
+from .routes import classify, feedback, health, meta, open311, requests, ui
 from .settings import Settings, get_settings
 from .state import ServiceState
 from .storage import open_store
+from .web import install_web
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,9 @@ DESCRIPTION = """
 Routes Indonesian citizen complaints ("sampah menumpuk di depan pasar", "jukir liar di trotoar
 Jl. Tunjungan") to a category and the responsible agency, with calibrated probabilities and a
 route-or-review decision. When `ADUAN_API_KEYS` is set, every `/v1` route needs
-`Authorization: Bearer <key>`. Errors are JSON `{"error", "error_type"}`.
+`Authorization: Bearer <key>` ("Authorize" above); the review routes (`/v1/requests`) and the
+operators' workbench (`/ui/`) need it set. Errors are JSON `{"error", "error_type"}`; each
+answer carries its trace id in `X-Trace-ID`.
 """
 
 
@@ -58,7 +61,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(title="aduan", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    # /docs is served from the package's own files (install_web): no CDN, no ReDoc.
+    app = FastAPI(
+        title="aduan",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.service = ServiceState(settings)
     app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
@@ -68,5 +79,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(classify.router, dependencies=auth)
     app.include_router(meta.router, dependencies=auth)
     app.include_router(feedback.router, dependencies=auth)
+    app.include_router(requests.router)  # operator keys, checked per route (who changed what)
     app.include_router(open311.router)
+    install_web(app, settings)  # mounts /ui/static before the /ui router can claim the prefix
+    app.include_router(ui.router)
+    ui.install_login_redirect(app)
     return app

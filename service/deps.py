@@ -6,8 +6,9 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from .errors import not_ready, unauthorized
+from .errors import ApiError, not_ready, unauthorized
 from .settings import Settings, get_settings
 from .state import ServiceState
 
@@ -39,7 +40,16 @@ def key_matches(token: str, keys: list[str]) -> bool:
     return found
 
 
-def require_api_key(request: Request, settings: SettingsDep) -> str | None:
+# Declared as a security scheme, so the API docs' "Authorize" button sends the key.
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="apiKey",
+    description="An operator key from ADUAN_API_KEYS, sent as 'Authorization: Bearer <key>'",
+)
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def require_api_key(request: Request, settings: SettingsDep, credentials: BearerDep) -> str | None:
     """When API keys are configured, `Authorization: Bearer <key>` must carry one of them."""
     keys = settings.keys()
     if not keys:
@@ -50,3 +60,29 @@ def require_api_key(request: Request, settings: SettingsDep) -> str | None:
     if not key_matches(token.strip(), keys):
         raise unauthorized("invalid API key")
     return token.strip()
+
+
+def operator_of(key: str, settings: Settings) -> str:
+    """Who a (valid) key names in the audit trail."""
+    for candidate, name in settings.operators().items():
+        if hmac.compare_digest(candidate.encode(), key.encode()):
+            return name
+    raise unauthorized("invalid API key")
+
+
+def require_operator(request: Request, settings: SettingsDep, credentials: BearerDep) -> str:
+    """The review routes show complaint texts and record who changed what: they need keys
+    configured (403 otherwise) and a valid one (401); returns the operator's name."""
+    if not settings.keys():
+        raise ApiError(
+            403,
+            "forbidden",
+            "the review routes are disabled because no API keys are configured; "
+            "set ADUAN_API_KEYS to enable them",
+        )
+    key = require_api_key(request, settings, credentials)
+    assert key is not None
+    return operator_of(key, settings)
+
+
+OperatorDep = Annotated[str, Depends(require_operator)]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from xml.etree import ElementTree
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,15 @@ def error_body(message: str, error_type: str) -> dict[str, str]:
     return {"error": message, "error_type": error_type}
 
 
-def open311_error(status: int, description: str) -> JSONResponse:
-    """GeoReport v2's error form: a list of {code, description}."""
+def open311_error(status: int, description: str, xml: bool = False) -> Response:
+    """GeoReport v2's error form: a list of {code, description}, or `<errors>` in XML."""
+    if xml:
+        root = ElementTree.Element("errors")
+        error = ElementTree.SubElement(root, "error")
+        ElementTree.SubElement(error, "code").text = str(status)
+        ElementTree.SubElement(error, "description").text = description
+        body = ElementTree.tostring(root, encoding="utf-8", xml_declaration=True)
+        return Response(body, status, media_type="application/xml")
     return JSONResponse([{"code": status, "description": description}], status)
 
 
@@ -67,9 +75,9 @@ def _respond(
     message: str,
     error_type: str,
     headers: dict[str, str] | None = None,
-) -> JSONResponse:
+) -> Response:
     if request.url.path.startswith("/open311/"):
-        response = open311_error(status, message)
+        response = open311_error(status, message, xml=request.url.path.endswith(".xml"))
         if headers:
             response.headers.update(headers)
         return response
@@ -86,12 +94,12 @@ def _describe(exc: RequestValidationError) -> str:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    async def _api_error(request: Request, exc: ApiError) -> Response:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return _respond(request, exc.status, exc.message, exc.error_type, headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         return _respond(request, 422, _describe(exc), "validation_error")
 
     @app.exception_handler(StarletteHTTPException)
@@ -104,6 +112,6 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path)
         return _respond(request, 500, "internal error", "internal_error")

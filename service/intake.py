@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from aduan.model.explain import Explanation, explain
 from aduan.model.pipeline import Routed
 
 from .batcher import QueueFull
-from .errors import overloaded, too_large
+from .errors import ApiError, overloaded, too_large
 from .schemas import ClassifyItem, ClassifyResult
 from .state import ServiceState
 from .storage import NewRequest
+
+STORED_TOP_K = 3
 
 
 def check_limits(items: Sequence[ClassifyItem], state: ServiceState) -> None:
@@ -58,9 +61,10 @@ def new_request(
     media_url: str | None = None,
     service_code: str | None = None,
 ) -> NewRequest:
-    """The row stored for one classified item, naming the model version that answered it. A
-    `service_code` the client chose (Open311) is the category, with score 1."""
-    answer = routed.to_dict(top_k=1)
+    """The row stored for one classified item, naming the model version that answered it, with
+    the top 3 labels of each head for the review queue. A `service_code` the client chose
+    (Open311) is the category, with score 1."""
+    answer = routed.to_dict(top_k=STORED_TOP_K)
     unit = answer["unit"] or {}
     return NewRequest(
         text=text,
@@ -78,6 +82,10 @@ def new_request(
         route=routed.route,
         kelurahan=unit.get("kelurahan"),
         kecamatan=unit.get("kecamatan"),
+        route_reason=routed.route_reason,
+        unit_source=unit.get("source"),
+        unit_confidence=unit.get("confidence"),
+        predictions={head: answer[f"{head}_top_k"] for head in ("category", "agency")},
     )
 
 
@@ -85,3 +93,34 @@ async def save(state: ServiceState, records: Sequence[NewRequest]) -> list[str]:
     """Commit the rows (before the caller answers) and return their request ids."""
     assert state.store is not None
     return await asyncio.to_thread(state.store.save_requests, list(records))
+
+
+def check_labels(state: ServiceState, agency: str | None, category: str | None) -> None:
+    """422 unless the agency is a label of the live model and the category is in its
+    taxonomy (corrections become training data)."""
+    assert state.classifier is not None and state.taxonomy is not None
+    if agency is not None and agency not in state.classifier.labels["agency"]:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"agency {agency!r} is not a label of model {state.classifier.version} "
+            "(see /v1/labels)",
+        )
+    if category is not None and state.taxonomy.category(category) is None:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"category {category!r} is not in the taxonomy (see /v1/labels)",
+        )
+
+
+async def explain_text(
+    state: ServiceState, text: str, head: str = "agency", method: str | None = None
+) -> Explanation:
+    """The words that drove the live model's prediction, computed off the event loop."""
+    pipeline = state.pipeline  # one model version for the whole call, even across a reload
+    assert pipeline is not None
+    try:
+        return await asyncio.to_thread(explain, pipeline.classifier, text, head, method)
+    except ValueError as exc:
+        raise ApiError(422, "validation_error", str(exc)) from exc

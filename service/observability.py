@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -13,6 +14,14 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 access_log = logging.getLogger("aduan.access")
+TRACE_HEADER = "X-Trace-ID"
+_TRACE = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+
+
+def _trace_id(given: str | None) -> str:
+    """The caller's trace id when it is a plain token (it is echoed into logs and headers),
+    else a fresh one."""
+    return given if given and _TRACE.match(given) else uuid.uuid4().hex
 
 
 class Metrics:
@@ -76,8 +85,9 @@ def install_observability(app: FastAPI, metrics: Metrics) -> None:
     async def _observe(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        request.state.request_id = request_id
+        # The trace id names this HTTP request; a stored complaint's id is its request_id.
+        trace_id = _trace_id(request.headers.get(TRACE_HEADER))
+        request.state.trace_id = trace_id
         request.state.log_extra = {}
         started = time.perf_counter()
         status = 500
@@ -90,7 +100,7 @@ def install_observability(app: FastAPI, metrics: Metrics) -> None:
             metrics.requests.labels(route, str(status)).inc()
             metrics.latency.labels(route, str(status)).observe(elapsed)
             record: dict[str, Any] = {
-                "request_id": request_id,
+                "trace_id": trace_id,
                 "method": request.method,
                 "route": route,
                 "status": status,
@@ -98,7 +108,7 @@ def install_observability(app: FastAPI, metrics: Metrics) -> None:
                 **request.state.log_extra,
             }
             access_log.info(json.dumps(record, ensure_ascii=False))
-        response.headers["X-Request-ID"] = request_id
+        response.headers[TRACE_HEADER] = trace_id
         return response
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -79,6 +80,14 @@ class Unit(BaseModel):
     office: str | None = Field(
         None, description="The concrete office when the agency is Kelurahan or Kecamatan"
     )
+    source: Literal["mention", "gazetteer", "street"] | None = Field(
+        None,
+        description="Where the unit came from: an explicit kel./kec. mention, a gazetteer name "
+        "in the address, or streets/landmarks learned from training addresses",
+    )
+    confidence: float | None = Field(
+        None, description="How often a unit named this way is right (see bench/location.py)"
+    )
 
 
 class ClassifyResult(BaseModel):
@@ -88,16 +97,28 @@ class ClassifyResult(BaseModel):
     category_top_k: list[ScoredLabel]
     agency_top_k: list[ScoredLabel]
     route: Literal["auto", "review"] = Field(
-        ..., description="auto when the agency probability passes the model's threshold"
+        ...,
+        description="auto when the agency probability passes the model's threshold and the "
+        "agency names a concrete office",
     )
-    unit: Unit | None
-    request_id: str | None = Field(None, description="Set when the item was stored")
+    route_reason: Literal[
+        "confident", "low_confidence", "no_concrete_agency", "unit_unresolved"
+    ] = Field(
+        ...,
+        description="Why: confident (auto), low_confidence, no_concrete_agency (Lainnya), "
+        "unit_unresolved (Kelurahan/Kecamatan without a resolved unit)",
+    )
+    unit: Unit | None = Field(None, description="null when the evidence names no unit")
+    request_id: str | None = Field(
+        None, description="The stored row's id, set when the item was stored"
+    )
 
 
 class ClassifyResponse(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
     model_version: str
+    trace_id: str = Field(..., description="This HTTP request's trace id (also X-Trace-ID)")
     results: list[ClassifyResult]
 
 
@@ -132,3 +153,97 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
         503: "Model not ready",
     }.items()
 }
+
+
+class ReviewItem(BaseModel):
+    """A stored request as operators review it."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    request_id: str = Field(..., description="The stored row's id (Open311 service_request_id)")
+    received_at: str
+    updated_at: str
+    status: Literal["open", "in_progress", "closed"]
+    route: Literal["auto", "review"]
+    route_reason: str | None
+    model_version: str
+    client_id: str | None
+    service_code: str | None
+    text: str | None = Field(None, description="The complaint (personal data: never logged)")
+    address: str | None
+    latitude: float | None
+    longitude: float | None
+    category: ScoredLabel
+    agency: ScoredLabel
+    category_top_k: list[ScoredLabel]
+    agency_top_k: list[ScoredLabel]
+    unit: Unit | None
+    corrected_category: str | None
+    corrected_agency: str | None
+    corrected_by: str | None
+    corrected_at: str | None
+    note: str | None = Field(None, description="Public: Open311 shows it as status_notes")
+    expected_datetime: str | None
+
+
+class ReviewPage(BaseModel):
+    items: list[ReviewItem]
+    next_cursor: str | None = Field(
+        None, description="Pass as ?cursor= for the next page; null on the last page"
+    )
+
+
+class AuditEvent(BaseModel):
+    at: str
+    actor: str = Field(..., description="The operator whose key made the change")
+    field: str
+    old: str | None
+    new: str | None
+
+
+class ReviewDetail(ReviewItem):
+    history: list[AuditEvent] = Field(..., description="Every change, oldest first")
+
+
+class RequestPatch(StrictModel):
+    """An operator's changes; fields left out stay as they are."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "in_progress",
+                    "corrected_agency": "Dinas Lingkungan Hidup",
+                    "corrected_category": "SAMPAH",
+                    "note": "Diteruskan ke DLH, petugas dijadwalkan besok.",
+                }
+            ]
+        },
+    )
+
+    status: Literal["open", "in_progress", "closed"] | None = None
+    note: str | None = Field(
+        None, max_length=2000, description="Public note (Open311 status_notes); null clears it"
+    )
+    corrected_agency: str | None = Field(
+        None, min_length=1, description="An agency label of the live model (see /v1/labels)"
+    )
+    corrected_category: str | None = Field(
+        None, min_length=1, description="A category code of the taxonomy (see /v1/labels)"
+    )
+    expected_datetime: datetime | None = Field(
+        None, description="When the request should be resolved (Open311); null clears it"
+    )
+
+
+class ExplanationTerm(BaseModel):
+    term: str
+    weight: float
+
+
+class ExplanationResponse(BaseModel):
+    head: str
+    label: str
+    method: Literal["tfidf_ngrams", "leave_one_word_out"]
+    terms: list[ExplanationTerm]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -26,7 +28,16 @@ class Settings(BaseSettings):
     batch_max_size: int = Field(32, ge=1, description="Most texts per inference batch")
     batch_max_wait_ms: float = Field(5.0, ge=0, description="Longest wait to fill a batch")
     queue_size: int = Field(1024, ge=1, description="Texts waiting before 429")
-    api_keys: str = Field("", description="Comma-separated API keys; empty: /v1 is open")
+    api_keys: str = Field(
+        "",
+        description="Comma-separated API keys, each optionally named ('siti:key'); empty: /v1 is "
+        "open and the review routes are off",
+    )
+    session_secret: str = Field(
+        "",
+        description="Signs the workbench's session cookies; empty: a random secret per process "
+        "(sessions end when the service restarts)",
+    )
     database_url: str = Field("", description="SQLAlchemy URL; empty: SQLite in data_dir")
     data_dir: Path = Field(Path("var"), description="Where the embedded SQLite database lives")
     log_level: str = Field("INFO")
@@ -36,7 +47,25 @@ class Settings(BaseSettings):
     threads: int = Field(0, ge=0, description="Inference threads (0: one per core)")
 
     def keys(self) -> list[str]:
-        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+        return list(self.operators())
+
+    def operators(self) -> dict[str, str]:
+        """API key -> the operator it names in audit trails: the `name` of a `name:key` entry,
+        else `key-` and the start of the key's SHA-256 (never the key itself)."""
+        out = {}
+        for entry in self.api_keys.split(","):
+            entry = entry.strip()
+            if not entry:
+                continue
+            named = _NAMED_KEY.match(entry)
+            if named:
+                out[named.group(2).strip()] = named.group(1)
+            else:
+                out[entry] = "key-" + hashlib.sha256(entry.encode()).hexdigest()[:8]
+        return out
+
+
+_NAMED_KEY = re.compile(r"^([A-Za-z0-9_.@-]{1,64}):(.+)$")
 
 
 @lru_cache

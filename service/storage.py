@@ -12,11 +12,12 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     DateTime,
     Float,
     ForeignKey,
@@ -41,7 +42,7 @@ class Base(DeclarativeBase):
     pass
 
 
-def _now() -> datetime:
+def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
@@ -70,6 +71,20 @@ class StoredRequest(Base):
     kecamatan: Mapped[str | None] = mapped_column(String(100))
     model_version: Mapped[str] = mapped_column(String(100))
     route: Mapped[str] = mapped_column(String(10))
+    # Added by migration 0002: why the route, the unit's evidence, the ranked labels, and the
+    # operators' review (status, public note, corrected labels; every change in request_events).
+    route_reason: Mapped[str | None] = mapped_column(String(30))
+    unit_source: Mapped[str | None] = mapped_column(String(20))
+    unit_confidence: Mapped[float | None] = mapped_column(Float)
+    predictions: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20), default="open", server_default="open")
+    note: Mapped[str | None] = mapped_column(Text)
+    expected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    corrected_category: Mapped[str | None] = mapped_column(String(100))
+    corrected_agency: Mapped[str | None] = mapped_column(String(200))
+    corrected_by: Mapped[str | None] = mapped_column(String(200))
+    corrected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Feedback(Base):
@@ -84,6 +99,23 @@ class Feedback(Base):
     agency: Mapped[str] = mapped_column(String(200))
     operator: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RequestEvent(Base):
+    """The audit trail: one row per changed field, appended, never updated (a database trigger
+    refuses UPDATE); deleted only with its request by the retention purge."""
+
+    __tablename__ = "request_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("requests.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(200))
+    field: Mapped[str] = mapped_column(String(40))
+    old_value: Mapped[str | None] = mapped_column(Text)
+    new_value: Mapped[str | None] = mapped_column(Text)
 
 
 @dataclass(frozen=True)
@@ -105,6 +137,10 @@ class NewRequest:
     service_code: str | None = None
     kelurahan: str | None = None
     kecamatan: str | None = None
+    route_reason: str | None = None
+    unit_source: str | None = None
+    unit_confidence: float | None = None
+    predictions: dict[str, Any] | None = None
 
 
 def database_url(url: str, data_dir: Path) -> str:
@@ -133,8 +169,17 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def upgrade(url: str) -> None:
-    """Apply every Alembic migration up to head."""
+def upgrade(url: str, revision: str = "head") -> None:
+    """Apply the Alembic migrations up to `revision` (default: all of them)."""
+    _migrate(url, "upgrade", revision)
+
+
+def downgrade(url: str, revision: str) -> None:
+    """Undo the Alembic migrations above `revision`."""
+    _migrate(url, "downgrade", revision)
+
+
+def _migrate(url: str, direction: str, revision: str) -> None:
     from alembic import command
     from alembic.config import Config
 
@@ -142,7 +187,7 @@ def upgrade(url: str) -> None:
     config.set_main_option("script_location", MIGRATIONS)
     config.attributes["engine"] = make_engine(url)
     try:
-        command.upgrade(config, "head")
+        getattr(command, direction)(config, revision)
     finally:
         config.attributes["engine"].dispose()
 
@@ -163,10 +208,13 @@ class Store:
         self.engine.dispose()
 
     def save_requests(self, items: Sequence[NewRequest]) -> list[str]:
-        received = _now()
+        received = utcnow()
+        # One microsecond apart, so a batch keeps its order in the queue (sorted by time, id).
         rows = [
-            StoredRequest(id=str(uuid.uuid4()), received_at=received, **vars(item))
-            for item in items
+            StoredRequest(
+                id=str(uuid.uuid4()), received_at=received + timedelta(microseconds=i), **vars(item)
+            )
+            for i, item in enumerate(items)
         ]
         with self._session() as session:
             session.add_all(rows)
@@ -181,41 +229,25 @@ class Store:
     ) -> tuple[Feedback, bool] | None:
         """Record an operator's correction; returns (feedback, created) or None (no request).
 
-        The same operator correcting the same request again replaces their earlier labels.
+        The same operator correcting the same request again replaces their earlier labels in
+        `feedback`; the request's corrected labels are the latest correction by anyone, and
+        every change is appended to `request_events`.
         """
         with self._session() as session:
-            if session.get(StoredRequest, request_id) is None:
+            row = session.get(StoredRequest, request_id)
+            if row is None:
                 return None
-            existing = session.scalars(
-                select(Feedback).where(
-                    Feedback.request_id == request_id, Feedback.operator == operator
-                )
-            ).first()
-            if existing is not None:
-                existing.category, existing.agency = category, agency
-                return existing, False
-            feedback = Feedback(
-                request_id=request_id,
-                category=category,
-                agency=agency,
-                operator=operator,
-                created_at=_now(),
+            feedback, created, _ = record_correction(
+                session, row, category, agency, operator, utcnow()
             )
-            session.add(feedback)
-            return feedback, True
+            return feedback, created
 
     def corrected(self, since: datetime | None = None) -> list[dict[str, Any]]:
         """Stored requests with their latest correction, in the training file's columns."""
-        latest = (
-            select(Feedback.request_id, func.max(Feedback.id).label("fid"))
-            .group_by(Feedback.request_id)
-            .subquery()
-        )
         query = (
-            select(StoredRequest, Feedback)
-            .join(latest, latest.c.request_id == StoredRequest.id)
-            .join(Feedback, Feedback.id == latest.c.fid)
-            .order_by(StoredRequest.received_at)
+            select(StoredRequest)
+            .where(StoredRequest.corrected_agency.is_not(None))
+            .order_by(StoredRequest.received_at, StoredRequest.id)
         )
         if since is not None:
             query = query.where(StoredRequest.received_at >= as_utc(since))
@@ -229,19 +261,21 @@ class Store:
                     "kecamatan": req.kecamatan or "",
                     "created_at": as_utc(req.received_at).isoformat(),
                     "topic": "",
-                    "category": fb.category,
-                    "agency": fb.agency,
+                    "category": req.corrected_category,
+                    "agency": req.corrected_agency,
                     "predicted_agency": req.agency,
-                    "operator": fb.operator,
+                    "operator": req.corrected_by,
                 }
-                for req, fb in session.execute(query).all()
+                for req in session.scalars(query)
             ]
 
     def purge(self, before: datetime) -> int:
-        """Delete requests received before `before`, with their feedback; returns the count."""
+        """Delete requests received before `before`, with their feedback and audit events;
+        returns the count."""
         with self._session() as session:
             old = select(StoredRequest.id).where(StoredRequest.received_at < before)
             session.execute(delete(Feedback).where(Feedback.request_id.in_(old)))
+            session.execute(delete(RequestEvent).where(RequestEvent.request_id.in_(old)))
             result = session.execute(
                 delete(StoredRequest).where(StoredRequest.received_at < before)
             )
@@ -253,6 +287,59 @@ class Store:
                 "requests": int(session.scalar(select(func.count(StoredRequest.id))) or 0),
                 "feedback": int(session.scalar(select(func.count(Feedback.id))) or 0),
             }
+
+
+def audit(
+    session: Session,
+    row: StoredRequest,
+    actor: str,
+    at: datetime,
+    changes: dict[str, tuple[str | None, str | None]],
+) -> list[RequestEvent]:
+    """Append one event per changed field (old value, new value) and stamp the request."""
+    events = [
+        RequestEvent(
+            request_id=row.id, at=at, actor=actor, field=name, old_value=old, new_value=new
+        )
+        for name, (old, new) in changes.items()
+        if old != new
+    ]
+    if events:
+        session.add_all(events)
+        row.updated_at = at
+    return events
+
+
+def record_correction(
+    session: Session, row: StoredRequest, category: str, agency: str, operator: str, at: datetime
+) -> tuple[Feedback, bool, list[RequestEvent]]:
+    """An operator's corrected labels: their `feedback` row (one per operator, replaced), the
+    request's current corrected labels and the audit events. Returns (feedback, created,
+    events)."""
+    events = audit(
+        session,
+        row,
+        operator,
+        at,
+        {
+            "corrected_category": (row.corrected_category, category),
+            "corrected_agency": (row.corrected_agency, agency),
+        },
+    )
+    row.corrected_category, row.corrected_agency = category, agency
+    row.corrected_by, row.corrected_at = operator, at
+    existing = session.scalars(
+        select(Feedback).where(Feedback.request_id == row.id, Feedback.operator == operator)
+    ).first()
+    if existing is not None:
+        existing.category, existing.agency = category, agency
+        return existing, False, events
+    feedback = Feedback(
+        request_id=row.id, category=category, agency=agency, operator=operator, created_at=at
+    )
+    session.add(feedback)
+    session.flush()  # assigns feedback.id before the caller answers
+    return feedback, True, events
 
 
 def open_store(settings: Any, migrate: bool = True) -> Store:

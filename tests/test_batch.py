@@ -93,7 +93,7 @@ def test_batch_parquet_in_and_out(tiny_model, gazetteer_csv, tmp_path):
     pipeline = Pipeline.load(tiny_model, gazetteer_csv)
     classify_file(pipeline, source, tmp_path / "out.parquet", chunk_rows=2, progress=False)
     out = pd.read_parquet(tmp_path / "out.parquet")
-    assert out["id"].tolist() == ["0", "1", "2", "3", "4"] and len(out.columns) == 13
+    assert out["id"].tolist() == ["0", "1", "2", "3", "4"] and len(out.columns) == 14
 
 
 def test_batch_resumes_after_an_interruption(tiny_model, gazetteer_csv, tmp_path, monkeypatch):

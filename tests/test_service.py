@@ -65,9 +65,24 @@ def test_service_resolves_unit_and_names_the_office(make_client):
         "kelurahan": "Keputran",
         "kecamatan": "Tegalsari",
         "office": "Kelurahan Keputran",
+        "source": "gazetteer",
+        "confidence": 1.0,
     }
     nowhere = _classify(client, "lampu PJU padam").json()["results"][0]
     assert nowhere["unit"] is None
+
+
+def test_service_kelurahan_without_unit_goes_to_review_whatever_its_score(make_client):
+    client = make_client()
+    client.app.state.service.classifier.thresholds["agency"] = 0.0  # everything is confident
+    placed, unplaced = _classify(
+        client,
+        {"text": "pelayanan kantor kelurahan lambat", "address": "Jl. Keputran Pasar Kecil"},
+        "pelayanan kantor kelurahan lambat sekali",
+    ).json()["results"]
+    assert (placed["route"], placed["route_reason"]) == ("auto", "confident")
+    assert unplaced["agency"]["label"] == "Kelurahan" and unplaced["unit"] is None
+    assert (unplaced["route"], unplaced["route_reason"]) == ("review", "unit_unresolved")
 
 
 @pytest.mark.parametrize(
@@ -128,6 +143,15 @@ def test_service_not_ready_is_503(make_client):
     assert client.get("/health/live").status_code == 200
 
 
+def test_service_trace_ids_are_fresh_unless_a_plain_token_is_given(make_client):
+    client = make_client()
+    first, second = (_classify(client, "lampu padam") for _ in range(2))
+    assert first.headers["x-trace-id"] != second.headers["x-trace-id"]
+    assert first.json()["trace_id"] == first.headers["x-trace-id"]
+    forged = _classify(client, "lampu padam", headers={"X-Trace-ID": 'x" injected'})
+    assert forged.headers["x-trace-id"] != 'x" injected'
+
+
 def test_service_unknown_route_is_json_404(make_client):
     response = make_client().get("/v1/nothing")
     assert response.status_code == 404 and response.json()["error_type"] == "not_found"
@@ -179,10 +203,13 @@ def test_service_logs_labels_never_text(make_client, caplog):
     client = make_client()
     secret = "rahasia pribadi lampu PJU padam Budi Santoso"
     with caplog.at_level(logging.DEBUG):
-        response = _classify(client, secret, headers={"X-Request-ID": "req-42"})
-    assert response.headers["x-request-id"] == "req-42"
+        response = _classify(client, secret, headers={"X-Trace-ID": "trace-42"}, store=True)
+    assert response.headers["x-trace-id"] == "trace-42"
+    assert response.json()["trace_id"] == "trace-42"
+    request_id = response.json()["results"][0]["request_id"]
     records = [json.loads(r.getMessage()) for r in caplog.records if r.name == "aduan.access"]
-    entry = next(r for r in records if r["request_id"] == "req-42")
+    entry = next(r for r in records if r["trace_id"] == "trace-42")
+    assert entry["request_ids"] == [request_id] != ["trace-42"]
     assert entry["route"] == "/v1/classify" and entry["status"] == 200
     assert entry["predictions"][0]["category"] == "PJU" and "latency_ms" in entry
     assert all("Budi" not in r.getMessage() for r in caplog.records)

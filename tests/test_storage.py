@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from aduan.service.storage import NewRequest, Store, make_engine, upgrade
+from aduan.service.storage import NewRequest, Store, downgrade, make_engine, upgrade
 
 
 def _request(text="sampah menumpuk", **extra):
@@ -37,7 +37,7 @@ def test_storage_migrates_and_round_trips(database_url):
     assert stored.kelurahan == "Keputran" and stored.route == "auto"
     assert store.get_request("missing") is None
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0001"
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0002"
     store.close()
 
 
@@ -73,3 +73,39 @@ def test_storage_export_since_and_purge(database_url):
     assert store.purge(cutoff) == 1
     assert store.counts() == {"requests": 1, "feedback": 1}
     store.close()
+
+
+def test_storage_migration_0002_keeps_earlier_corrections_and_reverts(database_url):
+    """A database written by 0001 (a request with two operators' feedback) upgrades with the
+    latest correction as the request's corrected labels, and downgrades cleanly."""
+    upgrade(database_url, "0001")
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "insert into requests (id, received_at, text, category, category_score, agency,"
+                " agency_score, model_version, route) values ('r1', :t, 'banjir', 'SAMPAH', 0.5,"
+                " 'Dinas Lingkungan Hidup', 0.5, 'm-0', 'review')"
+            ),
+            {"t": datetime(2023, 5, 1, tzinfo=UTC)},
+        )
+        for fid, (category, operator) in enumerate([("JALAN", "op1"), ("DRAINASE", "op2")], 1):
+            conn.execute(
+                sa.text(
+                    "insert into feedback (id, request_id, category, agency, operator, created_at)"
+                    " values (:i, 'r1', :c, 'DSDABM', :o, :t)"
+                ),
+                {"i": fid, "c": category, "o": operator, "t": datetime(2023, 5, 2, tzinfo=UTC)},
+            )
+    engine.dispose()
+    store = _store(database_url)
+    row = store.get_request("r1")
+    assert (row.status, row.corrected_category, row.corrected_by) == ("open", "DRAINASE", "op2")
+    assert [r["category"] for r in store.corrected()] == ["DRAINASE"]
+    store.close()
+    downgrade(database_url, "0001")
+    engine = make_engine(database_url)
+    assert "request_events" not in sa.inspect(engine).get_table_names()
+    assert "status" not in {c["name"] for c in sa.inspect(engine).get_columns("requests")}
+    engine.dispose()
+    upgrade(database_url)

@@ -95,6 +95,8 @@ def test_wheel_holds_the_package_data(wheel):
     assert "aduan/data/taxonomy.yaml" in names
     assert {"aduan/training/presets/baseline.yaml", "aduan/training/presets/quick.yaml"} <= names
     assert "aduan/service/migrations/versions/0001_initial.py" in names
+    assert "aduan/service/migrations/versions/0002_review.py" in names
+    assert {"aduan/service/templates/queue.html", "aduan/service/static/workbench.js"} <= names
     assert "aduan/model/classifier.py" in names and "aduan/cli.py" in names
     assert not any(n.split("/")[0] in ("model", "service", "training", "data") for n in names)
 
@@ -108,7 +110,8 @@ def test_wheel_trains_evaluates_and_serves_without_a_checkout(venv, tmp_path, co
         "print(c.available_presets(), len(t.Taxonomy.load().categories), c.__file__)",
     )
     assert loaded.returncode == 0, loaded.stderr
-    assert "['baseline', 'full', 'quick']" in loaded.stdout and str(ROOT) not in loaded.stdout
+    presets = sorted(p.stem for p in (ROOT / "training" / "presets").glob("*.yaml"))
+    assert str(presets) in loaded.stdout and str(ROOT) not in loaded.stdout
     for bare in ("model", "service", "training"):
         missing = _run(venv, tmp_path, "-c", f"import {bare}")
         assert "ModuleNotFoundError" in missing.stderr, bare
@@ -182,6 +185,15 @@ def test_wheel_trains_evaluates_and_serves_without_a_checkout(venv, tmp_path, co
                 time.sleep(0.2)
         else:
             pytest.fail("the wheel's service did not become ready")
+        # Templates and static files come from the installed package: the workbench and the
+        # CDN-free docs work without a checkout.
+        for path, marker in [
+            ("/ui/login", b'name="csrf"'),
+            ("/ui/static/workbench.js", b"keydown"),
+            ("/docs", b"/static/swagger/swagger-ui-bundle.js"),
+        ]:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}") as answer:
+                assert answer.status == 200 and marker in answer.read(), path
     finally:
         server.terminate()
         server.wait(timeout=30)

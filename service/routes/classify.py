@@ -32,11 +32,13 @@ async def classify(
         ids = await intake.save(state, records)
         for result, request_id in zip(results, ids, strict=True):
             result.request_id = request_id
+        request.state.log_extra["request_ids"] = ids
     state.metrics.request_items.observe(len(results))
     for result in results:
         state.metrics.observe_prediction(result.category.label, result.agency.label, result.route)
     # Logged labels and scores only: never the complaint text.
     request.state.log_extra = {
+        **request.state.log_extra,
         "items": len(results),
         "predictions": [
             {
@@ -45,8 +47,11 @@ async def classify(
                 "agency": r.agency.label,
                 "agency_score": r.agency.score,
                 "route": r.route,
+                "route_reason": r.route_reason,
             }
             for r in results
         ],
     }
-    return ClassifyResponse(model_version=routed[0].model_version, results=results)
+    return ClassifyResponse(
+        model_version=routed[0].model_version, trace_id=request.state.trace_id, results=results
+    )

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from aduan.service import intake
 from aduan.service.deps import ReadyStateDep, SettingsDep
 from aduan.service.errors import ApiError
 from aduan.service.schemas import ErrorBody, StrictModel
@@ -67,20 +68,8 @@ def feedback_enabled(settings: SettingsDep) -> None:
     summary="Record an operator's corrected category and agency",
 )
 async def feedback(body: FeedbackRequest, state: ReadyStateDep) -> JSONResponse:
-    assert state.classifier is not None and state.taxonomy is not None and state.store
-    if body.agency not in state.classifier.labels["agency"]:
-        raise ApiError(
-            422,
-            "validation_error",
-            f"agency {body.agency!r} is not a label of "
-            f"model {state.classifier.version} (see /v1/labels)",
-        )
-    if state.taxonomy.category(body.category) is None:
-        raise ApiError(
-            422,
-            "validation_error",
-            f"category {body.category!r} is not in the taxonomy (see /v1/labels)",
-        )
+    assert state.store is not None
+    intake.check_labels(state, body.agency, body.category)
     outcome = await asyncio.to_thread(
         state.store.add_feedback,
         body.request_id,

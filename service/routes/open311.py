@@ -1,27 +1,39 @@
-"""Open311 GeoReport v2 (JSON): services, creating and reading service requests.
+"""Open311 GeoReport v2: services and service definitions, creating, listing and reading
+service requests, each in JSON or XML (`.json`/`.xml`). Read requests follow the operators'
+review (status, note, corrected category and agency, expected date).
 
-Errors use the spec's form, `[{"code": ..., "description": ...}]`, with the matching status.
+Errors use the spec's form, `[{"code": ..., "description": ...}]` (or `<errors>` in XML), with
+the matching status.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any
+from datetime import timedelta
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import Response
 
-from aduan.model.location import Unit
-from aduan.model.pipeline import office as office_of
 from aduan.service import intake
 from aduan.service.batcher import QueueFull
-from aduan.service.deps import StateDep, key_matches
+from aduan.service.deps import BearerDep, StateDep, key_matches
 from aduan.service.errors import open311_error
+from aduan.service.open311_format import (
+    create_body_openapi,
+    render,
+    render_one,
+    request_fields,
+)
+from aduan.service.open311_format import notice as service_notice
+from aduan.service.review import ReviewError, open311_requests, parse_moment
 from aduan.service.state import ServiceState
-from aduan.service.storage import as_utc
+from aduan.service.storage import utcnow
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"])
+DEFAULT_WINDOW = timedelta(days=90)
+MAX_REQUESTS = 1000
 
 _FIELDS = (
     "description",
@@ -47,11 +59,14 @@ class Open311Error(Exception):
         self.description = description
 
 
-@router.get("/services.json", summary="One service per complaint category")
-def services(state: StateDep) -> JSONResponse:
+Fmt = Annotated[Literal["json", "xml"], Path(description="json or xml")]
+
+
+@router.get("/services.{fmt}", summary="One service per complaint category (JSON or XML)")
+def services(state: StateDep, fmt: Fmt) -> Response:
     if state.taxonomy is None:
-        return open311_error(503, "the model is not loaded yet")
-    return JSONResponse(
+        return open311_error(503, "the model is not loaded yet", xml=fmt == "xml")
+    return render(
         [
             {
                 "service_code": c.code,
@@ -63,8 +78,23 @@ def services(state: StateDep) -> JSONResponse:
                 "group": c.group or "Lainnya",
             }
             for c in state.taxonomy.categories
-        ]
+        ],
+        fmt,
+        "services",
+        "service",
     )
+
+
+@router.get(
+    "/services/{service_code}.{fmt}",
+    summary="A service definition: no service asks extra questions, so attributes are empty",
+)
+def service_definition(service_code: str, state: StateDep, fmt: Fmt) -> Response:
+    if state.taxonomy is None:
+        return open311_error(503, "the model is not loaded yet", xml=fmt == "xml")
+    if state.taxonomy.category(service_code) is None:
+        return open311_error(404, f"no service {service_code!r}", xml=fmt == "xml")
+    return render_one({"service_code": service_code, "attributes": []}, fmt, "service_definition")
 
 
 async def _read_fields(request: Request) -> dict[str, str]:
@@ -109,15 +139,23 @@ def _check_key(request: Request, fields: dict[str, str], state: ServiceState) ->
         raise Open311Error(403, "a valid api_key is required")
 
 
-@router.post("/requests.json", summary="Create a service request (form-encoded or JSON)")
-async def create_request(request: Request, state: StateDep) -> JSONResponse:
+@router.post(
+    "/requests.{fmt}",
+    summary="Create a service request (form-encoded or JSON)",
+    status_code=201,
+    openapi_extra=create_body_openapi(),
+    responses={201: {"description": "[{service_request_id, service_notice, account_id}]"}},
+)
+async def create_request(
+    request: Request, state: StateDep, fmt: Fmt, credentials: BearerDep
+) -> Response:
     try:
-        return await _create(request, state)
+        return await _create(request, state, fmt)
     except Open311Error as exc:
-        return open311_error(exc.status, exc.description)
+        return open311_error(exc.status, exc.description, xml=fmt == "xml")
 
 
-async def _create(request: Request, state: ServiceState) -> JSONResponse:
+async def _create(request: Request, state: ServiceState, fmt: str) -> Response:
     fields = await _read_fields(request)
     _check_key(request, fields, state)
     if not state.ready or state.batcher is None or state.store is None:
@@ -149,45 +187,87 @@ async def _create(request: Request, state: ServiceState) -> JSONResponse:
     )
     [request_id] = await intake.save(state, [record])
     office = result.unit.office if result.unit and result.unit.office else result.agency.label
-    notice = (
-        f"Aduan diteruskan ke {office}."
-        if result.route == "auto"
-        else f"Aduan akan ditinjau petugas; perkiraan instansi: {office}."
-    )
-    return JSONResponse(
-        [{"service_request_id": request_id, "service_notice": notice, "account_id": None}],
-        status_code=201,
-    )
+    notice = service_notice(result.route, False, office)
+    answer = {"service_request_id": request_id, "service_notice": notice, "account_id": None}
+    return render([answer], fmt, "service_requests", "request", status=201)
 
 
-@router.get("/requests/{request_id}.json", summary="One service request")
-async def get_request(request_id: str, state: StateDep) -> JSONResponse:
+def _may_read_text(request: Request, api_key: str | None, state: ServiceState) -> bool:
+    """Descriptions are complaint texts (personal data): with keys configured, only a caller
+    with a valid key (api_key or Bearer) gets them."""
+    keys = state.settings.keys()
+    if not keys:
+        return True
+    scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+    given = api_key or (bearer.strip() if scheme.lower() == "bearer" else "")
+    return bool(given) and key_matches(given, keys)
+
+
+def _csv(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+@router.get("/requests.{fmt}", summary="Service requests by id list, service, status and date")
+async def list_requests(
+    request: Request,
+    state: StateDep,
+    fmt: Fmt,
+    credentials: BearerDep,
+    service_request_id: Annotated[
+        str | None, Query(description="Comma-separated ids; other filters are then ignored")
+    ] = None,
+    service_code: Annotated[str | None, Query(description="Comma-separated codes")] = None,
+    status: Annotated[str | None, Query(description="open, closed or both (comma)")] = None,
+    start_date: Annotated[
+        str | None, Query(description="W3C date-time, earliest requested")
+    ] = None,
+    end_date: Annotated[str | None, Query(description="W3C date-time, latest requested")] = None,
+    api_key: Annotated[str | None, Query(description="Needed to see descriptions")] = None,
+) -> Response:
+    xml = fmt == "xml"
     if state.store is None or state.taxonomy is None:
-        return open311_error(503, "the service is not ready")
+        return open311_error(503, "the service is not ready", xml=xml)
+    statuses = _csv(status)
+    if any(s not in ("open", "closed") for s in statuses):
+        return open311_error(400, "status must be open, closed or both", xml=xml)
+    try:
+        start = parse_moment(start_date, "start_date") if start_date else None
+        end = parse_moment(end_date, "end_date", end_of_day=True) if end_date else None
+    except ReviewError as exc:
+        return open311_error(400, str(exc), xml=xml)
+    if start is None and end is None:
+        start = utcnow() - DEFAULT_WINDOW  # the spec's default: the last 90 days
+    rows = await asyncio.to_thread(
+        open311_requests,
+        state.store,
+        ids=_csv(service_request_id),
+        codes=_csv(service_code),
+        statuses=statuses,
+        start=start,
+        end=end,
+        limit=MAX_REQUESTS,
+    )
+    readable = _may_read_text(request, api_key, state)
+    items = [request_fields(r, state.taxonomy, readable) for r in rows]
+    return render(items, fmt, "service_requests", "request")
+
+
+@router.get("/requests/{request_id}.{fmt}", summary="One service request")
+async def get_request(
+    request_id: str,
+    request: Request,
+    state: StateDep,
+    fmt: Fmt,
+    credentials: BearerDep,
+    api_key: Annotated[str | None, Query(description="Needed to see the description")] = None,
+) -> Response:
+    xml = fmt == "xml"
+    if state.store is None or state.taxonomy is None:
+        return open311_error(503, "the service is not ready", xml=xml)
     stored = await asyncio.to_thread(state.store.get_request, request_id)
     if stored is None:
-        return open311_error(404, f"no service request {request_id!r}")
-    code = stored.service_code or stored.category
-    category = state.taxonomy.category(code)
-    office = office_of(stored.agency, _unit(stored))
-    return JSONResponse(
-        [
-            {
-                "service_request_id": stored.id,
-                "status": "open",
-                "service_code": code,
-                "service_name": category.name if category else code,
-                "agency_responsible": office or stored.agency,
-                "requested_datetime": as_utc(stored.received_at).isoformat(timespec="seconds"),
-                "address": stored.address,
-                "lat": stored.latitude,
-                "long": stored.longitude,
-            }
-        ]
+        return open311_error(404, f"no service request {request_id!r}", xml=xml)
+    readable = _may_read_text(request, api_key, state)
+    return render(
+        [request_fields(stored, state.taxonomy, readable)], fmt, "service_requests", "request"
     )
-
-
-def _unit(stored: Any) -> Unit | None:
-    if not stored.kelurahan and not stored.kecamatan:
-        return None
-    return Unit(stored.kelurahan, stored.kecamatan)

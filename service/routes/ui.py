@@ -1,0 +1,320 @@
+"""The operators' workbench (`/ui/`): log in with an operator key, review the queue (confirm or
+correct a prediction, set status and a note), and the ML engineer's model page. Server-rendered
+templates, a little JavaScript for keyboard shortcuts; forms carry a CSRF token."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from aduan.service import intake
+from aduan.service.deps import ReadyStateDep, key_matches
+from aduan.service.errors import ApiError
+from aduan.service.review import (
+    STATUSES,
+    Changes,
+    ReviewError,
+    list_requests,
+    parse_moment,
+    request_view,
+    review_outcomes,
+    update_request,
+)
+from aduan.service.review import QueueFilter as Filter
+from aduan.service.state import ServiceState
+from aduan.service.web import (
+    LOGIN_COOKIE,
+    SESSION_COOKIE,
+    SESSION_SECONDS,
+    Session,
+    Sessions,
+    csrf_ok,
+    same_origin,
+    set_cookie,
+    templates,
+)
+from aduan.service.workbench import (
+    drift_figures,
+    model_summary,
+    plot_files,
+    plot_path,
+    queue_items,
+    reliability_svg,
+)
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+PAGE_SIZE = 20
+_FILTERS = ("route", "status", "agency", "category", "kecamatan", "reviewed", "since", "until")
+_SORTS = {"received_at": "Terlama dulu", "-received_at": "Terbaru dulu"}
+_SORTS |= {"agency_score": "Skor instansi terendah", "-agency_score": "Skor instansi tertinggi"}
+
+
+class LoginNeeded(Exception):
+    """No valid session: pages redirect to the login form, fetches get 401."""
+
+
+def _sessions(request: Request) -> Sessions:
+    sessions: Sessions = request.app.state.sessions
+    return sessions
+
+
+def current_session(request: Request) -> Session:
+    session = _sessions(request).read(request.cookies.get(SESSION_COOKIE))
+    if session is None:
+        raise LoginNeeded
+    return session
+
+
+SessionDep = Annotated[Session, Depends(current_session)]
+
+
+def install_login_redirect(app: Any) -> None:
+    @app.exception_handler(LoginNeeded)
+    async def _login(request: Request, exc: LoginNeeded) -> Response:
+        if request.method == "GET" and "fetch" not in request.headers.get("x-requested-with", ""):
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/ui/login?{urlencode({'next': target})}", 303)
+        return JSONResponse({"error": "log in first", "error_type": "unauthorized"}, 401)
+
+
+def _safe_next(target: str | None) -> str:
+    # Only pages of this workbench: never an open redirect.
+    if target and target.startswith("/ui/") and not target.startswith("//"):
+        return target
+    return "/ui/queue"
+
+
+def _check_form(request: Request, session: Session, token: str | None) -> None:
+    if not same_origin(request) or not csrf_ok(session.csrf, token):
+        raise ApiError(403, "forbidden", "the form is stale or comes from another site: reload")
+
+
+@router.get("/")
+def home() -> RedirectResponse:
+    return RedirectResponse("/ui/queue", 303)
+
+
+@router.get("/login")
+def login_form(request: Request, next: str | None = None, failed: bool = False) -> HTMLResponse:
+    token = _sessions(request).issue_login_token()
+    response = templates.TemplateResponse(
+        request,
+        "login.html",
+        {
+            "csrf": token,
+            "next": _safe_next(next),
+            "failed": failed,
+            "enabled": bool(_keys(request)),
+        },
+    )
+    set_cookie(response, request, LOGIN_COOKIE, token, 3600)
+    return response
+
+
+def _keys(request: Request) -> list[str]:
+    state: ServiceState = request.app.state.service
+    return state.settings.keys()
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    key: Annotated[str, Form()] = "",
+    csrf: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/ui/queue",
+) -> Response:
+    expected = request.cookies.get(LOGIN_COOKIE) or ""
+    if not same_origin(request) or not expected or not csrf_ok(expected, csrf):
+        raise ApiError(403, "forbidden", "the login form is stale: reload it")
+    keys = _keys(request)
+    if not keys or not key_matches(key.strip(), keys):
+        return RedirectResponse(f"/ui/login?{urlencode({'next': next, 'failed': 1})}", 303)
+    response = RedirectResponse(_safe_next(next), 303)
+    set_cookie(
+        response, request, SESSION_COOKIE, _sessions(request).issue(key.strip()), SESSION_SECONDS
+    )
+    response.delete_cookie(LOGIN_COOKIE, path="/")
+    return response
+
+
+@router.post("/logout")
+def logout(
+    request: Request, session: SessionDep, csrf: Annotated[str, Form()] = ""
+) -> RedirectResponse:
+    _check_form(request, session, csrf)
+    response = RedirectResponse("/ui/login", 303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+def _filter(params: dict[str, str]) -> Filter:
+    reviewed = {"yes": True, "no": False}.get(params.get("reviewed", ""))
+    return Filter(
+        route=params.get("route") or None,
+        status=(params["status"],) if params.get("status") else (),
+        agency=params.get("agency") or None,
+        category=params.get("category") or None,
+        kecamatan=params.get("kecamatan") or None,
+        reviewed=reviewed,
+        since=parse_moment(params["since"], "since") if params.get("since") else None,
+        until=parse_moment(params["until"], "until", True) if params.get("until") else None,
+    )
+
+
+def _choices(state: ServiceState) -> dict[str, Any]:
+    pipeline = state.pipeline
+    assert pipeline is not None and state.taxonomy is not None
+    resolver = pipeline.resolver
+    # Every taxonomy category (a correction may teach the next model a new one); agencies are
+    # the live model's labels, as POST /v1/feedback requires.
+    return {
+        "agencies": list(pipeline.classifier.classes_["agency"]),
+        "categories": [(c.code, c.name) for c in state.taxonomy.categories],
+        "kecamatans": resolver.gazetteer.kecamatans if resolver else [],
+        "statuses": STATUSES,
+        "sorts": _SORTS,
+    }
+
+
+@router.get("/queue")
+async def queue(request: Request, state: ReadyStateDep, session: SessionDep) -> HTMLResponse:
+    assert state.store is not None and state.pipeline is not None
+    query = request.query_params
+    # The queue opens on what waits for an operator: sent to review, still open.
+    params = {name: query.get(name, "") for name in _FILTERS}
+    if "route" not in query:
+        params["route"] = "review"
+    if "status" not in query:
+        params["status"] = "open"
+    sort = query.get("sort", "received_at")
+    error = None
+    try:
+        page = await asyncio.to_thread(
+            list_requests, state.store, _filter(params), sort, query.get("cursor"), PAGE_SIZE
+        )
+    except ReviewError as exc:
+        error, page = str(exc), None
+    pipeline = state.pipeline
+    items = await asyncio.to_thread(queue_items, pipeline, page.rows) if page else []
+    base = {**{k: v for k, v in params.items() if v}, "sort": sort}
+    return templates.TemplateResponse(
+        request,
+        "queue.html",
+        {
+            "session": session,
+            "items": items,
+            "params": params,
+            "sort": sort,
+            "error": error,
+            "next_url": (
+                f"/ui/queue?{urlencode({**base, 'cursor': page.next_cursor})}"
+                if page and page.next_cursor
+                else None
+            ),
+            "here": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+            "on_demand": pipeline.classifier.config.get("model_type") != "aduan-tfidf",
+            **_choices(state),
+        },
+    )
+
+
+@router.post("/requests/{request_id}")
+async def act(
+    request_id: str,
+    request: Request,
+    state: ReadyStateDep,
+    session: SessionDep,
+    action: Annotated[str, Form()],
+    csrf: Annotated[str, Form()] = "",
+    agency: Annotated[str, Form()] = "",
+    category: Annotated[str, Form()] = "",
+    status: Annotated[str, Form()] = "",
+    note: Annotated[str, Form(max_length=2000)] = "",
+    next: Annotated[str, Form()] = "/ui/queue",
+) -> Response:
+    """`confirm`: the prediction is right (it becomes the corrected labels) and the complaint
+    moves to in_progress; `save`: the selected labels (when changed), status and note."""
+    _check_form(request, session, csrf)
+    assert state.store is not None
+    row = await asyncio.to_thread(state.store.get_request, request_id)
+    if row is None:
+        raise ApiError(404, "not_found", f"no stored request {request_id!r}")
+    if action == "confirm":
+        changes = Changes(
+            corrected_agency=row.agency,
+            corrected_category=row.category,
+            status="in_progress" if row.status == "open" else None,
+        )
+    elif action == "save":
+        agency = agency if agency != (row.corrected_agency or row.agency) else ""
+        category = category if category != (row.corrected_category or row.category) else ""
+        intake.check_labels(state, agency or None, category or None)
+        changes = Changes(
+            status=status or None,
+            note=note.strip() or None,
+            corrected_agency=agency or None,
+            corrected_category=category or None,
+            clear=frozenset() if note.strip() else frozenset({"note"}),
+        )
+    else:
+        raise ApiError(422, "validation_error", "action must be confirm or save")
+    try:
+        outcome = await asyncio.to_thread(
+            update_request, state.store, request_id, changes, session.operator
+        )
+    except ReviewError as exc:
+        raise ApiError(422, "validation_error", str(exc)) from exc
+    assert outcome is not None
+    updated, events = outcome
+    request.state.log_extra = {
+        "operator": session.operator,
+        "request_id": request_id,
+        "changed": sorted({e.field for e in events}),
+    }
+    if "fetch" in request.headers.get("x-requested-with", ""):
+        view = request_view(updated, include_text=False)
+        return JSONResponse({"ok": True, "request": view})
+    return RedirectResponse(_safe_next(next), 303)
+
+
+@router.get("/requests/{request_id}/explanation")
+async def explanation(request_id: str, state: ReadyStateDep, session: SessionDep) -> JSONResponse:
+    """Leave-one-word-out for the live model, computed when the operator asks."""
+    assert state.store is not None
+    row = await asyncio.to_thread(state.store.get_request, request_id)
+    if row is None:
+        raise ApiError(404, "not_found", f"no stored request {request_id!r}")
+    found = await intake.explain_text(state, row.text, "agency", "leave_one_word_out")
+    return JSONResponse(found.to_dict())
+
+
+@router.get("/model")
+async def model_page(request: Request, state: ReadyStateDep, session: SessionDep) -> HTMLResponse:
+    pipeline = state.pipeline
+    assert pipeline is not None and state.store is not None
+    plots = plot_files(pipeline.classifier.model_dir)
+    outcomes = await asyncio.to_thread(review_outcomes, state.store)
+    return templates.TemplateResponse(
+        request,
+        "model.html",
+        {
+            "session": session,
+            "model": model_summary(pipeline),
+            "plots": [p for p in plots if not p.startswith("drift")],
+            "drift": drift_figures(pipeline, plots),
+            "live": reliability_svg(outcomes),
+        },
+    )
+
+
+@router.get("/model/plots/{name}")
+def plot(name: str, state: ReadyStateDep, session: SessionDep) -> FileResponse:
+    assert state.pipeline is not None
+    path = plot_path(state.pipeline.classifier.model_dir, name)
+    if path is None:
+        raise ApiError(404, "not_found", f"no plot {name!r}")
+    return FileResponse(path, media_type="image/png")
