@@ -226,6 +226,22 @@ class TransformerBackend:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         return head_outputs(self.model, ids, int(pad), self.batch_size)
 
+    def unknown_word_share(self, texts: list[str]) -> np.ndarray | None:
+        """Per text, the share of words the model cannot read: out of the TF-IDF part's
+        vocabulary when there is one, else words with an unknown piece in the tokenizer."""
+        if self.tfidf is not None:
+            return self.tfidf.unknown_word_share(texts)
+        unk = self.tokenizer.unk_token_id
+        if unk is None:
+            return None
+        out = np.full(len(texts), np.nan)
+        for i, text in enumerate(texts):
+            words = text.split()
+            if words:
+                pieces = self.tokenizer(words, add_special_tokens=False)["input_ids"]
+                out[i] = sum(unk in ids for ids in pieces) / len(words)
+        return out
+
     def logits(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Log-probabilities after mixing in the routing table and the TF-IDF model."""
         raw = self.encoder_logits(texts)

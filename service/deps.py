@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from .errors import not_ready, unauthorized
+from .errors import ApiError, not_ready, unauthorized
 from .settings import Settings, get_settings
 from .state import ServiceState
 
@@ -37,6 +37,29 @@ def key_matches(token: str, keys: list[str]) -> bool:
     for key in keys:
         found |= hmac.compare_digest(token.encode(), key.encode())
     return found
+
+
+def _bearer(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthorized("missing key: send 'Authorization: Bearer <key>'")
+    return token.strip()
+
+
+def require_admin_key(request: Request, settings: SettingsDep) -> str:
+    """`/v1/admin` routes need one of the admin keys; with none configured they are off."""
+    keys = settings.admin_key_list()
+    if not keys:
+        raise ApiError(
+            403,
+            "forbidden",
+            "admin routes are disabled because no admin keys are configured; "
+            "set ADUAN_ADMIN_KEYS to enable them",
+        )
+    token = _bearer(request)
+    if not key_matches(token, keys):
+        raise unauthorized("invalid admin key")
+    return token
 
 
 def require_api_key(request: Request, settings: SettingsDep) -> str | None:
