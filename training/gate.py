@@ -48,7 +48,9 @@ class Windows:
     eval_until: str
 
 
-def _take(counts: pd.Series, months: int, min_rows: int, what: str) -> tuple[pd.Series, pd.Series]:
+def _take(
+    counts: pd.Series, months: int, min_rows: int, window: str, option: str
+) -> tuple[pd.Series, pd.Series]:
     """The newest `months` months (more while they hold fewer than `min_rows` rows), and the
     months left before them."""
     rows = 0
@@ -57,8 +59,9 @@ def _take(counts: pd.Series, months: int, min_rows: int, what: str) -> tuple[pd.
         if i + 1 >= months and rows >= min_rows:
             return counts.iloc[: i + 1], counts.iloc[i + 1 :]
     raise DataError(
-        f"not enough labelled rows for the {what} window: {rows} row(s) in "
-        f"{len(counts)} month(s), {min_rows} needed (lower it with --gate min_{what}_rows=N)"
+        f"not enough labelled rows for the {window} window: {rows} row(s) in "
+        f"{len(counts)} month(s), {months} month(s) and {min_rows} rows needed "
+        f"(--gate {option}_months=N, --gate min_{option}_rows=N)"
     )
 
 
@@ -66,8 +69,8 @@ def plan_windows(dates: pd.Series, gate: GateConfig) -> Windows:
     """Evaluation on the newest month(s), calibration on the months before, training on the
     rest; months without rows are skipped."""
     counts = dates.dt.to_period("M").value_counts().sort_index(ascending=False)
-    evaluation, rest = _take(counts, gate.eval_months, gate.min_eval_rows, "eval")
-    validation, rest = _take(rest, gate.valid_months, gate.min_valid_rows, "valid")
+    evaluation, rest = _take(counts, gate.eval_months, gate.min_eval_rows, "evaluation", "eval")
+    validation, rest = _take(rest, gate.valid_months, gate.min_valid_rows, "calibration", "valid")
     if rest.empty:
         raise DataError(
             "no months left to train on before the calibration and evaluation windows "
