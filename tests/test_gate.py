@@ -169,3 +169,41 @@ def test_gate_table_says_why_a_candidate_was_refused():
     assert "REFUSED" in table and "| agency accuracy | 0.500 | 0.900 | 0.890 | FAIL |" in table
     assert "Refused: agency accuracy 0.500" in table
     json.dumps(report)  # the report is plain JSON
+
+
+def test_retrain_into_an_empty_registry_promotes_a_candidate_that_keeps_the_promise(tmp_path):
+    from tests.conftest import make_complaints
+
+    frame = make_complaints()
+    april = make_complaints(60, seed=4)
+    april["created_at"] = april["created_at"].str.replace(r"^\d{4}-\d{2}", "2023-04", regex=True)
+    april["text"] = april["text"] + " april"
+    data = tmp_path / "complaints.csv"
+    pd.concat([frame, april]).to_csv(data, index=False)
+    registry = Registry(tmp_path / "reg")
+    result = runner.invoke(
+        app,
+        [
+            "retrain",
+            "--data",
+            str(data),
+            "--registry",
+            str(registry.root),
+            "--set",
+            "min_df=1",
+            "--set",
+            "min_agency_rows=5",
+            "--gate",
+            "min_eval_rows=50",
+            "--gate",
+            "min_valid_rows=50",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    [version] = registry.names()
+    assert registry.live() == version
+    report = json.loads((registry.report_dir(version) / "comparison.json").read_text())
+    assert report["live"] is None and report["figures"]["live"] is None
+    assert [c["name"] for c in report["checks"]] == ["auto-route accuracy"]
+    assert report["windows"]["eval_from"] == "2023-04-01" and report["evaluation"]["rows"] == 60
+    assert report["windows"]["valid_from"] == "2023-02-01"

@@ -321,10 +321,21 @@ def plot_comparison(report: dict[str, Any], path: Path) -> Path:
             continue
         values = [figures[who]["agency"][n] or 0.0 for n in names]
         left.bar([i + offset for i in range(len(names))], values, width, label=who)
+    positions = {"agency accuracy": 0, "agency macro-F1": 1, "auto-route accuracy": 3}
+    for i, check in enumerate(c for c in report["checks"] if c["name"] in positions):
+        x = positions[check["name"]]
+        left.hlines(
+            check["limit"],
+            x - 0.45,
+            x + 0.45,
+            colors="black",
+            linestyles="--",
+            label="lowest passing" if i == 0 else None,
+        )
     left.set_xticks(range(len(names)), ["accuracy", "macro-F1", "auto-routed", "acc. when auto"])
     left.set_ylim(0, 1.05)
     left.set_title(f"agency head: {report['outcome']}")
-    left.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2)
+    left.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3)
     if deltas:
         right.barh(
             [d["agency"][:34] for d in deltas],
