@@ -45,6 +45,9 @@ def list_versions(
     if as_json:
         typer.echo(json.dumps(versions, indent=2, ensure_ascii=False))
         return
+    if not versions:
+        typer.echo(f"no versions in {registry}")
+        return
     from rich.console import Console
     from rich.table import Table
 
@@ -64,8 +67,6 @@ def list_versions(
             _fmt(agency["auto_route_coverage"], percent=True),
         )
     Console().print(table)
-    if not versions:
-        typer.echo(f"no versions in {registry}")
 
 
 @app.command()

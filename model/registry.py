@@ -23,7 +23,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -253,13 +253,14 @@ class Registry:
                     return str(candidate)
         raise RegistryError(f"{self.root}: no earlier live version to roll back to")
 
-    def prune(self, keep: int = DEFAULT_KEEP) -> list[str]:
-        """Delete versions except the live one and the newest `keep`; returns the deleted."""
+    def prune(self, keep: int = DEFAULT_KEEP, protect: Iterable[str] = ()) -> list[str]:
+        """Delete versions except the live one, the newest `keep` and those in `protect` (a
+        candidate still to be judged); returns the deleted."""
         if keep < 0:
             raise RegistryError("keep must be 0 or more")
         with self._locked():
             names = self.names()
-            kept = set(names[-keep:] if keep else []) | {self.live()}
+            kept = set(names[-keep:] if keep else []) | {self.live()} | set(protect)
             removed = [name for name in names if name not in kept]
             for name in removed:
                 _remove(self.versions_dir / name)

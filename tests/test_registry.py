@@ -98,7 +98,8 @@ def test_registry_prune_keeps_the_live_version_and_the_newest(tiny_model, tmp_pa
     )
     assert result.exit_code == 0, result.output
     assert registry.names() == ["v0", "v3", "v4"]
-    assert registry.prune(0) == ["v3", "v4"]
+    assert registry.prune(0, protect=["v4"]) == ["v3"]
+    assert registry.prune(0) == ["v4"]
     assert registry.names() == ["v0"]
 
 

@@ -7,6 +7,7 @@ Each command is a thin wrapper around a plain function of this package; the root
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -165,8 +166,6 @@ def train(
 
 
 def _track(uri: str, model_dir: Path, config: TrainConfig, metrics: dict, **extra: float) -> None:
-    import logging
-
     from .tracking import log_run
 
     try:
@@ -215,6 +214,10 @@ def retrain(
         result = run_retrain(config, Registry(registry), gate_config, keep=keep)
     except (DataError, ValueError, FileNotFoundError, ModelDirError, RegistryError) as exc:
         typer.secho(f"retrain failed: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=EXIT_CODES[FAILED]) from exc
+    except Exception as exc:  # a scheduler reads "failed" from the exit code, whatever broke
+        logging.getLogger(__name__).exception("retrain failed unexpectedly")
+        typer.secho(f"retrain failed: {exc!r}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=EXIT_CODES[FAILED]) from exc
     typer.echo(result.table())
     typer.echo(f"report: {result.paths['json'].parent}")

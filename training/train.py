@@ -249,7 +249,7 @@ def train_version(
     registry.add(registry.staging(version))
     if promote or (promote is None and registry.live() is None):
         registry.promote(version)
-    registry.prune(keep)
+    registry.prune(keep, protect=[version])
     return version, metrics
 
 
