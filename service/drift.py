@@ -230,7 +230,7 @@ class DriftMonitor:
         feedback = snap["feedback"]
         if feedback is not None:
             yield _gauge(
-                "aduan_feedback_recent_total",
+                "aduan_feedback_recent_corrections",
                 f"Corrected requests received in the last {feedback['days']} days",
                 feedback["feedback"],
             )

@@ -110,7 +110,7 @@ def test_drift_feedback_disagreement_rate(make_client, database_url):
     _correct(client, agreed, agreed["agency"]["label"])
     _correct(client, disputed, "Dinas Perhubungan")
     metrics = client.get("/metrics").text
-    assert _metric(metrics, "aduan_feedback_recent_total") == 2.0
+    assert _metric(metrics, "aduan_feedback_recent_corrections") == 2.0
     assert _metric(metrics, "aduan_feedback_disagreement_rate") == 0.5
 
     settings = client.app.state.service.settings
