@@ -1,7 +1,8 @@
 """The `aduan` command line: the root app assembling the training and service sub-apps.
 
-`aduan train|evaluate|data|base` come from `aduan.training.cli`, `aduan
-serve|db|requests|feedback` from `aduan.service.cli`; `classify` needs only `aduan.model`.
+`aduan train|retrain|evaluate|data|base` come from `aduan.training.cli`, `aduan
+serve|db|requests|feedback` from `aduan.service.cli`, `aduan models` (registry and drift, which
+need both sides) from `aduan.models_cli`; `classify` needs only `aduan.model`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from aduan.models_cli import app as models_app
 from aduan.service.cli import app as service_app
 from aduan.training.cli import app as training_app
 
@@ -28,6 +30,7 @@ app = typer.Typer(
 )
 app.add_typer(training_app)
 app.add_typer(service_app)
+app.add_typer(models_app, name="models")
 
 
 def _setup_logging(verbose: bool = False) -> None:

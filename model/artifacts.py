@@ -176,3 +176,19 @@ def read_config(model_dir: Path | str) -> dict[str, Any]:
 def head_labels(config: dict[str, Any]) -> dict[str, LabelSet]:
     """The label set of every head in a validated config."""
     return {head: LabelSet.from_json(spec) for head, spec in config["heads"].items()}
+
+
+def data_range(config: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """The dates a model directory learned from, from its config and metrics: `train` and
+    `validation` periods, and `seen_until`, the newest day of any row that shaped it (the
+    validation months chose its temperatures and thresholds; `refit_all` fitted the weights
+    on them too). Rows after `seen_until` are the only honest test rows. None when unknown."""
+    data = (metrics or {}).get("data") or {}
+    train, valid = data.get("train_period"), data.get("valid_period")
+    if not train:
+        return None
+    seen = max(str(period[1]) for period in (train, valid) if period)
+    refit = (config or {}).get("trained_on") or {}
+    if refit.get("until"):
+        seen = max(seen, str(refit["until"]))
+    return {"from": str(train[0]), "train": train, "validation": valid, "seen_until": seen}

@@ -17,6 +17,9 @@ from .text import normalize_text
 log = logging.getLogger(__name__)
 
 ROUTE_HEAD = "agency"
+# A text counts as one the model barely reads when at least this share of its words is
+# outside its vocabulary (drift monitoring: the training reference and the live window).
+MANY_UNKNOWN = 0.5
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,15 @@ class ComplaintClassifier:
         cleaned = [normalize_text(t) for t in texts]
         logits = self.backend.logits(cleaned)
         return {head: softmax(logits[head], self.temperatures[head]) for head in HEADS}
+
+    def unknown_share(self, texts: list[str]) -> np.ndarray | None:
+        """Per text, the share of its words outside the model's vocabulary (NaN: no words);
+        None when the model kind cannot tell (kinds may offer `unknown_word_share`)."""
+        share = getattr(self.backend, "unknown_word_share", None)
+        if share is None or not texts:
+            return None
+        result: np.ndarray | None = share([normalize_text(t) for t in texts])
+        return result
 
     def predict(self, texts: list[str], top_k: int = 3) -> list[Prediction]:
         """Best labels, top-k per head and the auto/review route for each text."""

@@ -5,6 +5,7 @@ share, so every surface gives the same answer for the same complaint."""
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,9 @@ class Routed:
     route: str
     model_version: str
     route_reason: str
+    # Share of the text's words outside the model's vocabulary (drift monitoring); None when
+    # the model kind cannot tell.
+    unknown_words: float | None = None
 
     @property
     def heads(self) -> dict[str, list[Scored]]:
@@ -119,12 +123,15 @@ class Pipeline:
 
     def run(self, items: list[tuple[str, str | None]], top_k: int = MAX_TOP_K) -> list[Routed]:
         """(text, address) pairs -> answers, in one model call."""
-        predictions = self.classifier.predict([text for text, _ in items], top_k=top_k)
+        texts = [text for text, _ in items]
+        predictions = self.classifier.predict(texts, top_k=top_k)
+        unknown = self.classifier.unknown_share(texts)
         out = []
-        for (text, address), prediction in zip(items, predictions, strict=True):
+        for i, ((text, address), prediction) in enumerate(zip(items, predictions, strict=True)):
             unit = self.resolver.resolve(address, text) if self.resolver else None
             agency = prediction.best("agency").label
             office_name = office(agency, unit)
             route, reason = decide_route(agency, office_name, prediction.route == "auto")
-            out.append(Routed(prediction, unit, office_name, route, self.version, reason))
+            share = None if unknown is None or math.isnan(unknown[i]) else float(unknown[i])
+            out.append(Routed(prediction, unit, office_name, route, self.version, reason, share))
         return out

@@ -80,6 +80,22 @@ class TfidfHeads:
     def classes(self, head: str) -> list[str]:
         return self.heads[head].classes
 
+    def unknown_word_share(self, texts: list[str]) -> np.ndarray | None:
+        """Per text, the share of its words missing from the word vocabulary (NaN for a text
+        without words): how much of a new complaint the model cannot read. None without a
+        word vectoriser."""
+        vectorizer = self.vectorizers.get("word")
+        if vectorizer is None:
+            return None
+        preprocess, tokenize = vectorizer.build_preprocessor(), vectorizer.build_tokenizer()
+        vocabulary = vectorizer.vocabulary_
+        out = np.full(len(texts), np.nan)
+        for i, text in enumerate(texts):
+            words = tokenize(preprocess(text))
+            if words:
+                out[i] = sum(word not in vocabulary for word in words) / len(words)
+        return out
+
     def save(self, model_dir: Path) -> None:
         spec: dict[str, Any] = {"vectorizers": {}, "heads": {}}
         tensors: dict[str, np.ndarray] = {}
@@ -175,6 +191,9 @@ class TfidfBackend:
             scores[:, present] = raw[head][:, idx[present]]
             out[head] = scores
         return out
+
+    def unknown_word_share(self, texts: list[str]) -> np.ndarray | None:
+        return self.tfidf.unknown_word_share(texts)
 
     def save(self, model_dir: Path) -> dict[str, Any]:
         self.tfidf.save(model_dir)

@@ -60,9 +60,12 @@ class TokenIds:
 
     SETTINGS = ("tokenizer_config.json", "special_tokens_map.json")
 
-    def __init__(self, tokenizer: Any, pad_id: int, max_length: int, folder: Path) -> None:
+    def __init__(
+        self, tokenizer: Any, pad_id: int, max_length: int, folder: Path, unk_id: int | None = None
+    ) -> None:
         self.tokenizer = tokenizer
         self.pad_id = pad_id
+        self.unk_id = unk_id
         self.max_length = max_length
         self.folder = folder
         tokenizer.no_padding()
@@ -79,7 +82,8 @@ class TokenIds:
         except Exception as exc:
             raise ModelDirError(f"{folder}: unreadable tokenizer files ({exc})") from exc
         pad = tokenizer.token_to_id(str(settings.get("pad_token") or "<pad>"))
-        return cls(tokenizer, int(pad if pad is not None else 0), max_length, folder)
+        unk = tokenizer.token_to_id(str(settings.get("unk_token") or "<unk>"))
+        return cls(tokenizer, int(pad if pad is not None else 0), max_length, folder, unk)
 
     def save(self, folder: Path) -> None:
         """tokenizer.json (without truncation: a standard file) and the settings beside it."""
@@ -97,6 +101,19 @@ class TokenIds:
 
     def __call__(self, texts: list[str]) -> list[list[int]]:
         return [encoding.ids for encoding in self.tokenizer.encode_batch(texts)]
+
+    def unknown_word_share(self, texts: list[str]) -> np.ndarray | None:
+        """Per text, the share of its words with a piece the vocabulary lacks (NaN: no words);
+        None without an unknown token."""
+        if self.unk_id is None:
+            return None
+        out = np.full(len(texts), np.nan)
+        for i, text in enumerate(texts):
+            words = text.split()
+            if words:
+                pieces = self.tokenizer.encode_batch(words, add_special_tokens=False)
+                out[i] = sum(self.unk_id in p.ids for p in pieces) / len(words)
+        return out
 
 
 def pad_batch(ids: list[list[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
@@ -317,6 +334,13 @@ class TransformerBackend:
         return batched_logits(
             self.engine, self.tokenizer(texts), self.tokenizer.pad_id, self.batch_size
         )
+
+    def unknown_word_share(self, texts: list[str]) -> np.ndarray | None:
+        """Per text, the share of words the model cannot read: out of the TF-IDF part's
+        vocabulary when there is one, else words with an unknown piece in the tokenizer."""
+        if self.tfidf is not None:
+            return self.tfidf.unknown_word_share(texts)
+        return self.tokenizer.unknown_word_share(texts)
 
     def logits(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Log-probabilities after mixing in the routing table and the TF-IDF model."""

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator
+from functools import partial
 
 from fastapi import Depends, FastAPI
 
 from .deps import require_api_key
+from .drift import feedback_agreement
 from .errors import install_error_handlers
 from .observability import install_observability
-from .routes import classify, feedback, health, meta, open311, requests, ui
+from .routes import admin, classify, feedback, health, meta, open311, requests, ui
 from .settings import Settings, get_settings
 from .state import ServiceState
 from .storage import open_store
@@ -25,34 +28,59 @@ Routes Indonesian citizen complaints ("sampah menumpuk di depan pasar", "jukir l
 Jl. Tunjungan") to a category and the responsible agency, with calibrated probabilities and a
 route-or-review decision. When `ADUAN_API_KEYS` is set, every `/v1` route needs
 `Authorization: Bearer <key>` ("Authorize" above); the review routes (`/v1/requests`) and the
-operators' workbench (`/ui/`) need it set. Errors are JSON `{"error", "error_type"}`; each
-answer carries its trace id in `X-Trace-ID`.
+operators' workbench (`/ui/`) need it set; `/v1/admin` routes need an admin key
+(`ADUAN_ADMIN_KEYS`). Errors are JSON `{"error", "error_type"}`; each answer carries its trace
+id in `X-Trace-ID` and names the model version that gave it in `X-Model-Version`.
 """
 
 
 async def _warm_up(state: ServiceState) -> None:
-    assert state.batcher is not None
     try:
-        await state.batcher.submit([("warm-up: lampu jalan padam", None)])
+        await state.warm_up()
     except Exception:
         log.exception("warm-up prediction failed; the service stays not ready")
         return
     state.ready = True
-    log.info("model %s ready", state.classifier.version if state.classifier else "?")
+    log.info("model %s ready", state.version or "?")
+
+
+def _reload_on_sighup(state: ServiceState, tasks: set[asyncio.Task[object]]) -> bool:
+    """`kill -HUP <pid>` reloads the model; only possible in the main thread's loop (the real
+    server, not a test client) and where SIGHUP exists."""
+    loop = asyncio.get_running_loop()
+
+    def reload() -> None:
+        task: asyncio.Task[object] = asyncio.create_task(state.reload("SIGHUP"))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, reload)
+    except (ValueError, RuntimeError, NotImplementedError, AttributeError):
+        return False
+    return True
 
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServiceState = app.state.service
-    state.load()  # ModelDirError propagates: the server refuses to start
+    state.load()  # ModelDirError/RegistryError propagate: the server refuses to start
     state.store = await asyncio.to_thread(open_store, state.settings)
+    if state.store is not None:
+        state.drift.feedback_source = partial(feedback_agreement, state.store)
     assert state.batcher is not None
     await state.batcher.start()
-    warm = asyncio.create_task(_warm_up(state))
+    tasks: set[asyncio.Task[object]] = {asyncio.create_task(_warm_up(state))}
+    if state.registry is not None:
+        tasks.add(asyncio.create_task(state.watch_registry()))
+    sighup = _reload_on_sighup(state, tasks)
     try:
         yield
     finally:
-        warm.cancel()
+        if sighup:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        for task in tasks:
+            task.cancel()
         state.ready = False
         await state.batcher.stop()
         if state.store is not None:
@@ -73,7 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = ServiceState(settings)
     app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
-    install_observability(app, app.state.service.metrics)
+    install_observability(app, app.state.service.metrics, lambda: app.state.service.version)
     auth = [Depends(require_api_key)]
     app.include_router(health.router)
     app.include_router(classify.router, dependencies=auth)
@@ -81,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(feedback.router, dependencies=auth)
     app.include_router(requests.router)  # operator keys, checked per route (who changed what)
     app.include_router(open311.router)
+    app.include_router(admin.router)  # its own key: ADUAN_ADMIN_KEYS
     install_web(app, settings)  # mounts /ui/static before the /ui router can claim the prefix
     app.include_router(ui.router)
     ui.install_login_redirect(app)

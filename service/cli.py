@@ -37,6 +37,13 @@ def _fail(message: str) -> typer.Exit:
 @app.command()
 def serve(
     model: Annotated[Path | None, typer.Option(help="Model directory (ADUAN_MODEL_DIR)")] = None,
+    registry: Annotated[
+        Path | None,
+        typer.Option(
+            help="Serve the live version of this registry (ADUAN_REGISTRY), reloaded "
+            "when its pointer moves"
+        ),
+    ] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     engine: Annotated[
@@ -44,21 +51,31 @@ def serve(
         typer.Option(help="Transformer engine: auto, onnx or torch (ADUAN_ENGINE)"),
     ] = None,
 ) -> None:
-    """Serve a model directory over HTTP (FastAPI + uvicorn)."""
+    """Serve a model directory, or a registry's live version, over HTTP (FastAPI + uvicorn).
+
+    With a registry, the service reloads without a restart when the live pointer moves, on
+    `POST /v1/admin/reload` and on SIGHUP."""
     import uvicorn
 
     from aduan.model.artifacts import ModelDirError, read_config
+    from aduan.model.registry import RegistryError
 
     from .app import create_app
     from .observability import configure_logging
     from .settings import Settings
+    from .state import ServiceState
 
-    given: dict[str, Any] = {"model_dir": model, "engine": engine}
+    if model and registry:
+        raise _fail("give --model or --registry, not both")
+    given: dict[str, Any] = {"model_dir": model, "registry": registry, "engine": engine}
     settings = Settings(**{k: v for k, v in given.items() if v is not None})
     try:
-        read_config(settings.model_dir)  # refuse a directory without labels before binding
-    except ModelDirError as exc:
-        raise _fail(f"cannot serve {settings.model_dir}: {exc}") from exc
+        # Refuse a directory without labels before binding the port.
+        _, path = ServiceState(settings).target()
+        read_config(path)
+    except (ModelDirError, RegistryError) as exc:
+        where = settings.registry or settings.model_dir
+        raise _fail(f"cannot serve {where}: {exc}") from exc
     configure_logging(settings.log_level)
     application = create_app(settings)
     config = uvicorn.Config(

@@ -40,6 +40,29 @@ def key_matches(token: str, keys: list[str]) -> bool:
     return found
 
 
+def _bearer(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthorized("missing key: send 'Authorization: Bearer <key>'")
+    return token.strip()
+
+
+def require_admin_key(request: Request, settings: SettingsDep) -> str:
+    """`/v1/admin` routes need one of the admin keys; with none configured they are off."""
+    keys = settings.admin_key_list()
+    if not keys:
+        raise ApiError(
+            403,
+            "forbidden",
+            "admin routes are disabled because no admin keys are configured; "
+            "set ADUAN_ADMIN_KEYS to enable them",
+        )
+    token = _bearer(request)
+    if not key_matches(token, keys):
+        raise unauthorized("invalid admin key")
+    return token
+
+
 # Declared as a security scheme, so the API docs' "Authorize" button sends the key.
 bearer = HTTPBearer(
     auto_error=False,

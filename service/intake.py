@@ -31,9 +31,9 @@ def check_limits(items: Sequence[ClassifyItem], state: ServiceState) -> None:
 
 
 async def classify(items: Sequence[tuple[str, str | None]], state: ServiceState) -> list[Routed]:
-    """(text, address) pairs through the dynamic batcher; a full queue raises `QueueFull`."""
-    assert state.batcher is not None
-    return await state.batcher.submit(list(items))
+    """(text, address) pairs through the dynamic batcher, all answered by the model version
+    live when the request started; a full queue raises `QueueFull`."""
+    return await state.classify(items)
 
 
 async def classify_items(items: Sequence[ClassifyItem], state: ServiceState) -> list[Routed]:

@@ -57,6 +57,23 @@ class Metrics:
         self.routes = Counter(
             "aduan_route_total", "Routing decisions", ["route"], registry=self.registry
         )
+        self.model_info = Gauge(
+            "aduan_model_info",
+            "The model version answering (1)",
+            ["version"],
+            registry=self.registry,
+        )
+        self.model_loaded = Gauge(
+            "aduan_model_loaded_timestamp_seconds",
+            "When the model answering was loaded",
+            registry=self.registry,
+        )
+        self.reloads = Counter(
+            "aduan_model_reloads_total",
+            "Model reload attempts by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.auto_share = Gauge(
             "aduan_auto_route_share",
             "Share of classified complaints routed automatically",
@@ -64,6 +81,11 @@ class Metrics:
         )
         self._auto = 0
         self._total = 0
+
+    def model_loaded_now(self, version: str) -> None:
+        self.model_info.clear()
+        self.model_info.labels(version).set(1)
+        self.model_loaded.set_to_current_time()
 
     def observe_prediction(self, category: str, agency: str, route: str) -> None:
         self.predictions.labels("category", category).inc()
@@ -80,7 +102,13 @@ def _route_of(request: Request) -> str:
     return getattr(route, "path", None) or "unmatched"
 
 
-def install_observability(app: FastAPI, metrics: Metrics) -> None:
+def install_observability(
+    app: FastAPI, metrics: Metrics, serving: Callable[[], str | None] | None = None
+) -> None:
+    """Request metrics, one JSON log line per request, and the `X-Trace-ID` and
+    `X-Model-Version` headers: the version a route says answered (`request.state.model_version`)
+    or else the one `serving()` names."""
+
     @app.middleware("http")
     async def _observe(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
@@ -89,6 +117,7 @@ def install_observability(app: FastAPI, metrics: Metrics) -> None:
         trace_id = _trace_id(request.headers.get(TRACE_HEADER))
         request.state.trace_id = trace_id
         request.state.log_extra = {}
+        request.state.model_version = None
         started = time.perf_counter()
         status = 500
         try:
@@ -97,6 +126,7 @@ def install_observability(app: FastAPI, metrics: Metrics) -> None:
         finally:
             elapsed = time.perf_counter() - started
             route = _route_of(request)
+            version = request.state.model_version or (serving() if serving else None)
             metrics.requests.labels(route, str(status)).inc()
             metrics.latency.labels(route, str(status)).observe(elapsed)
             record: dict[str, Any] = {
@@ -105,10 +135,13 @@ def install_observability(app: FastAPI, metrics: Metrics) -> None:
                 "route": route,
                 "status": status,
                 "latency_ms": round(elapsed * 1000, 2),
+                "model_version": version,
                 **request.state.log_extra,
             }
             access_log.info(json.dumps(record, ensure_ascii=False))
         response.headers[TRACE_HEADER] = trace_id
+        if version:
+            response.headers["X-Model-Version"] = version
         return response
 
 

@@ -19,6 +19,19 @@ class Settings(BaseSettings):
     )
 
     model_dir: Path = Field(Path("models/default"), description="Model directory to serve")
+    registry: Path | None = Field(
+        None, description="Model registry: serve its live version (instead of model_dir)"
+    )
+    reload_interval_s: float = Field(
+        2.0, gt=0, description="How often the registry's live pointer is checked for a change"
+    )
+    admin_keys: str = Field(
+        "", description="Comma-separated admin keys for /v1/admin; empty: admin routes are off"
+    )
+    drift_window: int = Field(1000, ge=1, description="Live predictions in the drift window")
+    feedback_window_days: int = Field(
+        30, ge=1, description="Days of stored requests whose feedback /metrics counts"
+    )
     gazetteer: Path = Field(
         default_factory=default_gazetteer, description="kelurahan,kecamatan CSV"
     )
@@ -63,6 +76,9 @@ class Settings(BaseSettings):
             else:
                 out[entry] = "key-" + hashlib.sha256(entry.encode()).hexdigest()[:8]
         return out
+
+    def admin_key_list(self) -> list[str]:
+        return [k.strip() for k in self.admin_keys.split(",") if k.strip()]
 
 
 _NAMED_KEY = re.compile(r"^([A-Za-z0-9_.@-]{1,64}):(.+)$")

@@ -291,3 +291,50 @@ def tiny_transformer(
     result = CliRunner().invoke(app, tiny_transformer_args(tiny_base, complaints_csv, output))
     assert result.exit_code == 0, result.output
     return output
+
+
+def add_version(registry, source: Path, version: str, created_at: str | None = None) -> str:
+    """Copy a trained model directory into `registry` (an `aduan.model.registry.Registry`) as
+    `version`, without training again."""
+    import json
+    import shutil
+
+    staging = registry.staging(version)
+    shutil.copytree(source, staging)
+    staging.chmod(0o755)
+    path = staging / "config.json"
+    config = json.loads(path.read_text())
+    config["model_version"] = version
+    if created_at:
+        config["created_at"] = created_at
+    path.unlink()
+    path.write_text(json.dumps(config))
+    return registry.add(staging)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_v2(tmp_path_factory: pytest.TempPathFactory, complaints_csv: Path) -> Path:
+    """A second baseline directory on the same data with another SVM strength, so its scores
+    differ from `tiny_model`'s for every text (tells two versions' answers apart)."""
+    from typer.testing import CliRunner
+
+    from aduan.cli import app
+
+    output = tmp_path_factory.mktemp("models") / "tiny-v2"
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(complaints_csv),
+            "--output",
+            str(output),
+            "--set",
+            "min_df=1",
+            "--set",
+            "svm_c=0.05",
+            *SPLIT,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return output

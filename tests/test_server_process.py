@@ -33,7 +33,8 @@ def wait_http_ready(base: str, proc: subprocess.Popen, timeout: float = 60) -> N
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"server exited: {proc.stdout.read().decode()[-2000:]}")
+            output = proc.stdout.read().decode()[-2000:] if proc.stdout else ""
+            raise AssertionError(f"server exited: {output}")
         try:
             if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
                 return
@@ -98,3 +99,79 @@ def test_server_process_refuses_corrupt_weights(tiny_model, tmp_path, server_env
     )
     assert proc.returncode != 0
     assert "corrupt weights" in proc.stdout + proc.stderr
+
+
+def test_server_process_reloads_the_registry_on_sighup_under_load(
+    tiny_model, tiny_model_v2, server_env, tmp_path
+):
+    """`aduan serve --registry`: promote v2, send SIGHUP; clients running all along get no
+    failed request and each answer names one version, in its body and its header."""
+    import signal
+    import threading
+
+    from aduan.model.registry import Registry
+    from tests.conftest import add_version
+
+    registry = Registry(tmp_path / "reg")
+    add_version(registry, tiny_model, "v1")
+    add_version(registry, tiny_model_v2, "v2")
+    registry.promote("v1")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [AD, "serve", "--registry", str(registry.root), "--port", str(port)],
+        # a pointer check once an hour: only the signal can explain a quick switch
+        env={**os.environ, **server_env, "ADUAN_RELOAD_INTERVAL_S": "3600"},
+        stdout=(tmp_path / "server.log").open("wb"),  # a pipe would fill up under load
+        stderr=subprocess.STDOUT,
+    )
+    answers, errors, stop = [], [], threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(timeout=10) as client:
+            while not stop.is_set():
+                try:
+                    response = client.post(
+                        f"{base}/v1/classify",
+                        json={
+                            "items": [{"text": "lampu PJU padam"}, {"text": "bansos belum cair"}]
+                        },
+                    )
+                    answers.append(
+                        (
+                            response.status_code,
+                            response.headers.get("x-model-version"),
+                            response.json().get("model_version"),
+                        )
+                    )
+                except Exception as exc:
+                    errors.append(exc)
+
+    try:
+        wait_http_ready(base, proc)
+        threads = [threading.Thread(target=hammer) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)
+        registry.promote("v2")
+        started = time.monotonic()
+        proc.send_signal(signal.SIGHUP)
+        while httpx.get(f"{base}/v1/info", timeout=5).json()["model_version"] != "v2":
+            assert time.monotonic() - started < 10, "SIGHUP did not reload"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+        assert proc.poll() is None  # SIGHUP reloaded, it did not end the process
+    finally:
+        stop.set()
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert errors == []
+    assert answers and all(status == 200 for status, _, _ in answers)
+    assert all(header == body for _, header, body in answers)
+    assert {body for _, _, body in answers} == {"v1", "v2"}
+    log = (tmp_path / "server.log").read_text()
+    assert "SIGHUP" in log and "padam" not in log
+    print(f"\n{len(answers)} requests across a SIGHUP reload, 0 failed")

@@ -11,6 +11,31 @@ def _fmt(value: Any) -> str:
     return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def _provenance(recorded: dict[str, Any]) -> list[str]:
+    if not recorded:
+        return []
+    code = recorded.get("code") or {}
+    commit = code.get("git_commit")
+    lines = [
+        "",
+        "## Reproduce",
+        f"- code: aduan {code.get('aduan', '?')}"
+        + (
+            f", commit `{commit[:12]}`"
+            + (" (uncommitted changes)" if code.get("git_dirty") else "")
+            if commit
+            else ""
+        )
+        + f"; seed {recorded.get('seed')}",
+    ]
+    for item in recorded.get("data") or []:
+        lines.append(
+            f"- data: `{item['name']}` ({item['root']}), {item['rows']} rows, "
+            f"sha256 `{item['sha256'][:16]}…`"
+        )
+    return lines
+
+
 def render_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
     """Markdown: what the model is, the data it saw, its validation figures and its limits."""
     data = metrics["data"]
@@ -39,6 +64,7 @@ def render_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
             "after validation chose the temperatures and thresholds below (the metrics are "
             "those of the fit on the training months)"
         )
+    lines += _provenance(config.get("provenance") or {})
     lines += [
         "",
         "## Validation metrics",

@@ -7,13 +7,16 @@ Each command is a thin wrapper around a plain function of this package; the root
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from .config import settings
+from aduan.model.registry import DEFAULT_KEEP
+
+from .config import TrainConfig, settings
 from .data import ColumnMap, DataError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
@@ -80,32 +83,158 @@ def data_stats_cmd(
     typer.echo(json.dumps(stats, indent=2, ensure_ascii=False))
 
 
-@app.command()
-def train(
-    output: Annotated[Path, typer.Option(help="Model directory to write")],
-    preset: Annotated[str, typer.Option(help="Preset in training/presets/")] = "baseline",
-    data: Annotated[
-        list[Path] | None, typer.Option(help="Labelled file; repeat to train on several")
-    ] = None,
-    base: Annotated[str | None, typer.Option(help="Base encoder directory or hub id")] = None,
-    set_: SetOpt = None,
-    column: ColumnOpt = None,
-) -> None:
-    """Train a model directory from labelled complaints (time split, calibrated)."""
+RegistryOpt = Annotated[Path, typer.Option(help="Model registry folder (versions + live pointer)")]
+KeepOpt = Annotated[
+    int, typer.Option(min=0, help="Versions kept besides the live one when pruning")
+]
+MlflowOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--mlflow",
+        help="Log the run to this MLflow tracking URI (needs aduan[mlflow]; off by default)",
+    ),
+]
+DataOpt = Annotated[
+    list[Path] | None, typer.Option(help="Labelled file; repeat to train on several")
+]
+
+
+def _train_config(
+    preset: str,
+    data: list[Path] | None,
+    base: str | None,
+    set_: list[str] | None,
+    column: list[str] | None,
+) -> TrainConfig:
     from .config import load_config
-    from .train import train as run_training
 
     overrides = pairs(set_, "--set")
     if column:
         overrides["columns"] = json.dumps(pairs(column, "--column"))
+    return load_config(preset, overrides, data=[str(p) for p in data] if data else None, base=base)
+
+
+@app.command()
+def train(
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Model directory to write; without it a new version goes to --registry"),
+    ] = None,
+    registry: RegistryOpt = Path("models"),
+    promote: Annotated[
+        bool | None,
+        typer.Option(
+            "--promote/--no-promote",
+            help="Make the new registry version live (default: only when none is live yet)",
+        ),
+    ] = None,
+    keep: KeepOpt = DEFAULT_KEEP,
+    preset: Annotated[str, typer.Option(help="Preset in training/presets/")] = "baseline",
+    data: DataOpt = None,
+    base: Annotated[str | None, typer.Option(help="Base encoder directory or hub id")] = None,
+    set_: SetOpt = None,
+    column: ColumnOpt = None,
+    mlflow: MlflowOpt = None,
+) -> None:
+    """Train a model directory from labelled complaints (time split, calibrated): at --output,
+    or as a new immutable version of the --registry (default models/)."""
+    from aduan.model.artifacts import ModelDirError
+    from aduan.model.registry import Registry, RegistryError
+
+    from .train import train as run_training
+    from .train import train_version
+
     try:
-        config = load_config(
-            preset, overrides, data=[str(p) for p in data] if data else None, base=base
-        )
-        metrics = run_training(config, output)
-    except (DataError, ValueError, FileNotFoundError) as exc:
+        config = _train_config(preset, data, base, set_, column)
+        if mlflow:
+            from .tracking import require_mlflow
+
+            require_mlflow()
+        if output is not None:
+            metrics = run_training(config, output)
+            where = output
+        else:
+            version, metrics = train_version(config, Registry(registry), promote=promote, keep=keep)
+            where = Registry(registry).path(version)
+            live = Registry(registry).live()
+            typer.echo(f"version {version} added to {registry} (live: {live})")
+    except (DataError, ValueError, FileNotFoundError, ModelDirError, RegistryError) as exc:
         raise _fail(str(exc)) from exc
-    print_summary(metrics["validation"], f"validation metrics, model in {output}")
+    if mlflow:
+        _track(mlflow, where, config, metrics)
+    print_summary(metrics["validation"], f"validation metrics, model in {where}")
+
+
+def _track(uri: str, model_dir: Path, config: TrainConfig, metrics: dict, **extra: float) -> None:
+    from .tracking import log_run
+
+    try:
+        log_run(uri, model_dir, config, metrics, extra)
+    except Exception as exc:  # the model is written; a tracking server hiccup must not lose it
+        logging.getLogger(__name__).error("MLflow tracking failed: %s", exc)
+
+
+@app.command()
+def retrain(
+    data: Annotated[
+        list[Path], typer.Option(help="Labelled file(s): the export, operators' feedback, ...")
+    ],
+    preset: Annotated[str, typer.Option(help="Preset in training/presets/")] = "baseline",
+    registry: RegistryOpt = Path("models"),
+    gate: Annotated[
+        list[str] | None,
+        typer.Option("--gate", help="Override a gate setting: --gate max_accuracy_drop=0.005"),
+    ] = None,
+    keep: KeepOpt = DEFAULT_KEEP,
+    base: Annotated[str | None, typer.Option(help="Base encoder directory or hub id")] = None,
+    set_: SetOpt = None,
+    column: ColumnOpt = None,
+    mlflow: MlflowOpt = None,
+) -> None:
+    """Train a candidate up to a cut-off, judge it and the live model on the newest labelled
+    month(s), and promote it only when it passes the gate.
+
+    Exit codes: 0 promoted, 3 refused (the live model stays; the report says why), 2 failed
+    (nothing decided). The comparison lands in REGISTRY/reports/CANDIDATE/.
+    """
+    from aduan.model.artifacts import ModelDirError
+    from aduan.model.registry import Registry, RegistryError
+
+    from .gate import GateConfig
+    from .retrain import EXIT_CODES, FAILED
+    from .retrain import retrain as run_retrain
+
+    try:
+        config = _train_config(preset, data, base, set_, column)
+        gate_config = settings(GateConfig, pairs(gate, "--gate"))
+        if mlflow:
+            from .tracking import require_mlflow
+
+            require_mlflow()
+        result = run_retrain(config, Registry(registry), gate_config, keep=keep)
+    except (DataError, ValueError, FileNotFoundError, ModelDirError, RegistryError) as exc:
+        typer.secho(f"retrain failed: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=EXIT_CODES[FAILED]) from exc
+    except Exception as exc:  # a scheduler reads "failed" from the exit code, whatever broke
+        logging.getLogger(__name__).exception("retrain failed unexpectedly")
+        typer.secho(f"retrain failed: {exc!r}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=EXIT_CODES[FAILED]) from exc
+    typer.echo(result.table())
+    typer.echo(f"report: {result.paths['json'].parent}")
+    if mlflow:
+        model_dir = Registry(registry).path(result.candidate)
+        metrics = json.loads((model_dir / "metrics.json").read_text())
+        figures = result.report["figures"]["candidate"]["agency"]
+        _track(
+            mlflow,
+            model_dir,
+            config,
+            metrics,
+            **{f"gate.agency.{k}": v for k, v in figures.items() if v is not None},
+        )
+    verdict = {"promoted": "promoted: now live", "refused": "refused: the live model stays"}
+    typer.echo(f"candidate {result.candidate} {verdict[result.outcome]} ({result.live_after})")
+    raise typer.Exit(code=result.exit_code)
 
 
 @app.command()
@@ -113,18 +242,29 @@ def evaluate(
     model: Annotated[Path, typer.Option(help="Model directory")],
     data: Annotated[list[Path], typer.Option(help="Labelled file(s) in the training format")],
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics here")] = None,
+    plots: Annotated[
+        Path | None,
+        typer.Option(help="Write confusion matrices and reliability diagrams into this folder"),
+    ] = None,
+    after: Annotated[
+        str | None,
+        typer.Option(help="Evaluate only rows dated after this day (e.g. the model's last one)"),
+    ] = None,
     column: ColumnOpt = None,
     engine: Annotated[
         str, typer.Option(envvar="ADUAN_ENGINE", help="Transformer engine: auto, onnx, torch")
     ] = "auto",
 ) -> None:
-    """Accuracy, macro-F1, top-3, ECE, auto-route share and confusion matrices on a file."""
+    """Accuracy, macro-F1, top-3, ECE, auto-route share, per-class scores, confusion counts
+    and reliability bins on a file; warns when rows fall in the model's training period."""
     from aduan.model.artifacts import ModelDirError
 
     from .evaluate import evaluate as run_evaluation
 
     try:
-        result = run_evaluation(model, data, columns=_columns(column), engine=engine)
+        result = run_evaluation(
+            model, data, columns=_columns(column), plots_dir=plots, after=after, engine=engine
+        )
     except (DataError, ModelDirError) as exc:
         raise _fail(str(exc)) from exc
     details = result.pop("details")
@@ -132,6 +272,8 @@ def evaluate(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     print_summary(details, f"{result['rows']} rows, model {result['model_version']}")
+    for warning in result["warnings"]:
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     for head in ("category", "agency"):
         if details[head]["unknown_label_rows"]:
             typer.echo(

@@ -71,6 +71,8 @@ class Splits:
     labels: dict[str, LabelSet]
     agency_map: dict[str, str]
     report: dict[str, Any] = field(default_factory=dict)
+    # Usable rows read from each data file (path as given): recorded with the model.
+    files: dict[str, int] = field(default_factory=dict)
 
 
 def _row_number(kind: str, index: int) -> int:
@@ -323,5 +325,6 @@ def load_splits(config: TrainConfig) -> tuple[Splits, Taxonomy]:
         valid_until=config.valid_until or None,
         min_agency_rows=config.min_agency_rows,
     )
+    splits.files = {str(k): int(v) for k, v in frame.groupby("source_file").size().items()}
     log.info("data: %s", splits.report)
     return splits, taxonomy

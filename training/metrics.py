@@ -67,10 +67,33 @@ def expected_calibration_error(
     return float(ece)
 
 
+def reliability_bins(
+    confidence: np.ndarray, correct: np.ndarray, bins: int = 10
+) -> list[dict[str, Any]]:
+    """The reliability diagram's data: per confidence bin, how many rows fell in it, their mean
+    confidence and their accuracy (a calibrated model has the two equal)."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    out = []
+    for lo, hi in itertools.pairwise(edges):
+        in_bin = (confidence > lo) & (confidence <= hi) if lo > 0 else confidence <= hi
+        count = int(in_bin.sum())
+        out.append(
+            {
+                "lo": round(float(lo), 4),
+                "hi": round(float(hi), 4),
+                "count": count,
+                "confidence": float(confidence[in_bin].mean()) if count else None,
+                "accuracy": float(correct[in_bin].mean()) if count else None,
+            }
+        )
+    return out
+
+
 def head_metrics(
     y_true: list[str], proba: np.ndarray, labels: tuple[str, ...], threshold: float
 ) -> dict[str, Any]:
-    """Accuracy, macro-F1, top-3, ECE, auto-route coverage/accuracy and per-class scores.
+    """Accuracy, macro-F1, top-3, ECE, auto-route coverage/accuracy, per-class scores, the
+    confusion counts and the reliability bins.
 
     True labels the model does not know count as errors and are listed under `unknown_labels`.
     """
@@ -88,6 +111,7 @@ def head_metrics(
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=present, zero_division=0
     )
+    counts = confusion_matrix(y_true, y_pred, labels=present)
     return {
         "rows": len(y_true),
         "accuracy": float(accuracy_score(y_true, y_pred)),
@@ -105,6 +129,9 @@ def head_metrics(
             label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
             for label, p, r, f, s in zip(present, precision, recall, f1, support, strict=True)
         },
+        # Rows are true labels, columns predicted ones, both in `labels` order.
+        "confusion": {"labels": present, "matrix": counts.astype(int).tolist()},
+        "reliability": reliability_bins(confidence, correct),
     }
 
 
@@ -166,6 +193,55 @@ def plot_confusion(
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_reliability(bins: list[dict[str, Any]], path: Path, title: str) -> Path:
+    """Reliability diagram (calibration curve): accuracy against mean confidence per bin, the
+    diagonal a calibrated model follows, and how many rows each bin holds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    filled = [b for b in bins if b["count"]]
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(5.5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    top.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
+    top.bar(
+        [(b["lo"] + b["hi"]) / 2 for b in filled],
+        [b["accuracy"] for b in filled],
+        width=[b["hi"] - b["lo"] for b in filled],
+        edgecolor="black",
+        alpha=0.6,
+        label="accuracy in bin",
+    )
+    top.plot(
+        [b["confidence"] for b in filled],
+        [b["accuracy"] for b in filled],
+        marker="o",
+        color="tab:red",
+        label="model",
+    )
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    top.set_title(title)
+    top.legend(loc="upper left", fontsize=8)
+    bottom.bar(
+        [(b["lo"] + b["hi"]) / 2 for b in bins],
+        [b["count"] for b in bins],
+        width=[b["hi"] - b["lo"] for b in bins],
+        color="tab:blue",
+        edgecolor="black",
+    )
+    bottom.set_xlabel("confidence (top probability)")
+    bottom.set_ylabel("rows")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -11,19 +11,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from aduan.model import artifacts
 from aduan.model.artifacts import ModelKind
+from aduan.model.classifier import MANY_UNKNOWN
 from aduan.model.labels import HEADS
 from aduan.model.location import Gazetteer, StreetIndex
+from aduan.model.registry import DEFAULT_KEEP, Registry
 from aduan.model.resources import default_gazetteer
 from aduan.model.taxonomy import taxonomy_text
 
 from .card import render_card
 from .config import TrainConfig
 from .data import Splits, load_splits
-from .metrics import calibrate_head, plot_confusion
+from .metrics import calibrate_head, plot_confusion, plot_reliability
+from .provenance import portable, portable_settings, provenance
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +101,35 @@ def calibrate(backend: ModelKind, splits: Splits, target: float) -> tuple[dict, 
     return temperatures, thresholds, metrics
 
 
-def train(config: TrainConfig, output: Path | str) -> dict[str, Any]:
-    """Train, calibrate and write a complete model directory at `output` (atomically)."""
+def drift_reference(backend: ModelKind, splits: Splits, valid_metrics: dict) -> dict[str, Any]:
+    """What the service compares its live traffic with (drift): the distribution of predicted
+    agencies and the review share on the validation months, the training label distribution,
+    and how much of the validation texts the model could not read (words outside its
+    vocabulary; measured before `refit_all` saw those texts)."""
+    agency = valid_metrics["agency"]
+    predicted = pd.Series(agency["predicted"], dtype="object")
+    reference: dict[str, Any] = {
+        "rows": len(predicted),
+        "agency": {str(k): float(v) for k, v in predicted.value_counts(normalize=True).items()},
+        "training_agency": {
+            str(k): float(v) for k, v in splits.train["agency"].value_counts(normalize=True).items()
+        },
+        "review_share": 1.0 - float(agency["auto_route_coverage"]),
+    }
+    unknown = getattr(backend, "unknown_word_share", None)
+    shares = unknown(splits.valid["text"].tolist()) if unknown is not None else None
+    if shares is not None and (~np.isnan(shares)).any():
+        known = shares[~np.isnan(shares)]
+        reference["unknown_word_share"] = float(known.mean())
+        reference["many_unknown_share"] = float((known >= MANY_UNKNOWN).mean())
+    return reference
+
+
+def train(
+    config: TrainConfig, output: Path | str, *, model_version: str | None = None
+) -> dict[str, Any]:
+    """Train, calibrate and write a complete model directory at `output` (atomically);
+    `model_version` names it (default: `<preset>-<UTC timestamp>`)."""
     output = Path(output)
     splits, _ = load_splits(config)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -110,6 +141,7 @@ def train(config: TrainConfig, output: Path | str) -> dict[str, Any]:
         backend, extra = selected
         train_seconds = time.perf_counter() - started
         temperatures, thresholds, valid_metrics = calibrate(backend, splits, config.route_accuracy)
+        reference = drift_reference(backend, splits, valid_metrics)
         if config.refit_all:
             backend, extra["trained_on"] = _refit_all(config, splits, checkpoint_dir, selected)
             train_seconds = time.perf_counter() - started
@@ -124,7 +156,7 @@ def train(config: TrainConfig, output: Path | str) -> dict[str, Any]:
             thresholds,
             valid_metrics,
             train_seconds,
-            extra,
+            {**extra, "model_version": model_version, "reference": reference},
         )
         _make_readable(workdir)
         if output.exists():
@@ -153,19 +185,22 @@ def _write_directory(
     stamp = datetime.now(UTC)
     extra = dict(extra)
     variants = extra.pop("validation_variants", None)
+    reference = extra.pop("reference", None)
+    version = extra.pop("model_version", None) or f"{config.preset}-{stamp:%Y%m%d-%H%M%S}"
     model_config: dict[str, Any] = {
         "model_type": model_type,
         "format_version": artifacts.FORMAT_VERSION,
-        "model_version": f"{config.preset}-{stamp:%Y%m%d-%H%M%S}",
+        "model_version": version,
         "created_at": stamp.isoformat(timespec="seconds"),
         "preset": config.preset,
-        "base_encoder": config.base or None,
+        "base_encoder": portable(config.base) or None,
         "heads": {head: splits.labels[head].to_json() for head in HEADS},
         "temperature": temperatures,
         "thresholds": thresholds,
         "route_accuracy": config.route_accuracy,
         "agency_map": splits.agency_map,
         "versions": artifacts.library_versions(),
+        "provenance": provenance(config, splits.files),
         **extra,
     }
     plots = workdir / artifacts.PLOTS
@@ -177,6 +212,11 @@ def _write_directory(
             list(splits.labels[head].labels),
             plots / f"confusion_{head}.png",
             f"{head}: validation confusion",
+        )
+        plot_reliability(
+            valid_metrics[head]["reliability"],
+            plots / f"reliability_{head}.png",
+            f"{head}: validation reliability",
         )
     metrics = {
         "split": {
@@ -190,13 +230,37 @@ def _write_directory(
     }
     if variants:
         metrics["validation_variants"] = variants
+    if reference:
+        metrics["reference"] = reference
     artifacts.write_json(workdir / artifacts.CONFIG, model_config)
-    artifacts.write_json(workdir / artifacts.TRAINING_CONFIG, config.to_dict())
+    artifacts.write_json(workdir / artifacts.TRAINING_CONFIG, portable_settings(config))
     artifacts.write_json(workdir / artifacts.METRICS, metrics)
     (workdir / artifacts.CARD).write_text(render_card(model_config, metrics), encoding="utf-8")
     (workdir / artifacts.TAXONOMY).write_text(taxonomy_text(config.taxonomy), encoding="utf-8")
     _write_locations(workdir, splits)
     return metrics
+
+
+def train_version(
+    config: TrainConfig,
+    registry: Registry,
+    *,
+    promote: bool | None = None,
+    keep: int = DEFAULT_KEEP,
+) -> tuple[str, dict[str, Any]]:
+    """Train a new version into `registry`; returns (version, metrics).
+
+    `promote` None makes it live only when the registry has no live version yet (the first
+    one); True always, False never. Old versions beyond the newest `keep` (and the live one)
+    are pruned afterwards.
+    """
+    version = registry.new_version(config.preset)
+    metrics = train(config, registry.staging(version), model_version=version)
+    registry.add(registry.staging(version))
+    if promote or (promote is None and registry.live() is None):
+        registry.promote(version)
+    registry.prune(keep, protect=[version])
+    return version, metrics
 
 
 def _make_readable(directory: Path) -> None:

@@ -21,6 +21,7 @@ async def classify(
     body: ClassifyRequest, request: Request, state: ReadyStateDep
 ) -> ClassifyResponse:
     routed = await intake.classify_items(body.items, state)
+    request.state.model_version = routed[0].model_version  # the X-Model-Version header
     results = [
         intake.to_result(item.id, r, body.top_k) for item, r in zip(body.items, routed, strict=True)
     ]

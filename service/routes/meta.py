@@ -31,12 +31,18 @@ def labels(state: ReadyStateDep) -> LabelsResponse:
 
 @router.get("/info", summary="Model version, labels, thresholds, limits and validation metrics")
 def info(state: ReadyStateDep) -> dict[str, Any]:
-    classifier = state.classifier
-    assert classifier is not None
+    pipeline = state.pipeline  # once: a reload may swap it while this runs
+    assert pipeline is not None
+    classifier = pipeline.classifier
     settings = state.settings
-    validation = state.validation.get("validation", {})
+    validation = pipeline.metrics.get("validation", {})
     return {
         "model_version": classifier.version,
+        "model_source": {
+            "registry": str(settings.registry) if settings.registry else None,
+            "source": state.source,
+            "loaded_at": state.loaded_at.isoformat(timespec="seconds") if state.loaded_at else None,
+        },
         "model_type": classifier.config["model_type"],
         "base_encoder": classifier.config.get("base_encoder"),
         "labels": {head: list(labels) for head, labels in classifier.classes_.items()},
@@ -65,5 +71,5 @@ def info(state: ReadyStateDep) -> dict[str, Any]:
             }
             for head, m in validation.items()
         },
-        "split": state.validation.get("split"),
+        "split": pipeline.metrics.get("split"),
     }

@@ -175,6 +175,7 @@ async def _create(request: Request, state: ServiceState, fmt: str) -> Response:
         [classified] = await intake.classify([(description, address)], state)
     except QueueFull as exc:
         raise Open311Error(429, "the service is overloaded; retry shortly") from exc
+    request.state.model_version = classified.model_version  # the X-Model-Version header
     result = intake.to_result(None, classified, 1)
     record = intake.new_request(
         description,

@@ -1,0 +1,194 @@
+"""`aduan models`: the model registry (list, promote, rollback, prune) and the drift of the
+stored traffic. The one command group that needs both sides, so the root assembles it:
+registry operations come from `aduan.model.registry`, drift from `aduan.service.drift`."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from aduan.model.registry import DEFAULT_KEEP, Registry, RegistryError
+
+app = typer.Typer(
+    help="The model registry: versions, promotion, rollback, pruning and drift.",
+    no_args_is_help=True,
+)
+
+RegistryOpt = Annotated[Path, typer.Option(help="Model registry folder (versions + live pointer)")]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=2)
+
+
+def _fmt(value: Any, percent: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.1%}" if percent else f"{value:.3f}"
+
+
+@app.command("list")
+def list_versions(
+    registry: RegistryOpt = Path("models"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list")] = False,
+) -> None:
+    """Versions, oldest first: data range, preset, key validation figures, which is live."""
+    try:
+        versions = [v.summary() for v in Registry(registry).versions()]
+    except RegistryError as exc:
+        raise _fail(str(exc)) from exc
+    if as_json:
+        typer.echo(json.dumps(versions, indent=2, ensure_ascii=False))
+        return
+    if not versions:
+        typer.echo(f"no versions in {registry}")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"model registry {registry}")
+    for name in ("live", "version", "preset", "data", "agency acc.", "macro-F1", "auto-routed"):
+        table.add_column(name, no_wrap=name in ("version", "data"))
+    for v in versions:
+        span = v["data_range"]
+        agency = v["metrics"]["agency"]
+        table.add_row(
+            "*" if v["live"] else "",
+            v["version"],
+            v["preset"] or "?",
+            f"{span['from']}..{span['seen_until']}" if span else "?",
+            _fmt(agency["accuracy"]),
+            _fmt(agency["macro_f1"]),
+            _fmt(agency["auto_route_coverage"], percent=True),
+        )
+    Console().print(table)
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="The version to make live")],
+    registry: RegistryOpt = Path("models"),
+    verify: Annotated[
+        bool, typer.Option(help="Load the version and predict once before promoting it")
+    ] = True,
+) -> None:
+    """Make a version live (the pointer moves atomically; running services reload)."""
+    try:
+        previous = Registry(registry).promote(version, verify=verify)
+    except RegistryError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"{version} is live (was {previous or 'none'})")
+
+
+@app.command()
+def rollback(registry: RegistryOpt = Path("models")) -> None:
+    """Make the previously live version live again."""
+    try:
+        version = Registry(registry).rollback()
+    except RegistryError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"rolled back: {version} is live")
+
+
+@app.command()
+def prune(
+    registry: RegistryOpt = Path("models"),
+    keep: Annotated[
+        int, typer.Option(min=0, help="Versions kept besides the live one")
+    ] = DEFAULT_KEEP,
+) -> None:
+    """Delete old versions, keeping the live one and the newest KEEP."""
+    try:
+        removed = Registry(registry).prune(keep)
+    except RegistryError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"pruned {len(removed)} version(s){': ' + ', '.join(removed) if removed else ''}")
+
+
+def _date(value: str, name: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{name} must be a date like 2023-04-01, got {value!r}") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@app.command()
+def drift(
+    since: Annotated[str, typer.Option(help="Stored requests received on/after this date")],
+    until: Annotated[str | None, typer.Option(help="... and before this date")] = None,
+    registry: RegistryOpt = Path("models"),
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Compare with this model directory (default: the registry's live one)"),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="SQLAlchemy URL (default: ADUAN_DATABASE_URL, else SQLite in var/)"),
+    ] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write the drift plot (PNG) here")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the figures here")] = None,
+) -> None:
+    """Drift of the stored traffic against the model's training reference: predicted-agency
+    PSI, review share, words outside the vocabulary and feedback disagreement, overall, per
+    week and per model version that answered."""
+    from aduan.model.artifacts import ModelDirError
+    from aduan.service.drift import drift_report
+    from aduan.service.settings import Settings
+    from aduan.service.storage import open_store
+
+    start = _date(since, "--since")
+    end = _date(until, "--until") if until else None
+    try:
+        model_dir = model or Registry(registry).live_path()
+    except RegistryError as exc:
+        raise _fail(f"{exc}; or give --model DIR") from exc
+    settings = Settings(database_url=database_url) if database_url else Settings()
+    store = open_store(settings)
+    try:
+        report = drift_report(store, model_dir, start, end, plot)
+    except (ValueError, ModelDirError) as exc:
+        raise _fail(str(exc)) from exc
+    finally:
+        store.close()
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    _print_drift(report)
+
+
+def _print_drift(report: dict[str, Any]) -> None:
+    feedback = report["feedback"]
+    lines = [
+        f"{report['predictions']} stored requests since {report['since']}, "
+        f"compared with model {report['reference_model']}",
+        f"  agency PSI: {_fmt(report['agency_psi'])} "
+        f"({report['agency_psi_level'] or 'no reference'})",
+    ]
+    for key, label in (
+        ("review_share", "routed to review"),
+        ("unknown_word_share", "words outside the vocabulary"),
+        ("many_unknown_share", "texts mostly unknown words"),
+    ):
+        figures = report[key]
+        lines.append(
+            f"  {label}: {_fmt(figures['window'], True)} "
+            f"(training reference {_fmt(figures['reference'], True)})"
+        )
+    lines.append(
+        f"  operators' feedback: {feedback['feedback']} correction(s), agency disagreement "
+        f"{_fmt(feedback['agency_disagreement_rate'], True)}"
+    )
+    for week, figures in report["weeks"].items():
+        lines.append(
+            f"  {week}: {figures['predictions']} requests, PSI {_fmt(figures['agency_psi'])}, "
+            f"review {_fmt(figures['review_share'], True)}"
+        )
+    if report.get("plot"):
+        lines.append(f"plot: {report['plot']}")
+    typer.echo("\n".join(lines))

@@ -1,0 +1,152 @@
+"""The model registry on disk: immutable versions, an atomic live pointer, promotion,
+rollback, pruning, and the `aduan train --registry` / `aduan models` commands."""
+
+import json
+import os
+import stat
+import threading
+
+import pytest
+from typer.testing import CliRunner
+
+from aduan.cli import app
+from aduan.model.registry import Registry, RegistryError
+from tests.conftest import SPLIT, add_version
+
+runner = CliRunner()
+
+
+def test_registry_train_adds_a_read_only_version_and_makes_the_first_live(complaints_csv, tmp_path):
+    root = tmp_path / "reg"
+    args = ["train", "--data", str(complaints_csv), "--registry", str(root), "--set", "min_df=1"]
+    first = runner.invoke(app, [*args, *SPLIT])
+    assert first.exit_code == 0, first.output
+    registry = Registry(root)
+    [v1] = registry.names()
+    assert registry.live() == v1
+    config = json.loads((registry.path(v1) / "config.json").read_text())
+    assert config["model_version"] == v1  # the version name is what the service reports
+    mode = (registry.path(v1) / "tfidf.safetensors").stat().st_mode
+    assert not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+    assert not list((root / ".staging").iterdir())
+    second = runner.invoke(app, [*args, *SPLIT])
+    assert second.exit_code == 0, second.output
+    v1_again, v2 = registry.names()
+    assert v1_again == v1 and v2 != v1
+    assert registry.live() == v1  # a later version waits for promotion
+
+
+def test_registry_list_json_names_versions_and_the_live_one(tiny_model, tmp_path):
+    registry = Registry(tmp_path / "reg")
+    add_version(registry, tiny_model, "v1", "2024-01-01T00:00:00+00:00")
+    add_version(registry, tiny_model, "v2", "2024-02-01T00:00:00+00:00")
+    registry.promote("v2")
+    result = runner.invoke(app, ["models", "list", "--registry", str(registry.root), "--json"])
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.stdout)
+    assert [(v["version"], v["live"]) for v in listed] == [("v1", False), ("v2", True)]
+    v2 = listed[1]
+    assert v2["preset"] == "baseline"
+    assert v2["data_range"]["from"] == "2022-11-01"
+    assert v2["data_range"]["seen_until"] >= "2023-03-01"
+    assert v2["metrics"]["agency"]["accuracy"] > 0.9
+    table = runner.invoke(app, ["models", "list", "--registry", str(registry.root)])
+    assert table.exit_code == 0 and "v2" in table.stdout and "*" in table.stdout
+
+
+def test_registry_promote_and_rollback_move_the_pointer(tiny_model, tmp_path):
+    registry = Registry(tmp_path / "reg")
+    for i, name in enumerate(("v1", "v2", "v3")):
+        add_version(registry, tiny_model, name, f"2024-0{i + 1}-01T00:00:00+00:00")
+    assert registry.live() is None
+    root = ["--registry", str(registry.root)]
+    for name in ("v1", "v2", "v3"):
+        result = runner.invoke(app, ["models", "promote", name, *root])
+        assert result.exit_code == 0, result.output
+    assert registry.live() == "v3"
+    assert registry.state()["history"] == ["v1", "v2"]
+    assert runner.invoke(app, ["models", "rollback", *root]).exit_code == 0
+    assert registry.live() == "v2"
+    assert registry.rollback() == "v1"
+    with pytest.raises(RegistryError, match="no earlier live version"):
+        registry.rollback()
+    assert registry.live() == "v1"
+    missing = runner.invoke(app, ["models", "promote", "v9", *root])
+    assert missing.exit_code == 2 and "no version 'v9'" in missing.output
+
+
+def test_registry_promote_refuses_a_broken_version(tiny_model, tmp_path):
+    registry = Registry(tmp_path / "reg")
+    add_version(registry, tiny_model, "good")
+    registry.promote("good")
+    add_version(registry, tiny_model, "broken")
+    weights = registry.path("broken") / "tfidf.safetensors"
+    weights.chmod(0o644)
+    weights.write_bytes(b"\x00garbage")
+    result = runner.invoke(app, ["models", "promote", "broken", "--registry", str(registry.root)])
+    assert result.exit_code == 2 and "refusing to promote a broken version" in result.output
+    assert registry.live() == "good"
+
+
+def test_registry_prune_keeps_the_live_version_and_the_newest(tiny_model, tmp_path):
+    registry = Registry(tmp_path / "reg")
+    for i in range(5):
+        add_version(registry, tiny_model, f"v{i}", f"2024-0{i + 1}-01T00:00:00+00:00")
+    registry.promote("v0")
+    result = runner.invoke(
+        app, ["models", "prune", "--keep", "2", "--registry", str(registry.root)]
+    )
+    assert result.exit_code == 0, result.output
+    assert registry.names() == ["v0", "v3", "v4"]
+    assert registry.prune(0, protect=["v4"]) == ["v3"]
+    assert registry.prune(0) == ["v4"]
+    assert registry.names() == ["v0"]
+
+
+def test_registry_rollback_skips_pruned_versions(tiny_model, tmp_path):
+    registry = Registry(tmp_path / "reg")
+    for i in range(3):
+        add_version(registry, tiny_model, f"v{i}", f"2024-0{i + 1}-01T00:00:00+00:00")
+        registry.promote(f"v{i}")
+    registry.prune(0)  # keeps only the live v2
+    with pytest.raises(RegistryError, match="no earlier live version"):
+        registry.rollback()
+    assert registry.live() == "v2"
+
+
+def test_registry_versions_are_immutable_and_names_plain(tiny_model, tmp_path):
+    registry = Registry(tmp_path / "reg")
+    add_version(registry, tiny_model, "v1")
+    with pytest.raises(RegistryError, match="already exists"):
+        add_version(registry, tiny_model, "v1")
+    for bad in ("../escape", ".hidden", "a/b", ""):
+        with pytest.raises(RegistryError, match="not a valid version name"):
+            registry.promote(bad)
+
+
+def test_registry_readers_never_see_a_torn_pointer(tiny_model, tmp_path):
+    """Many promotions while readers poll: every read names one of the two versions."""
+    registry = Registry(tmp_path / "reg")
+    add_version(registry, tiny_model, "a")
+    add_version(registry, tiny_model, "b")
+    registry.promote("a", verify=False)
+    seen, errors, stop = set(), [], threading.Event()
+
+    def read() -> None:
+        reader = Registry(registry.root)
+        while not stop.is_set():
+            try:
+                seen.add(reader.live())
+            except Exception as exc:  # a torn or missing pointer
+                errors.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for i in range(150):
+        registry.promote("b" if i % 2 == 0 else "a", verify=False)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and seen == {"a", "b"}
+    assert not [p for p in os.listdir(registry.root) if p.startswith(".live.json.")]
