@@ -3,8 +3,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-MODEL ?= models/default
-PRESET ?= baseline
+REGISTRY ?= models
+PRESET ?= fast
 HOST ?= 127.0.0.1
 PORT ?= 8000
 # The PyTorch CPU wheel lies on disk on these machines; without it pip would fetch a CUDA build.
@@ -37,15 +37,16 @@ $(VENV)/.linked: $(VENV)/.installed $(VENV)/.files
 
 install: $(VENV)/.linked
 
-$(MODEL)/config.json: | install
-	$(BIN)/aduan train --preset $(PRESET) --output $(MODEL)
+# Serve at once (the baseline, trained first when the registry is empty) and swap in $(PRESET)
+# when its background training is done (hot reload): see `aduan up --help`.
+run: install
+	$(BIN)/aduan up --registry $(REGISTRY) --preset $(PRESET) --host $(HOST) --port $(PORT)
 
-train: $(MODEL)/config.json
+train: install
+	$(BIN)/aduan train --preset $(PRESET) --registry $(REGISTRY) --promote
 
 serve: install
-	$(BIN)/aduan serve --model $(MODEL) --host $(HOST) --port $(PORT)
-
-run: train serve
+	$(BIN)/aduan serve --registry $(REGISTRY) --host $(HOST) --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check $(PACKAGES) tests bench
@@ -55,8 +56,11 @@ lint: install
 test: lint
 	$(BIN)/python -m pytest
 
+# Inference speed of the live transformer against the alternative and the compute limit, the
+# service over HTTP for both model kinds (bench/README.md).
 bench: install
-	$(BIN)/python bench/batching.py
+	$(BIN)/python bench/perf.py --model $$($(BIN)/aduan models path --registry $(REGISTRY) --preset $(PRESET)) \
+		--baseline $$($(BIN)/aduan models path --registry $(REGISTRY) --preset baseline)
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache

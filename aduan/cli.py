@@ -88,6 +88,58 @@ def classify(
 
 
 @app.command()
+def up(
+    registry: Annotated[Path, typer.Option(help="Model registry to serve")] = Path("models"),
+    preset: Annotated[str, typer.Option(help="The preset to serve once trained")] = "fast",
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    data: Annotated[
+        list[Path] | None, typer.Option(help="Labelled file(s) to train on (default: shared data)")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a setting of --preset's training")
+    ] = None,
+) -> None:
+    """A newcomer's one command: serve at once, the best model when it is ready.
+
+    An empty registry first gets the `baseline` preset (about a minute) and the service starts
+    on it; when no version of `--preset` exists yet, that preset trains in a background
+    process (log in REGISTRY/logs/) and is promoted when done: the running service swaps it in
+    without a restart. A version of `--preset` that exists but is not live is promoted."""
+    import subprocess
+    import sys
+
+    from aduan.model.registry import Registry
+    from aduan.service.cli import serve
+    from aduan.training.config import load_config
+    from aduan.training.train import train_version
+
+    store = Registry(registry)
+    files = [str(p) for p in data] if data else None
+    if store.live() is None:
+        typer.echo(f"{registry} is empty: training the baseline first (about a minute)")
+        train_version(load_config("baseline", data=files), store, promote=True)
+    wanted = [v for v in store.versions() if v.config.get("preset") == preset]
+    if wanted and not wanted[-1].live:
+        store.promote(wanted[-1].name)
+    elif not wanted:
+        logs = registry / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log_file = logs / f"train-{preset}.log"
+        command = [sys.executable, "-m", "aduan", "train", "--preset", preset]
+        command += ["--registry", str(registry), "--promote"]
+        command += [arg for path in data or [] for arg in ("--data", str(path))]
+        command += [arg for item in set_ or [] for arg in ("--set", item)]
+        with open(log_file, "ab") as handle:
+            subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+        typer.echo(
+            f"training `{preset}` in the background (log: {log_file}); the service answers "
+            f"with {store.live()} until it is promoted"
+        )
+    serve(model=None, registry=registry, host=host, port=port, engine=None)
+
+
+@app.command()
 def batch(
     model: Annotated[Path, typer.Option(help="Model directory")],
     input: Annotated[Path, typer.Option("--input", help="CSV, JSON Lines or Parquet file")],

@@ -70,6 +70,27 @@ def list_versions(
 
 
 @app.command()
+def path(
+    registry: RegistryOpt = Path("models"),
+    preset: Annotated[
+        str | None, typer.Option(help="The newest version of this preset instead of the live one")
+    ] = None,
+) -> None:
+    """Print the directory of the live version (or of the newest version of `--preset`)."""
+    store = Registry(registry)
+    try:
+        if preset is None:
+            typer.echo(str(store.live_path()))
+            return
+        found = [v for v in store.versions() if v.config.get("preset") == preset]
+        if not found:
+            raise RegistryError(f"{registry}: no version of preset {preset!r}")
+        typer.echo(str(found[-1].path))
+    except RegistryError as exc:
+        raise _fail(str(exc)) from exc
+
+
+@app.command()
 def promote(
     version: Annotated[str, typer.Argument(help="The version to make live")],
     registry: RegistryOpt = Path("models"),

@@ -155,6 +155,51 @@ def engines(model_dir: Path, texts: list[str], threads: int) -> dict[str, dict[s
     return out
 
 
+def _busy() -> None:
+    while True:
+        pass
+
+
+def contended(model_dir: Path, texts: list[str], threads: int) -> dict[str, dict[str, float]]:
+    """ms per text (batch 1) of the ONNX engine with the cores idle and with another process
+    keeping one core busy, intra-op threads spinning between runs (ONNX Runtime's default) or
+    not (the setting shipped: `session.intra_op.allow_spinning=0`)."""
+    import multiprocessing
+
+    import onnxruntime as ort
+
+    from aduan.model.artifacts import read_config
+    from aduan.model.onnx import OnnxEngine, session_options
+    from aduan.model.transformer import TokenIds, batched_logits
+
+    config = read_config(model_dir)
+    path = model_dir / config["onnx"]["file"]
+    tokenizer = TokenIds.load(model_dir / "encoder", int(config["max_length"]))
+    ids = tokenizer(texts[:96])
+    out: dict[str, dict[str, float]] = {}
+    for spinning in ("1", "0"):
+        options = session_options(threads)
+        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        engine = OnnxEngine(session, [o.name for o in session.get_outputs()])
+        name = "spinning" if spinning == "1" else "no spinning (shipped)"
+        out[name] = {}
+        for load in ("idle", "one core busy"):
+            busy = multiprocessing.Process(target=_busy, daemon=True)
+            if load != "idle":
+                busy.start()
+            try:
+                batched_logits(engine, ids[:16], tokenizer.pad_id, 1)
+                started = time.perf_counter()
+                batched_logits(engine, ids, tokenizer.pad_id, 1)
+                out[name][load] = round((time.perf_counter() - started) / len(ids) * 1000, 2)
+            finally:
+                if busy.is_alive():
+                    busy.terminate()
+        print(f"  {name}: {out[name]}", flush=True)
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -314,15 +359,25 @@ def main() -> None:
     }
     best = max(max(f.values()) for f in offline.values())
     result["speedup_over_alternative"] = round(best / result["alternative_texts_per_s"], 1)
+    if (config.get("onnx") or {}).get("file"):
+        print("threads with a busy core (ms per text, batch 1)", flush=True)
+        result["busy_core_ms_per_text"] = contended(args.model, texts, args.threads)
     models = {"transformer": args.model}
     if args.baseline:
         models["tfidf"] = args.baseline
     result["service"] = {}
+    settings = {  # name -> (batching, environment)
+        "batching on": (True, {}),
+        "batching off": (False, {}),
+        "batching on, waiting 5 ms to fill a batch": (True, {"ADUAN_BATCH_MAX_WAIT_MS": "5"}),
+    }
     for kind, directory in models.items():
-        for batching in (True, False):
-            name = f"{kind}, batching {'on' if batching else 'off'}"
+        for setting, (batching, env) in settings.items():
+            if kind != "transformer" and env:
+                continue
+            name = f"{kind}, {setting}"
             print(f"  service: {name}", flush=True)
-            result["service"][name] = serve(directory, texts, batching, args.requests, {})
+            result["service"][name] = serve(directory, texts, batching, args.requests, env)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))

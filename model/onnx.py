@@ -90,8 +90,9 @@ def quantize_int8(source: Path, target: Path) -> None:
 
 
 def export_network(network: Any, model_dir: Path, quantization: str) -> dict[str, Any]:
-    """Write `model.onnx` (and `model.int8.onnx` for `int8`) into `model_dir`; returns the
-    `onnx` entry of config.json (`file` is the one the `onnx` engine runs)."""
+    """Write the network as `model.onnx` (`fp32`) or only its int8 copy `model.int8.onnx`
+    (`int8`; the fp32 graph it is made from is not kept) into `model_dir`; returns the `onnx`
+    entry of config.json (`file` is the one the `onnx` engine runs)."""
     from .network import export_onnx
 
     if quantization not in QUANTIZATIONS[1:]:
@@ -99,14 +100,13 @@ def export_network(network: Any, model_dir: Path, quantization: str) -> dict[str
     with tempfile.TemporaryDirectory(dir=model_dir, prefix=".export-") as tmp:
         fp32 = Path(tmp) / ONNX_FP32
         outputs = export_onnx(network, fp32)
-        entry: dict[str, Any] = {"file": ONNX_FP32, "fp32": ONNX_FP32, "outputs": outputs}
+        name = ONNX_FP32
         if quantization == "int8":
+            name = ONNX_INT8
             quantize_int8(fp32, Path(tmp) / ONNX_INT8)
-            shutil.move(str(Path(tmp) / ONNX_INT8), model_dir / ONNX_INT8)
-            entry.update(file=ONNX_INT8, int8=ONNX_INT8)
-        shutil.move(str(fp32), model_dir / ONNX_FP32)
-    log.info("exported %s to %s", entry["file"], model_dir)
-    return entry
+        shutil.move(str(Path(tmp) / name), model_dir / name)
+    log.info("exported %s to %s", name, model_dir)
+    return {"file": name, quantization: name, "outputs": outputs}
 
 
 def export_model_dir(model_dir: Path, quantization: str = "int8") -> dict[str, Any]:
@@ -119,7 +119,9 @@ def export_model_dir(model_dir: Path, quantization: str = "int8") -> dict[str, A
     if config["model_type"] != MODEL_TYPE:
         raise ModelDirError(f"{model_dir}: only transformer directories have a network to export")
     network = load_network(model_dir, config, head_labels(config))
-    config["onnx"] = export_network(network, model_dir, quantization)
+    entry = export_network(network, model_dir, quantization)
+    # Files exported before stay usable (`fp32`/`int8` keys); `file` is the new one.
+    config["onnx"] = {**(config.get("onnx") or {}), **entry}
     config["versions"] = {**config.get("versions", {}), **library_versions(("onnxruntime",))}
     write_json(model_dir / CONFIG, config)
     return dict(config["onnx"])

@@ -39,7 +39,11 @@ class Settings(BaseSettings):
     max_chars: int = Field(10_000, ge=1, description="Longest accepted complaint text")
     batching: bool = Field(True, description="Merge concurrent requests into batches")
     batch_max_size: int = Field(32, ge=1, description="Most texts per inference batch")
-    batch_max_wait_ms: float = Field(5.0, ge=0, description="Longest wait to fill a batch")
+    batch_max_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        description="Longest wait to fill a batch; 0: take what is queued when the model is free",
+    )
     queue_size: int = Field(1024, ge=1, description="Texts waiting before 429")
     api_keys: str = Field(
         "",

@@ -33,8 +33,9 @@ def exported(tiny_transformer, tmp_path_factory):
     """A copy of the tiny transformer with its network exported (fp32 and int8)."""
     target = tmp_path_factory.mktemp("exported") / "m"
     shutil.copytree(tiny_transformer, target)
-    result = runner.invoke(app, ["export", "--model", str(target), "--quantize", "int8"])
-    assert result.exit_code == 0, result.output
+    for quantization in ("fp32", "int8"):
+        result = runner.invoke(app, ["export", "--model", str(target), "--quantize", quantization])
+        assert result.exit_code == 0, result.output
     return target
 
 

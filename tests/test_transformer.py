@@ -4,6 +4,7 @@ import json
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -251,3 +252,54 @@ def test_transformer_refit_all_retrains_every_part_with_the_selected_epochs(
     classifier = ComplaintClassifier.load(output)
     [prediction] = classifier.predict(["lampu PJU padam gelap"])
     assert prediction.best("agency").label == "Dinas Perhubungan"
+
+
+def test_transformer_distills_from_a_teacher_directory(
+    tiny_base, complaints_csv, tiny_transformer, tmp_path, monkeypatch
+):
+    """A student learns the teacher's softened probabilities beside the labels; a teacher
+    trained on other labels is refused with a message."""
+    from aduan.training import finetune
+
+    calls = []
+    original = finetune.teacher_logits
+
+    def spy(*args, **kwargs):
+        out = original(*args, **kwargs)
+        calls.append({head: logits.shape for head, logits in out.items()})
+        return out
+
+    import pytest as _pytest
+
+    with _pytest.MonkeyPatch.context() as patch:
+        patch.setattr(finetune, "teacher_logits", spy)
+        student = tmp_path / "student"
+        args = [
+            *tiny_transformer_args(tiny_base, complaints_csv, student),
+            "--set",
+            f"distill_from={tiny_transformer}",
+            "--set",
+            "distill_weight=1.0",
+        ]
+        result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert calls and calls[0]["agency"][1] == len(
+        read_config(student)["heads"]["agency"]["id2label"]
+    )
+    assert json.loads((student / "training_config.json").read_text())["distill_from"]
+    metrics = json.loads((student / "metrics.json").read_text())
+    assert metrics["validation"]["agency"]["accuracy"] > 0.9
+
+    other = tmp_path / "other.csv"
+    frame = pd.read_csv(complaints_csv)
+    frame.loc[frame["agency"] == "Dinas Sosial", "agency"] = "Dinas Kesehatan"
+    frame.to_csv(other, index=False)
+    refused = runner.invoke(
+        app,
+        [
+            *tiny_transformer_args(tiny_base, other, tmp_path / "s2"),
+            "--set",
+            f"distill_from={tiny_transformer}",
+        ],
+    )
+    assert refused.exit_code == 2 and "agency labels differ" in refused.output

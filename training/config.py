@@ -69,6 +69,12 @@ class TrainConfig:
     # The ONNX file shipped in the model directory and used to fit the calibration:
     # "" (none: PyTorch serves), "fp32" or "int8".
     export: str = ""
+    # Distillation: a trained transformer directory (same data and split) whose softened
+    # probabilities the network also learns (KL weight, temperature).
+    distill_from: str = ""
+    distill_weight: float = 0.5
+    distill_temperature: float = 2.0
+    device: str = "cpu"  # "cpu", "cuda" or "auto" (CUDA when there is one)
     max_steps: int = 0  # stop after this many optimiser steps (0 = no limit; for smoke runs)
     base_cache: str = "models/base"  # where the default base encoder is built and cached
     adapt_steps: int = 0  # domain-adaptive MLM steps on the default base first (0 = none)

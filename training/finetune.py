@@ -35,6 +35,7 @@ from sklearn.metrics import f1_score
 from torch import nn
 from tqdm import tqdm
 
+from aduan.model.labels import LabelSet
 from aduan.model.network import MultiHeadClassifier, TorchEngine, load_encoder
 from aduan.model.tfidf import TfidfBackend
 from aduan.model.transformer import TokenIds, TransformerBackend
@@ -105,24 +106,26 @@ class LowerCache:
     states: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @torch.inference_mode()
-    def fill(self, model: MultiHeadClassifier, tokenizer: TokenIds, texts: list[str]) -> None:
+    def fill(
+        self, model: MultiHeadClassifier, tokenizer: TokenIds, texts: list[str], device: str
+    ) -> None:
         missing = sorted({t for t in texts if t not in self.states})
         if not missing:
             return
         model.eval()
         ids = tokenizer(missing)
         order = np.argsort([len(x) for x in ids], kind="stable")
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(_device_type(device), dtype=torch.bfloat16):
             for start in tqdm(range(0, len(ids), 64), desc="lower layers (once)", unit="batch"):
                 rows = order[start : start + 64]
-                batch = [ids[i] for i in rows]
-                input_ids, mask = _pad(batch, tokenizer.pad_id)
-                hidden = model.lower(input_ids, mask, self.layers).to(torch.bfloat16)
+                input_ids, mask = _pad([ids[i] for i in rows], tokenizer.pad_id)
+                hidden = model.lower(input_ids.to(device), mask.to(device), self.layers)
+                hidden = hidden.to(torch.bfloat16).cpu()
                 for k, i in enumerate(rows):
                     self.states[missing[i]] = hidden[k, : len(ids[i])].clone()
 
     def batch(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cached states of `texts`, padded with zeros, and their attention mask."""
+        """Cached states of `texts`, padded with zeros, and their attention mask (on the CPU)."""
         states = [self.states[t] for t in texts]
         width = max(len(s) for s in states)
         hidden = torch.zeros((len(states), width, states[0].shape[-1]), dtype=torch.float32)
@@ -131,6 +134,17 @@ class LowerCache:
             hidden[row, : len(s)] = s.float()
             mask[row, : len(s)] = 1
         return hidden, mask
+
+
+def _device_type(device: str) -> str:
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
+def resolve_device(setting: str) -> str:
+    """`auto`: a CUDA device when there is one, else the CPU."""
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return setting
 
 
 def _pad(ids: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,6 +169,7 @@ class _Trainer:
         fixed_epochs: int = 0,
     ) -> None:
         self.config = config
+        self.device = resolve_device(config.device)
         self.checkpoint_dir = checkpoint_dir
         self.fixed_epochs = fixed_epochs
         self.epochs = fixed_epochs or config.epochs
@@ -183,12 +198,19 @@ class _Trainer:
             "train": splits.train["text"].tolist(),
             "valid": splits.valid["text"].tolist(),
         }
+        self.model.to(self.device)
         if cache is not None:
             self._freeze(cache.layers)
-            cache.fill(self.model, tokenizer, [*self.texts["train"], *self.texts["valid"]])
+            every = [*self.texts["train"], *self.texts["valid"]]
+            cache.fill(self.model, tokenizer, every, self.device)
             self.ids = {}
         else:
             self.ids = {part: tokenizer(texts) for part, texts in self.texts.items()}
+        self.teacher = (
+            teacher_logits(config.distill_from, self.texts["train"], self.labels)
+            if config.distill_from
+            else {}
+        )
 
     def _freeze(self, layers: int) -> None:
         frozen = [self.model.encoder.embeddings, *self.model.layers[:layers]]
@@ -204,11 +226,33 @@ class _Trainer:
     def _forward(self, part: str, rows: list[int]) -> dict[str, torch.Tensor]:
         if self.cache is not None:
             hidden, mask = self.cache.batch([self.texts[part][i] for i in rows])
-            return self.model.upper(hidden, mask, self.cache.layers)
-        return self.model(*_pad([self.ids[part][i] for i in rows], self.tokenizer.pad_id))
+            return self.model.upper(hidden.to(self.device), mask.to(self.device), self.cache.layers)
+        ids, mask = _pad([self.ids[part][i] for i in rows], self.tokenizer.pad_id)
+        return self.model(ids.to(self.device), mask.to(self.device))
 
     def _autocast(self) -> Any:
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.bf16)
+        device_type = _device_type(self.device)
+        return torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.config.bf16)
+
+    def _loss(
+        self, out: dict[str, torch.Tensor], batch: list[int], losses: dict[str, nn.Module]
+    ) -> torch.Tensor:
+        """Cross-entropy per head (the topic head weighted down), plus, when distilling, the
+        KL divergence to the teacher's softened probabilities (Hinton et al., 2015)."""
+        total = torch.zeros((), device=self.device)
+        for head, logits in out.items():
+            target = torch.from_numpy(self.targets["train"][head][batch]).to(self.device)
+            weight = TOPIC_LOSS_WEIGHT if head == "topic" else 1.0
+            total = total + weight * losses[head](logits.float(), target)
+        config = self.config
+        for head, soft in self.teacher.items():
+            t = config.distill_temperature
+            teacher = torch.from_numpy(soft[batch]).to(self.device)
+            student = torch.log_softmax(out[head].float() / t, dim=1)
+            soft_target = torch.log_softmax(teacher / t, dim=1)
+            kl = nn.functional.kl_div(student, soft_target, log_target=True, reduction="batchmean")
+            total = total + config.distill_weight * t * t * kl
+        return total
 
     @torch.inference_mode()
     def predict_raw(self, part: str) -> dict[str, np.ndarray]:
@@ -219,7 +263,7 @@ class _Trainer:
             for start in range(0, len(order), 64):
                 out = self._forward(part, [int(i) for i in order[start : start + 64]])
                 for head, logits in out.items():
-                    chunks.setdefault(head, []).append(logits.float().numpy())
+                    chunks.setdefault(head, []).append(logits.float().cpu().numpy())
         inverse = np.argsort(order, kind="stable")
         return {h: np.concatenate(c)[inverse] for h, c in chunks.items()}
 
@@ -253,11 +297,11 @@ class _Trainer:
         scheduler = get_linear_schedule_with_warmup(
             optimizer, int(config.warmup_ratio * total), max(total, 1)
         )
-        losses = {
+        losses: dict[str, nn.Module] = {
             h: nn.CrossEntropyLoss(
                 weight=class_weights(
                     self.targets["train"][h], len(self.labels[h]), config.class_weight_power
-                ),
+                ).to(self.device),
                 ignore_index=-1,
             )
             for h in self.labels
@@ -275,11 +319,7 @@ class _Trainer:
             for batch in bar:
                 with self._autocast():
                     out = self._forward("train", batch)
-                loss = sum(
-                    (TOPIC_LOSS_WEIGHT if h == "topic" else 1.0)
-                    * losses[h](out[h].float(), torch.from_numpy(self.targets["train"][h][batch]))
-                    for h in out
-                )
+                loss = self._loss(out, batch, losses)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -312,6 +352,7 @@ class _Trainer:
                 break
         if best_state is not None:
             self.model.load_state_dict(best_state)
+        self.model.to("cpu")  # saved, exported and served from the CPU
         return max(best_epoch, 1)
 
     def _state(self) -> dict[str, Any]:
@@ -366,12 +407,14 @@ class _Trainer:
         if state.get("config") != _config_hash(self.config, f"fixed-{self.fixed_epochs}"):
             log.info("checkpoint in %s is for other settings; starting afresh", self.checkpoint_dir)
             return fresh
-        self.model.load_state_dict(load_file(str(self.checkpoint_dir / "last.safetensors")))
+        self.model.load_state_dict(
+            load_file(str(self.checkpoint_dir / "last.safetensors"), device=self.device)
+        )
         extra = torch.load(self.checkpoint_dir / "optimizer.pt", weights_only=True)
         optimizer.load_state_dict(extra["optimizer"])
         scheduler.load_state_dict(extra["scheduler"])
         best_path = self.checkpoint_dir / "best.safetensors"
-        best_state = load_file(str(best_path)) if best_path.is_file() else None
+        best_state = load_file(str(best_path), device=self.device) if best_path.is_file() else None
         log.info("resuming from epoch %d of %s", state["epoch"], self.checkpoint_dir)
         return (
             state["epoch"],
@@ -381,6 +424,29 @@ class _Trainer:
             state["stale"],
             state["step"],
         )
+
+
+def teacher_logits(
+    teacher_dir: str, texts: list[str], labels: dict[str, LabelSet]
+) -> dict[str, np.ndarray]:
+    """A trained transformer directory's raw head logits on `texts`, for the routed heads it
+    shares with the student (same labels, same order: trained on the same data and split)."""
+    from aduan.model.artifacts import head_labels, read_config
+
+    config = read_config(teacher_dir)
+    if config["model_type"] != TransformerBackend.model_type:
+        raise ValueError(f"distill_from {teacher_dir}: not a transformer model directory")
+    teacher_labels = head_labels(config)
+    for head in ("category", "agency"):
+        if teacher_labels[head] != labels[head]:
+            raise ValueError(
+                f"distill_from {teacher_dir}: its {head} labels differ from this run's "
+                "(train the teacher on the same data and split)"
+            )
+    backend = TransformerBackend.load(Path(teacher_dir), config)
+    log.info("teacher %s: logits for %d training texts", teacher_dir, len(texts))
+    raw = backend.encoder_logits(texts)
+    return {head: raw[head].astype(np.float32) for head in ("category", "agency")}
 
 
 @dataclass

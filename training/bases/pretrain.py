@@ -49,6 +49,7 @@ class MlmConfig:
     # so that a random head's gradients do not disturb a pretrained encoder.
     head_warmup_steps: int = 0
     head_lr: float = 1e-3
+    device: str = "cpu"  # "cpu" or "cuda" (bench/gpu.py); the result is saved from the CPU
 
 
 @dataclass
@@ -182,10 +183,12 @@ def _masked_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def _mlm_step(
-    model: Any, batch: dict[str, torch.Tensor], optimizer: Any, bf16: bool, clip: bool
+    model: Any, batch: dict[str, torch.Tensor], optimizer: Any, config: MlmConfig, clip: bool
 ) -> float:
     """One optimiser step on one masked batch (gradient norm clipped to 1 when `clip`)."""
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    batch = {name: tensor.to(config.device) for name, tensor in batch.items()}
+    device_type = "cuda" if config.device.startswith("cuda") else "cpu"
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=config.bf16):
         loss = _masked_loss(model, batch)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -211,7 +214,7 @@ def _warm_up_head(
     losses = []
     for n in range(config.head_warmup_steps):
         batch = collator([{"input_ids": ids[i]} for i in batches[n % len(batches)]])
-        losses.append(_mlm_step(model, batch, optimizer, config.bf16, clip=False))
+        losses.append(_mlm_step(model, batch, optimizer, config, clip=False))
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     bar.close()
@@ -238,13 +241,14 @@ def mlm_train(
     total = steps_per_epoch * config.epochs
     if config.max_steps:
         total = min(total, config.max_steps)
+    model.to(config.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
     scheduler = get_linear_schedule_with_warmup(optimizer, max(1, total // 20), total)
     step = 0
     state_file = work / "state.json"
     if state_file.is_file() and json.loads(state_file.read_text())["config"] == asdict(config):
-        load_model(model, str(work / "model.safetensors"))
-        extra = torch.load(work / "optimizer.pt", weights_only=True)
+        load_model(model, str(work / "model.safetensors"), device=config.device)
+        extra = torch.load(work / "optimizer.pt", weights_only=True, map_location=config.device)
         optimizer.load_state_dict(extra["optimizer"])
         scheduler.load_state_dict(extra["scheduler"])
         step = json.loads(state_file.read_text())["step"]
@@ -270,7 +274,7 @@ def mlm_train(
         batches = bucketed_batches(lengths, config.batch_size, random.Random(config.seed + epoch))
         for batch_ids in batches[step % steps_per_epoch :]:
             batch = collator([{"input_ids": ids[i]} for i in batch_ids])
-            losses.append(_mlm_step(model, batch, optimizer, config.bf16, clip=True))
+            losses.append(_mlm_step(model, batch, optimizer, config, clip=True))
             scheduler.step()
             step += 1
             bar.update(1)
@@ -281,6 +285,7 @@ def mlm_train(
                 break
     bar.close()
     checkpoint()
+    model.to("cpu")
     window = max(1, min(50, len(losses) // 5))
     first = sum(losses[:window]) / window if losses else float("nan")
     last = sum(losses[-window:]) / window if losses else float("nan")
