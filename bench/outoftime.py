@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -65,6 +66,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--keep", type=Path, help="keep the trained directories here")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     first = parse_system(args.systems[0])[1]
     measured_rows, _ = load_splits(load_config(first, MEASURED))
     results: dict[str, Any] = {"measured_rows": len(measured_rows.valid), "systems": {}}
