@@ -303,3 +303,18 @@ def test_transformer_distills_from_a_teacher_directory(
         ],
     )
     assert refused.exit_code == 2 and "agency labels differ" in refused.output
+
+
+def test_transformer_model_card_has_the_hugging_face_metadata_header(tiny_transformer):
+    import yaml
+
+    card = (tiny_transformer / "README.md").read_text()
+    assert card.startswith("---\n")
+    header = yaml.safe_load(card.split("---\n")[1])
+    assert header["language"] == ["id"] and header["pipeline_tag"] == "text-classification"
+    assert header["license"] and header["datasets"]
+    [index] = header["model-index"]
+    metrics = json.loads((tiny_transformer / "metrics.json").read_text())["validation"]
+    agency = next(r for r in index["results"] if r["task"]["name"] == "complaint agency")
+    accuracy = next(m for m in agency["metrics"] if m["name"] == "Accuracy")
+    assert accuracy["value"] == round(metrics["agency"]["accuracy"], 4)

