@@ -280,10 +280,10 @@ def classify_file_ray(
     if not source.is_file():
         raise BatchError(f"{source}: no such file")
     read_config(model_dir)  # refuse a directory without labels before any work
-    started = time.perf_counter()
     slices, header = plan_slices(source, kind, options.rows_per_task)
     _check_columns(source, kind, header, columns)
     actors, per_actor = _pool(connect(options.address), options)
+    started = time.perf_counter()  # from a running cluster on: actors start, then classify
     gazetteer = gazetteer or default_gazetteer()
     log.info("%d read task(s), %d actor(s) with %.2f CPU each", len(slices), actors, per_actor)
     context = ray.data.DataContext.get_current()
@@ -354,11 +354,13 @@ def _source(
     from ray.data import Datasource, ReadTask
     from ray.data.block import BlockMetadata
 
-    class ComplaintSource(Datasource):  # type: ignore[misc]
+    class ComplaintSource(Datasource):
         def estimate_inmemory_data_size(self) -> int:
             return path.stat().st_size
 
-        def get_read_tasks(self, parallelism: int, **_: Any) -> list[Any]:
+        def get_read_tasks(
+            self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None
+        ) -> list[Any]:
             return [
                 ReadTask(
                     partial(read_slice, path, kind, piece, header, columns, rows),
