@@ -117,6 +117,7 @@ class RayClassifier:
         self.options = options
         self.handle: Any = None
         self._started_ray = False
+        self.failed_calls = 0  # calls a dying replica dropped (each retried)
 
     def deploy(self, model_dir: Path) -> None:
         """Deploy (or roll the replicas over to) `model_dir`; returns when they are running.
@@ -143,6 +144,7 @@ class RayClassifier:
                 raise QueueFull from exc
             except (RayActorError, ActorUnavailableError) as exc:
                 failure = exc
+                self.failed_calls += 1
                 log.warning("a classifier replica failed (attempt %d): %s", attempt + 1, exc)
                 await asyncio.sleep(RETRY_PAUSE_S * (attempt + 1))
         raise BackendUnavailable("no classifier replica answered") from failure

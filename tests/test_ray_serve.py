@@ -109,23 +109,29 @@ def test_ray_serve_killing_a_replica_loses_no_retried_request(ray_client):
     retried = []
 
     def client(n: int) -> dict:
+        # 8 copies of a text per request: the replicas stay busy, so the kill finds calls
+        # inside the victim
         item = TEXTS[n % len(TEXTS)]
         for _ in range(40):  # what an intake client does with a 503 or a 429
-            response = ray_client.post("/v1/classify", json=_body([item]))
+            response = ray_client.post("/v1/classify", json=_body([item] * 8))
             if response.status_code in (429, 503):
                 assert response.headers["retry-after"] == "1"
                 retried.append(n)
                 time.sleep(0.25)
                 continue
-            [result] = _results(response)
+            result, *others = _results(response)
+            assert others == [result] * 7
             answered.append(n)
             if len(answered) == 40:
                 done.set()
             return result
         raise AssertionError(f"request {n} never answered in 40 tries")
 
+    answered_at_kill = []
+
     def kill_mid_load() -> None:
         done.wait(60)
+        answered_at_kill.append(len(answered))
         os.kill(victim, signal.SIGKILL)
 
     killer = threading.Thread(target=kill_mid_load)
@@ -134,8 +140,50 @@ def test_ray_serve_killing_a_replica_loses_no_retried_request(ray_client):
         results = list(pool.map(client, range(240)))
     killer.join()
     assert len(results) == 240
+    assert answered_at_kill[0] < 200  # the replica died with most of the load still to come
     for n, result in enumerate(results):
         assert result == expected[TEXTS[n % len(TEXTS)][0]]
     # Ray Serve replaced the dead replica
     pids = {r["pid"] for r in _replicas_running(remote, 2, timeout=90)}
     assert victim not in pids
+
+
+class _DyingHandle:
+    """A deployment handle whose replica dies on the first `deaths` calls."""
+
+    def __init__(self, deaths: int, answer: list) -> None:
+        self.deaths, self.answer, self.calls = deaths, answer, 0
+
+    def remote(self, items):
+        from ray.exceptions import ActorDiedError
+
+        self.calls += 1
+        failing = self.calls <= self.deaths
+
+        async def reply():
+            if failing:
+                raise ActorDiedError()
+            return self.answer
+
+        return reply()
+
+
+def test_ray_serve_front_retries_a_dead_replica_then_answers_503(make_client):
+    from aduan.service.ray_serve import RayClassifier, RayServeOptions
+
+    client = make_client()
+    state = client.app.state.service
+    [answer] = state.pipeline.run([("lampu PJU padam", None)])
+    remote = RayClassifier(RayServeOptions(retries=2))
+    state.remote = remote
+    remote.handle = _DyingHandle(deaths=2, answer=[answer])  # the third try answers
+    response = client.post("/v1/classify", json=_body([("lampu PJU padam", None)]))
+    assert response.status_code == 200
+    assert (remote.handle.calls, remote.failed_calls) == (3, 2)
+    remote.handle = _DyingHandle(deaths=5, answer=[answer])  # every try fails: 503, retry later
+    response = client.post("/v1/classify", json=_body([("lampu PJU padam", None)]))
+    assert response.status_code == 503
+    assert response.json()["error_type"] == "not_ready"
+    assert response.headers["retry-after"] == "1"
+    assert remote.handle.calls == 3
+    state.remote = None
