@@ -160,3 +160,40 @@ def test_ray_batch_refuses_other_outputs_and_missing_columns(tiny_model, tmp_pat
     )
     assert no_text.exit_code == 2
     assert "no column 'text'" in no_text.output
+
+
+@pytest.mark.slow
+def test_ray_batch_archive_of_216k_real_rows_equals_single_process(
+    ray_cluster, tiny_model, gazetteer_csv, tmp_path
+):
+    """The backfill at archive size: the shared complaints repeated to 216,180 rows
+    (`ADUAN_BACKFILL_ROWS` for another size), Parquet in row groups of 50,000; bench/backfill.py
+    times the same on the real baseline model."""
+    import os
+
+    from tests.conftest import SURABAYA
+
+    if not SURABAYA.is_file():
+        pytest.skip("the shared data is not here")
+    rows = int(os.environ.get("ADUAN_BACKFILL_ROWS", "216180"))
+    real = pd.read_csv(SURABAYA, usecols=["text", "address"], dtype=str)
+    archive = pd.concat([real] * -(-rows // len(real)), ignore_index=True).iloc[:rows]
+    archive.insert(0, "id", [f"a{i}" for i in range(rows)])
+    source = tmp_path / "archive.parquet"
+    archive.to_parquet(source, index=False, row_group_size=50_000)
+    del archive, real
+    single = tmp_path / "single.parquet"
+    expected = classify_file(
+        Pipeline.load(tiny_model, gazetteer_csv), source, single, chunk_rows=8192, progress=False
+    )
+    distributed = tmp_path / "ray.parquet"
+    report = classify_file_ray(
+        tiny_model,
+        source,
+        distributed,
+        gazetteer=gazetteer_csv,
+        options=RayBatchOptions(actors=2, cpus_per_actor=0.9),
+    )
+    assert report.rows == expected.rows == rows
+    assert report.errors == expected.errors
+    pd.testing.assert_frame_equal(_read_back(distributed), _read_back(single))
