@@ -347,6 +347,8 @@ def ray_cluster():
     ray = pytest.importorskip("ray")
     import logging
 
+    if ray.is_initialized():  # something of an earlier module's Ray Serve handles re-joined it
+        ray.shutdown()
     ray.init(
         num_cpus=2,
         include_dashboard=False,
@@ -355,4 +357,8 @@ def ray_cluster():
         configure_logging=False,
     )
     yield ray
+    import sys
+
+    if "ray.serve" in sys.modules:  # stop the controller and the handles' routers first
+        sys.modules["ray.serve"].shutdown()
     ray.shutdown()
