@@ -306,9 +306,26 @@ def classify_file_ray(
         concurrency=actors,
         num_cpus=per_actor,
     )
-    report = _write(classified, output)
+    try:
+        report = _write(classified, output)
+    except Exception as exc:
+        found = _batch_error(exc)
+        if found is None:
+            raise
+        raise BatchError(str(found)) from None  # the file's problem, not Ray's traceback
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _batch_error(exc: BaseException | None) -> BatchError | None:
+    """The `BatchError` a read task or actor raised, inside Ray's task error."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, BatchError) and type(exc) is BatchError:
+            return exc
+        exc = getattr(exc, "cause", None) or exc.__cause__
+        seen += 1
+    return None
 
 
 def _write(dataset: Any, output: Path) -> BatchReport:

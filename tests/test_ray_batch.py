@@ -162,6 +162,27 @@ def test_ray_batch_refuses_other_outputs_and_missing_columns(tiny_model, tmp_pat
     assert "no column 'text'" in no_text.output
 
 
+def test_ray_batch_a_read_task_error_names_the_file(ray_cluster, tiny_model, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"isi": "sampah menumpuk"}\n{"isi": "lampu mati"}\n')
+    result = runner.invoke(
+        app,
+        [
+            "batch",
+            "--engine",
+            "ray",
+            "--model",
+            str(tiny_model),
+            "--input",
+            str(source),
+            "--output",
+            str(tmp_path / "out.parquet"),
+        ],
+    )
+    assert result.exit_code == 2
+    assert f"error: {source}: no column 'text'" in result.output
+
+
 @pytest.mark.slow
 def test_ray_batch_archive_of_216k_real_rows_equals_single_process(
     ray_cluster, tiny_model, gazetteer_csv, tmp_path
