@@ -5,6 +5,8 @@
 
 # --- build: the wheel, and the dependency list read from pyproject.toml ---
 FROM python:3.11-slim AS build
+# Optional extras to install too, comma-separated: --build-arg EXTRAS=ray for Ray Serve / Ray Data
+ARG EXTRAS=""
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY aduan ./aduan
@@ -14,7 +16,7 @@ COPY training ./training
 COPY data ./data
 RUN pip install --no-cache-dir "setuptools>=68" \
     && pip wheel --no-deps --no-build-isolation -w /dist . \
-    && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /dist/requirements.txt
+    && python -c "import os, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; extras = [e for e in os.environ.get('EXTRAS', '').split(',') if e]; print('\n'.join(p['dependencies'] + [d for e in extras for d in p['optional-dependencies'][e]]))" > /dist/requirements.txt
 
 # --- runtime ---
 FROM python:3.11-slim

@@ -20,9 +20,11 @@ EDITABLE := --no-build-isolation --config-settings editable_mode=strict
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# The ray extra too, so that the Ray Serve, Ray Data and their tests run in CI (they skip
+# where Ray is missing).
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip 'setuptools>=68'
-	$(BIN)/python -m pip install -q $(FIND_LINKS) $(EDITABLE) -e '.[dev]'
+	$(BIN)/python -m pip install -q $(FIND_LINKS) $(EDITABLE) -e '.[dev,ray]'
 	touch $@
 
 # The list of package files; rewritten only when it changes, so the link tree is rebuilt only

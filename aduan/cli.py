@@ -11,13 +11,16 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from aduan.models_cli import app as models_app
 from aduan.service.cli import app as service_app
 from aduan.training.cli import app as training_app
+
+if TYPE_CHECKING:
+    from aduan.model.batch import BatchColumns, BatchReport
 
 # Nothing here may reach a model hub at run time.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -63,6 +66,19 @@ EngineOpt = Annotated[
     typer.Option(
         envvar="ADUAN_ENGINE",
         help="Transformer engine: auto (ONNX Runtime when exported, else PyTorch), onnx, torch",
+    ),
+]
+
+
+# `serve` and `batch` also take `ray`: the work is spread over Ray (replicas or actors), each
+# loading the model with the `auto` engine.
+RAY = "ray"
+BatchEngineOpt = Annotated[
+    str,
+    typer.Option(
+        envvar="ADUAN_ENGINE",
+        help="auto (ONNX Runtime when exported, else PyTorch), onnx, torch, or ray (Ray Data "
+        "actors, each on the auto engine; Parquet output)",
     ),
 ]
 
@@ -152,25 +168,34 @@ def batch(
     address_column: Annotated[str, typer.Option(help="Optional address column")] = "address",
     chunk_rows: Annotated[int, typer.Option(min=1, help="Rows read and written at a time")] = 2048,
     top_k: Annotated[int, typer.Option(min=1, max=10)] = 3,
-    engine: EngineOpt = "auto",
+    engine: BatchEngineOpt = "auto",
+    actors: Annotated[
+        int, typer.Option(min=0, help="--engine ray: classifier actors (0: one per CPU)")
+    ] = 0,
+    cpus_per_actor: Annotated[
+        float, typer.Option(min=0, help="--engine ray: CPUs each actor reserves (0: shared out)")
+    ] = 0.0,
 ) -> None:
     """Classify a whole file in bounded memory, with the same fields as the HTTP answer; a
-    rerun after an interruption resumes where it stopped; bad rows go to OUTPUT.errors.csv."""
+    rerun after an interruption resumes where it stopped; bad rows go to OUTPUT.errors.csv.
+
+    With --engine ray the file is classified on Ray Data (a local Ray instance, or the cluster
+    at RAY_ADDRESS) by a pool of actors each holding the model (ONNX Runtime when exported),
+    into a Parquet OUTPUT; needs `pip install 'aduan[ray]'`; no resume: a rerun starts again."""
     from aduan.model.artifacts import ModelDirError
     from aduan.model.batch import BatchColumns, BatchError, classify_file
     from aduan.model.pipeline import Pipeline
 
+    columns = BatchColumns(text_column, id_column, address_column)
     try:
-        pipeline = Pipeline.load(model, engine=engine)
-        report = classify_file(
-            pipeline,
-            input,
-            output,
-            columns=BatchColumns(text_column, id_column, address_column),
-            chunk_rows=chunk_rows,
-            top_k=top_k,
-        )
-    except (ModelDirError, BatchError, ValueError) as exc:
+        if engine == RAY:
+            report = _batch_on_ray(model, input, output, columns, top_k, actors, cpus_per_actor)
+        else:
+            pipeline = Pipeline.load(model, engine=engine)
+            report = classify_file(
+                pipeline, input, output, columns=columns, chunk_rows=chunk_rows, top_k=top_k
+            )
+    except (ModelDirError, BatchError, ValueError, ImportError) as exc:
         raise _fail(str(exc)) from exc
     typer.echo(
         f"{report.classified} of {report.rows} row(s) classified into {output} "
@@ -178,6 +203,23 @@ def batch(
         + (f", {report.resumed_parts} chunk(s) resumed" if report.resumed_parts else "")
         + f"); {report.errors} error(s)"
         + (f" in {output}.errors.csv" if report.errors else "")
+    )
+
+
+def _batch_on_ray(
+    model: Path,
+    source: Path,
+    output: Path,
+    columns: BatchColumns,
+    top_k: int,
+    actors: int,
+    cpus_per_actor: float,
+) -> BatchReport:
+    from aduan.model.ray_batch import RayBatchOptions, classify_file_ray
+
+    options = RayBatchOptions(actors=actors, cpus_per_actor=cpus_per_actor)
+    return classify_file_ray(
+        model, source, output, columns=columns, engine="auto", top_k=top_k, options=options
     )
 
 

@@ -36,9 +36,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--months",
+        nargs=2,
+        metavar=("FROM", "UNTIL"),
+        help="rows to measure on (default: the model's validation months); use months the "
+        "model never saw for the quality figures, e.g. 2023-02-01 2023-03-31 for the model "
+        "bench/outoftime.py trains",
+    )
     args = parser.parse_args()
     config = read_config(args.model)
     split = json.loads((args.model / "metrics.json").read_text())["split"]
+    if args.months:
+        day_before = str(np.datetime64(args.months[0]) - np.timedelta64(1, "D"))
+        split = {"train_until": day_before, "valid_from": args.months[0]}
+        split["valid_until"] = args.months[1]
     splits, _ = load_splits(load_config(config["preset"], {k: str(v) for k, v in split.items()}))
     rows = splits.valid
     texts = [normalize_text(t) for t in rows["text"]]

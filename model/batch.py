@@ -32,6 +32,23 @@ log = logging.getLogger(__name__)
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 ERROR_COLUMNS = ["row", "id", "reason"]
+# The columns of CSV and Parquet output (`flat_answer`), in order.
+FLAT_COLUMNS = (
+    "row",
+    "id",
+    "category",
+    "category_score",
+    "agency",
+    "agency_score",
+    "route",
+    "route_reason",
+    "kelurahan",
+    "kecamatan",
+    "office",
+    "category_top_k",
+    "agency_top_k",
+    "model_version",
+)
 
 
 class BatchError(ValueError):
@@ -66,7 +83,7 @@ def _format(path: Path) -> str:
     return kind
 
 
-def _undecodable(value: str) -> bool:
+def undecodable(value: str) -> bool:
     # surrogateescape turns bytes that are not UTF-8 into lone surrogates
     return any("\udc80" <= ch <= "\udcff" for ch in value)
 
@@ -77,25 +94,37 @@ def read_chunks(path: Path, chunk_rows: int, columns: BatchColumns) -> Iterator[
     kind = _format(path)
     if not path.is_file():
         raise BatchError(f"{path}: no such file")
-    offset = 2 if kind == "csv" else 1
+    first_row = first_row_number(kind)
     start = 0
     for frame in _raw_chunks(path, kind, chunk_rows):
-        if columns.text not in frame.columns:
-            raise BatchError(
-                f"{path}: no column {columns.text!r}; found {list(frame.columns)} "
-                "(choose one with --text-column)"
-            )
-        out = pd.DataFrame(
-            {
-                "row": range(start + offset, start + offset + len(frame)),
-                "text": _strings(frame, columns.text),
-                "id": _strings(frame, columns.id),
-                "address": _strings(frame, columns.address),
-            },
-            dtype=object,
-        )
+        yield standard_frame(path, frame, columns, first_row + start)
         start += len(frame)
-        yield out
+
+
+def first_row_number(kind: str) -> int:
+    """The row number a user sees for the first record: CSV counts its header line."""
+    return 2 if kind == "csv" else 1
+
+
+def standard_frame(
+    path: Path, frame: pd.DataFrame, columns: BatchColumns, first_row: int
+) -> pd.DataFrame:
+    """A raw chunk as string columns `row`, `text`, `id`, `address` (also the Ray Data read
+    tasks' blocks, `aduan.model.ray_batch`)."""
+    if columns.text not in frame.columns:
+        raise BatchError(
+            f"{path}: no column {columns.text!r}; found {list(frame.columns)} "
+            "(choose one with --text-column)"
+        )
+    return pd.DataFrame(
+        {
+            "row": range(first_row, first_row + len(frame)),
+            "text": _strings(frame, columns.text),
+            "id": _strings(frame, columns.id),
+            "address": _strings(frame, columns.address),
+        },
+        dtype=object,
+    )
 
 
 def _strings(frame: pd.DataFrame, column: str) -> list[str]:
@@ -154,7 +183,7 @@ def classify_frame(
     errors: list[dict[str, Any]] = []
     good = []
     for record in frame.itertuples(index=False):
-        if _undecodable(record.text) or _undecodable(record.address):
+        if undecodable(record.text) or undecodable(record.address):
             errors.append({"row": record.row, "id": record.id, "reason": "undecodable bytes"})
         elif not normalize_text(record.text):
             errors.append({"row": record.row, "id": record.id, "reason": "empty text"})
@@ -173,7 +202,7 @@ def classify_frame(
     return answers, errors
 
 
-def _flat(answer: dict[str, Any]) -> dict[str, Any]:
+def flat_answer(answer: dict[str, Any]) -> dict[str, Any]:
     """CSV/Parquet columns of one answer."""
     unit = answer.get("unit") or {}
     return {
@@ -200,31 +229,12 @@ def _write_part(path: Path, kind: str, answers: list[dict[str, Any]]) -> None:
         lines = "".join(json.dumps(a, ensure_ascii=False) + "\n" for a in answers)
         tmp.write_text(lines, encoding="utf-8")
     else:
-        frame = pd.DataFrame([_flat(a) for a in answers], columns=list(_flat_columns()))
+        frame = pd.DataFrame([flat_answer(a) for a in answers], columns=list(FLAT_COLUMNS))
         if kind == "csv":
             frame.to_csv(tmp, index=False, header=False)
         else:
             frame.to_parquet(tmp, index=False)
     tmp.replace(path)  # a part exists only when complete
-
-
-def _flat_columns() -> tuple[str, ...]:
-    return (
-        "row",
-        "id",
-        "category",
-        "category_score",
-        "agency",
-        "agency_score",
-        "route",
-        "route_reason",
-        "kelurahan",
-        "kecamatan",
-        "office",
-        "category_top_k",
-        "agency_top_k",
-        "model_version",
-    )
 
 
 def _join(parts: list[Path], output: Path, kind: str) -> None:
@@ -239,13 +249,13 @@ def _join(parts: list[Path], output: Path, kind: str) -> None:
                 writer = pq.ParquetWriter(tmp, table.schema)
             writer.write_table(table.cast(writer.schema))
         if writer is None:
-            pd.DataFrame(columns=list(_flat_columns())).to_parquet(tmp, index=False)
+            pd.DataFrame(columns=list(FLAT_COLUMNS)).to_parquet(tmp, index=False)
         else:
             writer.close()
     else:
         with open(tmp, "wb") as out:
             if kind == "csv":
-                out.write((",".join(_flat_columns()) + "\n").encode())
+                out.write((",".join(FLAT_COLUMNS) + "\n").encode())
             for part in parts:
                 with open(part, "rb") as handle:
                     shutil.copyfileobj(handle, out)

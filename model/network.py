@@ -181,7 +181,9 @@ class _Exported(nn.Module):
 def export_onnx(network: MultiHeadClassifier, path: Path, opset: int = 17) -> list[str]:
     """Encoder, pooling and heads as one ONNX graph with dynamic batch and length axes;
     returns the output (head) names."""
-    wrapped = _Exported(network.eval())
+    # The exporter restores the training mode of the module it is given when it is done: the
+    # wrapper must be in eval mode too, or the network comes back with dropout switched on.
+    wrapped = _Exported(network.eval()).eval()
     example = (torch.ones((2, 8), dtype=torch.long), torch.ones((2, 8), dtype=torch.long))
     axes = {"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"}}
     axes.update({name: {0: "batch"} for name in wrapped.names})

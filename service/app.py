@@ -83,6 +83,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             task.cancel()
         state.ready = False
         await state.batcher.stop()
+        await asyncio.to_thread(state.close)
         if state.store is not None:
             state.store.close()
 

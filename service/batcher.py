@@ -25,6 +25,10 @@ class QueueFull(Exception):
     """More texts are waiting than the queue allows."""
 
 
+class BackendUnavailable(Exception):
+    """No model worker could answer (a Ray Serve replica died and the retries failed too)."""
+
+
 @dataclass
 class _Job(Generic[T]):
     texts: Sequence[Any]

@@ -48,13 +48,28 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     engine: Annotated[
         str | None,
-        typer.Option(help="Transformer engine: auto, onnx or torch (ADUAN_ENGINE)"),
+        typer.Option(
+            help="Transformer engine: auto, onnx or torch; or ray: the model in Ray Serve "
+            "replicas, each on the auto engine (ADUAN_ENGINE)"
+        ),
+    ] = None,
+    replicas: Annotated[
+        int | None,
+        typer.Option(min=1, help="--engine ray: replicas kept running (ADUAN_RAY_REPLICAS)"),
+    ] = None,
+    max_replicas: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="--engine ray: autoscale up to this many replicas (ADUAN_RAY_MAX_REPLICAS)"
+        ),
     ] = None,
 ) -> None:
     """Serve a model directory, or a registry's live version, over HTTP (FastAPI + uvicorn).
 
     With a registry, the service reloads without a restart when the live pointer moves, on
-    `POST /v1/admin/reload` and on SIGHUP."""
+    `POST /v1/admin/reload` and on SIGHUP. With --engine ray (needs `pip install
+    'aduan[ray]'`) the model runs in Ray Serve replicas on a local Ray instance, or on the
+    cluster at RAY_ADDRESS, behind this same HTTP service."""
     import uvicorn
 
     from aduan.model.artifacts import ModelDirError, read_config
@@ -68,7 +83,15 @@ def serve(
     if model and registry:
         raise _fail("give --model or --registry, not both")
     given: dict[str, Any] = {"model_dir": model, "registry": registry, "engine": engine}
+    given |= {"ray_replicas": replicas, "ray_max_replicas": max_replicas}
     settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    if settings.engine == "ray":
+        from aduan.model.ray_runtime import RayMissing, require_ray
+
+        try:
+            require_ray()
+        except RayMissing as exc:
+            raise _fail(str(exc)) from exc
     try:
         # Refuse a directory without labels before binding the port.
         _, path = ServiceState(settings).target()

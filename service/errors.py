@@ -96,6 +96,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        if exc.status in (429, 503):  # overloaded, or no model to answer yet: come back
+            headers = {"Retry-After": "1"}
         return _respond(request, exc.status, exc.message, exc.error_type, headers)
 
     @app.exception_handler(RequestValidationError)

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from aduan.model.explain import Explanation, explain
 from aduan.model.pipeline import Routed
 
-from .batcher import QueueFull
-from .errors import ApiError, overloaded, too_large
+from .batcher import BackendUnavailable, QueueFull
+from .errors import ApiError, not_ready, overloaded, too_large
 from .schemas import ClassifyItem, ClassifyResult
 from .state import ServiceState
 from .storage import NewRequest
@@ -37,12 +37,14 @@ async def classify(items: Sequence[tuple[str, str | None]], state: ServiceState)
 
 
 async def classify_items(items: Sequence[ClassifyItem], state: ServiceState) -> list[Routed]:
-    """Limits, then the batcher; a full queue becomes 429."""
+    """Limits, then the batcher; a full queue becomes 429, no replica to answer 503."""
     check_limits(items, state)
     try:
         return await classify([(item.text, item.address) for item in items], state)
     except QueueFull as exc:
         raise overloaded() from exc
+    except BackendUnavailable as exc:
+        raise not_ready("no model replica could answer; retry shortly") from exc
 
 
 def to_result(item_id: str | None, routed: Routed, top_k: int) -> ClassifyResult:

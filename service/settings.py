@@ -59,7 +59,23 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("var"), description="Where the embedded SQLite database lives")
     log_level: str = Field("INFO")
     engine: str = Field(
-        "auto", description="Transformer engine: auto (ONNX when exported), onnx or torch"
+        "auto",
+        description="Transformer engine: auto (ONNX when exported), onnx or torch; or ray: the "
+        "model runs in Ray Serve replicas (each on the auto engine), this app fronts them",
+    )
+    ray_replicas: int = Field(2, ge=1, description="engine ray: replicas kept running")
+    ray_max_replicas: int = Field(
+        0, ge=0, description="engine ray: the autoscaler's ceiling (0: no more than ray_replicas)"
+    )
+    ray_cpus_per_replica: float = Field(1.0, gt=0, description="engine ray: CPUs per replica")
+    ray_target_ongoing_requests: float = Field(
+        4.0, gt=0, description="engine ray: requests in flight per replica the autoscaler aims at"
+    )
+    ray_retries: int = Field(
+        2, ge=0, description="engine ray: retries on another replica when one dies mid-request"
+    )
+    ray_address: str = Field(
+        "", description="engine ray: the cluster to join (else RAY_ADDRESS, else a local one)"
     )
     threads: int = Field(0, ge=0, description="Inference threads (0: one per core)")
 

@@ -6,6 +6,10 @@ keeps answering), warms it with one prediction, and swaps the one `pipeline` ref
 request captures the pipeline once when it starts, so it finishes on the model it started
 with; the old pipeline is freed when the last such request is done. A directory that fails to
 load or to predict is refused and the old model keeps serving.
+
+With the `ray` engine the model calls go to Ray Serve replicas (`ray_serve.py`) instead of the
+batcher; this process keeps a pipeline of the same directory for what the routes read (labels,
+thresholds, explanations), and a reload rolls the replicas over to the new directory.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 WARM_UP_TEXT = "warm-up: lampu jalan padam"
+RAY = "ray"  # the engine setting that puts the model in Ray Serve replicas
 RELOADED, UNCHANGED, REFUSED = "reloaded", "unchanged", "refused"
 
 # What the batcher carries: the pipeline a request started with, the text and the address.
@@ -71,6 +76,7 @@ class ServiceState:
     source: str | None = None  # the registry version (or directory) the pipeline came from
     loaded_at: datetime | None = None
     refused: str | None = None  # the last target refused; the watcher does not retry it
+    remote: Any = None  # ray_serve.RayClassifier with the ray engine: it answers, not the batcher
     _reload_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
@@ -113,7 +119,11 @@ class ServiceState:
         must not start)."""
         settings = self.settings
         name, path = self.target()
-        self._install(self._load_pipeline(path), name)
+        pipeline = self._load_pipeline(path)
+        if settings.engine == RAY:
+            self.remote = self._ray_classifier()
+            self.remote.deploy(path)
+        self._install(pipeline, name)
         self.batcher = DynamicBatcher(
             self.classify_batch,
             max_size=settings.batch_max_size if settings.batching else 1,
@@ -124,7 +134,33 @@ class ServiceState:
 
     def _load_pipeline(self, path: Path) -> Pipeline:
         settings = self.settings
-        return Pipeline.load(path, settings.gazetteer, settings.engine, settings.threads)
+        engine = "auto" if settings.engine == RAY else settings.engine
+        return Pipeline.load(path, settings.gazetteer, engine, settings.threads)
+
+    def _ray_classifier(self) -> Any:
+        from .ray_serve import RayClassifier, RayServeOptions
+
+        settings = self.settings
+        return RayClassifier(
+            RayServeOptions(
+                replicas=settings.ray_replicas,
+                max_replicas=settings.ray_max_replicas,
+                cpus_per_replica=settings.ray_cpus_per_replica,
+                target_ongoing_requests=settings.ray_target_ongoing_requests,
+                max_queued_requests=settings.queue_size,
+                batch_max_size=settings.batch_max_size,
+                batch_max_wait_ms=settings.batch_max_wait_ms,
+                retries=settings.ray_retries,
+                address=settings.ray_address or None,
+                gazetteer=settings.gazetteer,
+            )
+        )
+
+    def close(self) -> None:
+        """Release what serving holds outside this process (the Ray Serve application)."""
+        if self.remote is not None:
+            self.remote.shutdown()
+            self.remote = None
 
     def _install(self, pipeline: Pipeline, name: str) -> None:
         # One reference assignment: a request sees the old pipeline or the new, never a mix.
@@ -140,13 +176,22 @@ class ServiceState:
         assert self.batcher is not None
         pipeline = self.pipeline
         assert pipeline is not None
-        answers = await self.batcher.submit([(pipeline, text, address) for text, address in items])
+        if self.remote is not None:
+            answers = await self.remote.classify(items)
+        else:
+            answers = await self.batcher.submit(
+                [(pipeline, text, address) for text, address in items]
+            )
         self.drift.observe(answers)
         return answers
 
     async def warm_up(self) -> None:
-        """One prediction through the batcher (its thread and the model's first call)."""
+        """One prediction through the batcher (its thread and the model's first call), or
+        through the replicas."""
         assert self.batcher is not None and self.pipeline is not None
+        if self.remote is not None:
+            await self.remote.classify([(WARM_UP_TEXT, None)])
+            return
         await self.batcher.submit([(self.pipeline, WARM_UP_TEXT, None)])
 
     def classify_batch(self, items: list[Item]) -> list[Routed]:
@@ -185,6 +230,8 @@ class ServiceState:
                 return ReloadOutcome(UNCHANGED, previous, previous, name)
             try:
                 pipeline = await asyncio.to_thread(self._load_and_warm, path)
+                if self.remote is not None:  # a rolling update of the replicas
+                    await asyncio.to_thread(self.remote.deploy, path)
             except Exception as exc:  # ModelDirError, corrupt weights, a failing prediction
                 return self._refuse(name, previous, str(exc), reason)
             self._install(pipeline, name)

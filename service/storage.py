@@ -30,6 +30,7 @@ from sqlalchemy import (
     func,
     select,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -179,17 +180,32 @@ def downgrade(url: str, revision: str) -> None:
     _migrate(url, "downgrade", revision)
 
 
+# PostgreSQL advisory lock key held while migrating: replicas of the service starting together
+# (a Kubernetes Deployment) migrate one after the other; the later ones find the schema at head.
+MIGRATION_LOCK = 0x616475616E  # "aduan"
+
+
 def _migrate(url: str, direction: str, revision: str) -> None:
     from alembic import command
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", MIGRATIONS)
-    config.attributes["engine"] = make_engine(url)
+    engine = make_engine(url)
+    config.attributes["engine"] = engine
     try:
-        getattr(command, direction)(config, revision)
+        with engine.connect() as lock:
+            postgres = lock.dialect.name == "postgresql"
+            key = {"key": MIGRATION_LOCK}
+            if postgres:
+                lock.execute(sql_text("SELECT pg_advisory_lock(:key)"), key)
+            try:
+                getattr(command, direction)(config, revision)
+            finally:
+                if postgres:
+                    lock.execute(sql_text("SELECT pg_advisory_unlock(:key)"), key)
     finally:
-        config.attributes["engine"].dispose()
+        engine.dispose()
 
 
 class Store:

@@ -338,3 +338,27 @@ def tiny_model_v2(tmp_path_factory: pytest.TempPathFactory, complaints_csv: Path
     )
     assert result.exit_code == 0, result.output
     return output
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A real local Ray instance with 2 CPUs and a small object store for one test module;
+    the module is skipped where the `ray` extra is not installed."""
+    ray = pytest.importorskip("ray")
+    import logging
+
+    if ray.is_initialized():  # something of an earlier module's Ray Serve handles re-joined it
+        ray.shutdown()
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=256 * 1024 * 1024,
+        logging_level=logging.WARNING,
+        configure_logging=False,
+    )
+    yield ray
+    import sys
+
+    if "ray.serve" in sys.modules:  # stop the controller and the handles' routers first
+        sys.modules["ray.serve"].shutdown()
+    ray.shutdown()

@@ -124,7 +124,16 @@ def test_batch_missing_text_column_is_a_clear_error(tiny_model, tmp_path):
     source = tmp_path / "in.csv"
     source.write_text("id,body\n1,lampu mati\n")
     result = runner.invoke(
-        app, ["batch", "--model", str(tiny_model), "--input", str(source), "--output", "o.csv"]
+        app,
+        [
+            "batch",
+            "--model",
+            str(tiny_model),
+            "--input",
+            str(source),
+            "--output",
+            str(tmp_path / "o.csv"),
+        ],
     )
     assert result.exit_code == 2 and "no column 'text'" in result.output
     assert BatchColumns().text == "text"

@@ -140,3 +140,21 @@ def test_engines_directories_of_format_2_still_load(tiny_transformer, tmp_path):
     new = ComplaintClassifier.load(tiny_transformer).predict_proba(TEXTS)
     for head in old:
         np.testing.assert_allclose(old[head], new[head], atol=1e-6)
+
+
+def test_engines_export_leaves_the_network_as_it_found_it(tiny_transformer, tmp_path):
+    """The exporter restores the training mode of the module it is given: after an export
+    the PyTorch engine must still run without dropout and agree with the exported file."""
+    from aduan.model.onnx import OnnxEngine, export_network
+
+    backend = ComplaintClassifier.load(tiny_transformer, engine="torch").backend
+    entry = export_network(backend.network, tmp_path, "fp32")
+    assert not any(module.training for module in backend.network.modules())
+    onnx = OnnxEngine.from_file(tmp_path / entry["file"])
+    ids = backend.tokenizer(TEXTS)
+    from aduan.model.transformer import batched_logits
+
+    ours = batched_logits(backend.engine, ids, backend.tokenizer.pad_id, 4)
+    theirs = batched_logits(onnx, ids, backend.tokenizer.pad_id, 4)
+    for head in ours:
+        np.testing.assert_allclose(ours[head], theirs[head], atol=1e-4)

@@ -2,6 +2,7 @@
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from aduan.service.storage import NewRequest, Store, downgrade, make_engine, upgrade
@@ -109,3 +110,14 @@ def test_storage_migration_0002_keeps_earlier_corrections_and_reverts(database_u
     assert "status" not in {c["name"] for c in sa.inspect(engine).get_columns("requests")}
     engine.dispose()
     upgrade(database_url)
+
+
+def test_storage_replicas_migrating_together_all_succeed(database_url):
+    """Pods of a Deployment start together and each migrates at start-up: the advisory lock
+    makes them take turns (without it the second one's CREATE TABLE fails)."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the lock is PostgreSQL's; SQLite has one process writing")
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda _: upgrade(database_url), range(3)))

@@ -156,6 +156,9 @@ def train(
         else:
             version, metrics = train_version(config, Registry(registry), promote=promote, keep=keep)
             where = Registry(registry).path(version)
+        if not metrics:  # a torchrun process other than rank 0: rank 0 wrote and reports
+            return
+        if output is None:
             live = Registry(registry).live()
             typer.echo(f"version {version} added to {registry} (live: {live})")
     except (DataError, ValueError, FileNotFoundError, ModelDirError, RegistryError) as exc:

@@ -74,7 +74,7 @@ class TrainConfig:
     distill_from: str = ""
     distill_weight: float = 0.5
     distill_temperature: float = 2.0
-    device: str = "cpu"  # "cpu", "cuda" or "auto" (CUDA when there is one)
+    device: str = "auto"  # "cpu", "cuda" or "auto" (a GPU when CUDA is there)
     max_steps: int = 0  # stop after this many optimiser steps (0 = no limit; for smoke runs)
     base_cache: str = "models/base"  # where the default base encoder is built and cached
     adapt_steps: int = 0  # domain-adaptive MLM steps on the default base first (0 = none)

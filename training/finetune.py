@@ -5,6 +5,10 @@ encoder, linear warm-up and decay, bf16 autocast on the CPU, length-bucketed bat
 class-weighted cross-entropy, early stopping on validation agency macro-F1, a checkpoint after
 every epoch (a rerun resumes from it) and fixed seeds.
 
+Under `torchrun` the same loop runs data-parallel (`distributed.py`): each process trains on its
+share of every epoch's batches, gradients are averaged over the processes after each backward
+pass, and rank 0 alone writes checkpoints. It runs on CUDA when there is a GPU.
+
 What makes it fit a 2-core CPU: `encoder_layers` keeps only the lower layers of the base
 (pruning), and `frozen_layers` freezes the embeddings and the lowest layers, whose outputs are
 computed once per text and cached, so an epoch costs only the upper layers. With `refit_all`
@@ -16,6 +20,7 @@ on every row with that epoch count.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import logging
@@ -40,6 +45,7 @@ from aduan.model.network import MultiHeadClassifier, TorchEngine, load_encoder
 from aduan.model.tfidf import TfidfBackend
 from aduan.model.transformer import TokenIds, TransformerBackend
 
+from . import distributed
 from .batches import bucketed_batches
 from .config import TrainConfig
 from .data import Splits, load_splits
@@ -106,19 +112,25 @@ class LowerCache:
     states: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @torch.inference_mode()
-    def fill(
-        self, model: MultiHeadClassifier, tokenizer: TokenIds, texts: list[str], device: str
-    ) -> None:
+    def fill(self, model: MultiHeadClassifier, tokenizer: TokenIds, texts: list[str]) -> None:
         missing = sorted({t for t in texts if t not in self.states})
         if not missing:
             return
         model.eval()
+        device = next(model.parameters()).device
         ids = tokenizer(missing)
         order = np.argsort([len(x) for x in ids], kind="stable")
-        with torch.autocast(_device_type(device), dtype=torch.bfloat16):
-            for start in tqdm(range(0, len(ids), 64), desc="lower layers (once)", unit="batch"):
+        steps = tqdm(
+            range(0, len(ids), 64),
+            desc="lower layers (once)",
+            unit="batch",
+            disable=not distributed.is_main(),
+        )
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            for start in steps:
                 rows = order[start : start + 64]
-                input_ids, mask = _pad([ids[i] for i in rows], tokenizer.pad_id)
+                batch = [ids[i] for i in rows]
+                input_ids, mask = _pad(batch, tokenizer.pad_id)
                 hidden = model.lower(input_ids.to(device), mask.to(device), self.layers)
                 hidden = hidden.to(torch.bfloat16).cpu()
                 for k, i in enumerate(rows):
@@ -134,17 +146,6 @@ class LowerCache:
             hidden[row, : len(s)] = s.float()
             mask[row, : len(s)] = 1
         return hidden, mask
-
-
-def _device_type(device: str) -> str:
-    return "cuda" if device.startswith("cuda") else "cpu"
-
-
-def resolve_device(setting: str) -> str:
-    """`auto`: a CUDA device when there is one, else the CPU."""
-    if setting == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return setting
 
 
 def _pad(ids: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,7 +170,6 @@ class _Trainer:
         fixed_epochs: int = 0,
     ) -> None:
         self.config = config
-        self.device = resolve_device(config.device)
         self.checkpoint_dir = checkpoint_dir
         self.fixed_epochs = fixed_epochs
         self.epochs = fixed_epochs or config.epochs
@@ -194,15 +194,16 @@ class _Trainer:
             {h: len(ls) for h, ls in self.labels.items()},
             config.dropout,
         )
+        self.device = distributed.device(config.device)
+        self.model.to(self.device)
+        distributed.broadcast_module(self.model)  # every process starts from rank 0's weights
         self.texts = {
             "train": splits.train["text"].tolist(),
             "valid": splits.valid["text"].tolist(),
         }
-        self.model.to(self.device)
         if cache is not None:
             self._freeze(cache.layers)
-            every = [*self.texts["train"], *self.texts["valid"]]
-            cache.fill(self.model, tokenizer, every, self.device)
+            cache.fill(self.model, tokenizer, [*self.texts["train"], *self.texts["valid"]])
             self.ids = {}
         else:
             self.ids = {part: tokenizer(texts) for part, texts in self.texts.items()}
@@ -231,8 +232,7 @@ class _Trainer:
         return self.model(ids.to(self.device), mask.to(self.device))
 
     def _autocast(self) -> Any:
-        device_type = _device_type(self.device)
-        return torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.config.bf16)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
 
     def _loss(
         self, out: dict[str, torch.Tensor], batch: list[int], losses: dict[str, nn.Module]
@@ -277,7 +277,7 @@ class _Trainer:
         """Train; returns the epoch count of the kept weights (the best scored epoch, or
         `fixed_epochs`)."""
         config = self.config
-        _seed(config.seed)
+        _seed(config.seed + distributed.rank())  # dropout differs per process, weights do not
         trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
             [
@@ -288,7 +288,10 @@ class _Trainer:
         )
         optimizer.param_groups[0]["lr"] = config.lr_encoder
         optimizer.param_groups[1]["lr"] = config.lr_head
-        steps_per_epoch = (len(self.texts["train"]) + config.batch_size - 1) // config.batch_size
+        batches_per_epoch = (len(self.texts["train"]) + config.batch_size - 1) // config.batch_size
+        # Under torchrun each process takes its share of the batches: fewer steps per epoch,
+        # each on world_size x batch_size texts.
+        steps_per_epoch = -(-batches_per_epoch // distributed.world_size())
         total = steps_per_epoch * self.epochs
         if config.max_steps:
             total = min(total, config.max_steps)
@@ -307,14 +310,21 @@ class _Trainer:
             for h in self.labels
         }
         start_epoch, best, best_epoch, best_state, stale, step = self._resume(optimizer, scheduler)
+        distributed.agree(start_epoch, "the epoch to resume from")
         lengths = self._lengths("train")
+        params = [p for _, p in trainable]
         epoch = start_epoch
         for epoch in range(start_epoch, self.epochs):
             self.model.train()
-            batches = bucketed_batches(
-                lengths, config.batch_size, random.Random(config.seed + epoch)
+            batches = distributed.shard(
+                bucketed_batches(lengths, config.batch_size, random.Random(config.seed + epoch))
             )
-            bar = tqdm(batches, desc=f"epoch {epoch + 1}/{self.epochs}", unit="batch")
+            bar = tqdm(
+                batches,
+                desc=f"epoch {epoch + 1}/{self.epochs}",
+                unit="batch",
+                disable=not distributed.is_main(),
+            )
             started = time.perf_counter()
             for batch in bar:
                 with self._autocast():
@@ -322,6 +332,7 @@ class _Trainer:
                 loss = self._loss(out, batch, losses)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                distributed.average_gradients(params)
                 nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
                 optimizer.step()
                 scheduler.step()
@@ -370,15 +381,18 @@ class _Trainer:
         optimizer: Any,
         scheduler: Any,
     ) -> None:
+        if not distributed.is_main():  # every process holds the same weights: one writes
+            return
         path = self.checkpoint_dir
         path.mkdir(parents=True, exist_ok=True)
         save_file(
-            {k: v.contiguous() for k, v in self.model.state_dict().items()},
+            {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()},
             str(path / "last.safetensors"),
         )
         if best_state is not None:
             save_file(
-                {k: v.contiguous() for k, v in best_state.items()}, str(path / "best.safetensors")
+                {k: v.detach().cpu().contiguous() for k, v in best_state.items()},
+                str(path / "best.safetensors"),
             )
         # Optimiser state is only ever read back by this code, never shipped in a model.
         torch.save(
@@ -408,13 +422,15 @@ class _Trainer:
             log.info("checkpoint in %s is for other settings; starting afresh", self.checkpoint_dir)
             return fresh
         self.model.load_state_dict(
-            load_file(str(self.checkpoint_dir / "last.safetensors"), device=self.device)
+            load_file(str(self.checkpoint_dir / "last.safetensors"), device=str(self.device))
         )
         extra = torch.load(self.checkpoint_dir / "optimizer.pt", weights_only=True)
         optimizer.load_state_dict(extra["optimizer"])
         scheduler.load_state_dict(extra["scheduler"])
         best_path = self.checkpoint_dir / "best.safetensors"
-        best_state = load_file(str(best_path), device=self.device) if best_path.is_file() else None
+        best_state = (
+            load_file(str(best_path), device=str(self.device)) if best_path.is_file() else None
+        )
         log.info("resuming from epoch %d of %s", state["epoch"], self.checkpoint_dir)
         return (
             state["epoch"],
@@ -508,7 +524,9 @@ def fit_transformer(
     """The selection run (fine-tune with early stopping, routing table, TF-IDF, mixing fitted
     on the validation rows), or with `refit_of` (what the selection run returned) the refit on
     every row in `splits.train` with the selected epoch count and mixing."""
-    torch.set_num_threads(config.threads or os.cpu_count() or 1)
+    # torchrun's processes on one machine share its cores
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(config.threads or max(1, (os.cpu_count() or 1) // local_processes))
     if refit_of is not None:
         shared: _Shared = refit_of[1]["_shared"]
         trainer = _Trainer(
@@ -523,12 +541,16 @@ def fit_transformer(
         trainer.train()
         return _backend(trainer, config, splits, shared.mixing), {"refit_epochs": shared.epochs}
 
-    base = resolve_base(config)
-    log.info("base encoder: %s", base)
-    tokenizer = load_tokenizer(base, config.max_length, checkpoint_dir / "tokenizer")
+    with distributed.main_first():  # rank 0 builds a missing cached base; the others find it
+        base = resolve_base(config)
+        log.info("base encoder: %s", base)
+        tokenizer = load_tokenizer(base, config.max_length, checkpoint_dir / "tokenizer")
     cache = LowerCache(config.frozen_layers) if config.frozen_layers else None
     trainer = _Trainer(config, splits, checkpoint_dir, base, tokenizer, cache)
     epochs = trainer.train()
+    if not distributed.is_main():  # rank 0 alone mixes, calibrates and writes
+        backend = _backend(trainer, dataclasses.replace(config, ensemble_tfidf=False), splits, {})
+        return backend, {"_shared": _Shared(base, tokenizer, cache, epochs, {})}
     backend = _backend(trainer, config, splits, {})
     _shipped_engine(backend, config)
     texts = splits.valid["text"].tolist()

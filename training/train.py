@@ -23,6 +23,7 @@ from aduan.model.registry import DEFAULT_KEEP, Registry
 from aduan.model.resources import default_gazetteer
 from aduan.model.taxonomy import taxonomy_text
 
+from . import distributed
 from .card import render_card
 from .config import TrainConfig
 from .data import Splits, load_splits
@@ -129,9 +130,31 @@ def train(
     config: TrainConfig, output: Path | str, *, model_version: str | None = None
 ) -> dict[str, Any]:
     """Train, calibrate and write a complete model directory at `output` (atomically);
-    `model_version` names it (default: `<preset>-<UTC timestamp>`)."""
+    `model_version` names it (default: `<preset>-<UTC timestamp>`).
+
+    Under `torchrun` every process trains (data-parallel, `distributed.py`) and rank 0 alone
+    writes; the others return an empty dict."""
     output = Path(output)
-    splits, _ = load_splits(config)
+    with distributed.session():
+        splits, _ = load_splits(config)
+        if not distributed.is_main():
+            _train_worker(config, splits, output)
+            return {}
+        return _train_main(config, splits, output, model_version)
+
+
+def _train_worker(config: TrainConfig, splits: Splits, output: Path) -> None:
+    """A process other than rank 0: the same training steps (its gradients averaged with the
+    others'), calibration and writing left to rank 0."""
+    checkpoint_dir = output.parent / f".{output.name}.checkpoint"
+    selected = fit(config, splits, checkpoint_dir)
+    if config.refit_all:
+        _refit_all(config, splits, checkpoint_dir, selected)
+
+
+def _train_main(
+    config: TrainConfig, splits: Splits, output: Path, model_version: str | None
+) -> dict[str, Any]:
     output.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
     try:
@@ -146,6 +169,8 @@ def train(
             backend, extra["trained_on"] = _refit_all(config, splits, checkpoint_dir, selected)
             train_seconds = time.perf_counter() - started
         extra = {k: v for k, v in extra.items() if not k.startswith("_")}
+        if distributed.describe():
+            extra["data_parallel"] = distributed.describe()
         extra.update(backend.save(workdir))
         metrics = _write_directory(
             workdir,
@@ -254,6 +279,8 @@ def train_version(
     one); True always, False never. Old versions beyond the newest `keep` (and the live one)
     are pruned afterwards.
     """
+    if not distributed.is_main():  # torchrun: rank 0 names, writes and adds the version
+        return "", train(config, registry.staging("data-parallel-worker"))
     version = registry.new_version(config.preset)
     metrics = train(config, registry.staging(version), model_version=version)
     registry.add(registry.staging(version))

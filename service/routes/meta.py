@@ -44,6 +44,7 @@ def info(state: ReadyStateDep) -> dict[str, Any]:
             "loaded_at": state.loaded_at.isoformat(timespec="seconds") if state.loaded_at else None,
         },
         "model_type": classifier.config["model_type"],
+        "engine": settings.engine,
         "base_encoder": classifier.config.get("base_encoder"),
         "labels": {head: list(labels) for head, labels in classifier.classes_.items()},
         "thresholds": classifier.thresholds,
@@ -56,6 +57,14 @@ def info(state: ReadyStateDep) -> dict[str, Any]:
             "batch_max_size": settings.batch_max_size,
             "batch_max_wait_ms": settings.batch_max_wait_ms,
             "queue_size": settings.queue_size,
+            **(
+                {
+                    "ray_replicas": settings.ray_replicas,
+                    "ray_max_replicas": max(settings.ray_max_replicas, settings.ray_replicas),
+                }
+                if settings.engine == "ray"
+                else {}
+            ),
         },
         "validation_metrics": {
             head: {

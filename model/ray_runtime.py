@@ -1,0 +1,54 @@
+"""Starting or joining a Ray cluster for the optional Ray engines (`aduan serve --engine ray`,
+`aduan batch --engine ray`); Ray comes with the extra `aduan[ray]` and is imported only here
+and by the modules that run on it."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "the ray engine needs the extra: pip install 'aduan[ray]'"
+# A local instance keeps its shared-memory object store small: the streaming executor holds
+# only a few blocks at a time, and the machine is shared with the service and training.
+LOCAL_OBJECT_STORE_BYTES = 1 << 30
+
+
+class RayMissing(ImportError):
+    """Ray is not installed; the message says which extra brings it."""
+
+
+def require_ray() -> Any:
+    """The `ray` module, or `RayMissing` saying how to install it."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise RayMissing(INSTALL_HINT) from exc
+    return ray
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> dict[str, float]:
+    """Join the cluster at `address` (else `RAY_ADDRESS`), or start a local instance with
+    `num_cpus` (default: every core); an already-initialised Ray (tests, notebooks) is kept.
+    Returns the cluster's resources."""
+    ray = require_ray()
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        options: dict[str, Any] = {
+            "include_dashboard": False,
+            "logging_level": logging.WARNING,
+            "configure_logging": False,
+        }
+        if address:
+            ray.init(address=address, **options)
+            log.info("joined the Ray cluster at %s", address)
+        else:
+            ray.init(
+                num_cpus=num_cpus or os.cpu_count() or 1,
+                object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                **options,
+            )
+            log.info("started a local Ray instance")
+    return dict(ray.cluster_resources())

@@ -1,0 +1,83 @@
+"""deploy/k8s: the Kubernetes manifests are valid against the API's schemas (the ones the
+`kubernetes-validate` package ships: no network), and they keep the promises deploy/README.md
+makes (probes on the health routes, a read-only model volume, exit codes, scaling)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+K8S = Path(__file__).resolve().parents[1] / "deploy" / "k8s"
+KUBERNETES = "1.30.0"  # the oldest version the manifests are checked against (CronJob timeZone)
+
+
+def _documents() -> list[dict]:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    docs = []
+    for name in kustomization["resources"]:
+        docs += [d for d in yaml.safe_load_all((K8S / name).read_text()) if d]
+    return docs
+
+
+def _one(kind: str, name: str) -> dict:
+    [doc] = [d for d in _documents() if d["kind"] == kind and d["metadata"]["name"] == name]
+    return doc
+
+
+def test_deploy_kustomization_lists_every_manifest():
+    listed = set(yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"])
+    assert listed == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+
+
+@pytest.mark.parametrize("version", [KUBERNETES, "1.33.0"])
+def test_deploy_manifests_match_the_kubernetes_schemas(version):
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    docs = _documents()
+    assert {d["kind"] for d in docs} >= {
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "StatefulSet",
+        "CronJob",
+        "PersistentVolumeClaim",
+        "ConfigMap",
+    }
+    for doc in docs:
+        # strict: an unknown or misspelt field fails too
+        kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_deploy_schema_check_catches_a_wrong_field():
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    broken = _one("Deployment", "aduan")
+    broken["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {"httpGet": {}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES, strict=True)
+
+
+def test_deploy_service_probes_health_and_mounts_the_model_read_only():
+    pod = _one("Deployment", "aduan")["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
+    [models] = [m for m in container["volumeMounts"] if m["name"] == "models"]
+    assert models["readOnly"] is True
+    [volume] = [v for v in pod["volumes"] if v["name"] == "models"]
+    assert volume["persistentVolumeClaim"]["readOnly"] is True
+    env = {e["name"]: e for e in container["env"]}
+    assert env["ADUAN_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "aduan-db"
+    hpa = _one("HorizontalPodAutoscaler", "aduan")["spec"]
+    assert hpa["scaleTargetRef"]["name"] == "aduan" and hpa["maxReplicas"] > hpa["minReplicas"]
+
+
+def test_deploy_retrain_job_reports_refusals_as_failures():
+    job = _one("CronJob", "aduan-retrain")["spec"]
+    assert job["concurrencyPolicy"] == "Forbid"
+    spec = job["jobTemplate"]["spec"]
+    assert spec["backoffLimit"] == 0  # exit 3 (refused) / 2 (failed) is not retried
+    [container] = spec["template"]["spec"]["containers"]
+    assert "aduan retrain" in " ".join(container["command"])
+    [models] = [m for m in container["volumeMounts"] if m["name"] == "models"]
+    assert not models.get("readOnly", False)  # the job writes the registry the pods read
