@@ -8,6 +8,8 @@ from xml.etree import ElementTree
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -16,19 +18,49 @@ log = logging.getLogger(__name__)
 class ApiError(Exception):
     """An error answered as `{"error": message, "error_type": kind}` with `status`."""
 
-    def __init__(self, status: int, error_type: str, message: str) -> None:
+    def __init__(
+        self,
+        status: int,
+        error_type: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.error_type = error_type
         self.message = message
+        self.headers = headers or {}
 
 
 def too_large(message: str) -> ApiError:
     return ApiError(413, "payload_too_large", message)
 
 
-def overloaded(message: str = "the inference queue is full; retry shortly") -> ApiError:
-    return ApiError(429, "overloaded", message)
+def overloaded(
+    message: str = "the inference queue is full; retry shortly", retry_after: str = "1"
+) -> ApiError:
+    return ApiError(429, "overloaded", message, {"Retry-After": retry_after})
+
+
+def rate_limited(name: str, retry_after: str) -> ApiError:
+    return ApiError(
+        429,
+        "rate_limited",
+        f"{name} sent more requests than its rate limit allows; retry after {retry_after} s",
+        {"Retry-After": retry_after},
+    )
+
+
+DATABASE_RETRY_AFTER = "5"
+
+
+def database_unavailable() -> ApiError:
+    return ApiError(
+        503,
+        "database_unavailable",
+        "the database is unavailable: nothing was stored or changed; retry later",
+        {"Retry-After": DATABASE_RETRY_AFTER},
+    )
 
 
 def not_ready(message: str = "the model is not loaded yet") -> ApiError:
@@ -46,6 +78,7 @@ _STATUS_TYPES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
+    408: "timeout",
     415: "unsupported_media",
     422: "validation_error",
     429: "overloaded",
@@ -92,11 +125,37 @@ def _describe(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def is_unavailable(exc: BaseException) -> bool:
+    """A database error that says the database cannot be reached or written (connection
+    refused or lost, disk full, locked, pool exhausted), not a bug in a query."""
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeout):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return _respond(request, exc.status, exc.message, exc.error_type, headers)
+        headers = dict(exc.headers)
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        return _respond(request, exc.status, exc.message, exc.error_type, headers or None)
+
+    @app.exception_handler(SQLAlchemyError)
+    async def _database(request: Request, exc: SQLAlchemyError) -> Response:
+        if not is_unavailable(exc):
+            return await _unexpected(request, exc)
+        # The driver's message names the host or says "disk is full"; engines are created
+        # with hide_parameters, so no stored text can appear in it.
+        cause = getattr(exc, "orig", None) or exc
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+        log.error("database unavailable on %s: %s: %s", _path(request), type(cause).__name__, first)
+        state = getattr(request.app.state, "service", None)
+        store = getattr(state, "store", None)
+        if store is not None and hasattr(store, "mark_unavailable"):
+            store.mark_unavailable(f"{type(cause).__name__}: {first}")
+        error = database_unavailable()
+        return _respond(request, error.status, error.message, error.error_type, error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -113,5 +172,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s", request.url.path)
+        log.exception("unhandled error on %s", _path(request))
         return _respond(request, 500, "internal error", "internal_error")
+
+
+def _path(request: Request) -> str:
+    # The route template, not the path: a path may carry anything a client typed.
+    route = request.scope.get("route")
+    return getattr(route, "path", None) or "unmatched"

@@ -8,6 +8,7 @@ The schema is managed by Alembic (`service/migrations`), applied at start-up or 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -31,9 +32,11 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 log = logging.getLogger(__name__)
+CONNECT_TIMEOUT_S = 5
 # Alembic finds the migration scripts as package resources (a wheel install has no checkout).
 MIGRATIONS = "aduan.service:migrations"
 
@@ -154,8 +157,12 @@ def database_url(url: str, data_dir: Path) -> str:
 def make_engine(url: str) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    # hide_parameters: an error message never carries the values of a query (complaint
+    # texts, addresses), wherever it is logged.
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True
+        )
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -166,7 +173,15 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # A database that stops answering fails a request within seconds (503), never hangs it.
+    connect = {"connect_timeout": CONNECT_TIMEOUT_S} if "psycopg" in url else {}
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_timeout=CONNECT_TIMEOUT_S,
+        hide_parameters=True,
+        connect_args=connect,
+    )
 
 
 def upgrade(url: str, revision: str = "head") -> None:
@@ -198,6 +213,32 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.sessions = sessionmaker(engine, expire_on_commit=False)
+        # Whether the database answered the last check or request; readiness shows it.
+        self.available = True
+        self.last_error: str | None = None
+        self.unavailable_since: float | None = None
+
+    def mark_unavailable(self, error: str) -> None:
+        if self.available:
+            log.error("database unavailable: %s", error)
+            self.unavailable_since = time.monotonic()
+        self.available, self.last_error = False, error
+
+    def ping(self) -> bool:
+        """One `SELECT 1`; updates `available` (recovery is logged with its duration)."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(select(1))
+        except SQLAlchemyError as exc:
+            cause = getattr(exc, "orig", None) or exc
+            first = (str(cause).strip().splitlines() or [""])[0]
+            self.mark_unavailable(f"{type(cause).__name__}: {first}")
+            return False
+        if not self.available:
+            down = time.monotonic() - (self.unavailable_since or time.monotonic())
+            log.warning("database available again after %.1f s", down)
+        self.available, self.last_error, self.unavailable_since = True, None, None
+        return True
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
