@@ -125,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RequestGuard,
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.body_timeout_s,
+        max_header_bytes=settings.max_header_bytes,
         draining=lambda: state.draining,
     )
     install_observability(app, app.state.service.metrics, lambda: app.state.service.version)

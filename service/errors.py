@@ -82,6 +82,7 @@ _STATUS_TYPES = {
     415: "unsupported_media",
     422: "validation_error",
     429: "overloaded",
+    431: "headers_too_large",
     503: "not_ready",
 }
 

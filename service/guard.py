@@ -1,4 +1,5 @@
-"""What every request passes before any route parses it: the body is read with a size cap
+"""What every request passes before any route parses it: the URL holds no NUL, the head is
+within `max_header_bytes` (431), the body is read with a size cap
 (413 as soon as it is exceeded, from Content-Length or while streaming) and a deadline (408
 for a client that sends its body byte by byte), and a JSON body must be UTF-8, free of duplicate
 keys and lone surrogates, not nested absurdly deep, and sent as `application/json` to `/v1`
@@ -96,6 +97,14 @@ def check_json(body: bytes) -> None:
         )
 
 
+def _check_url(scope: Scope) -> None:
+    """NUL in a path or query parameter: no stored id or filter value can hold one (PostgreSQL
+    text cannot), so it is refused here rather than failing in the database."""
+    query: bytes = scope.get("query_string", b"")
+    if "\x00" in scope["path"] or b"%00" in query.lower():
+        raise _Refused(400, "bad_request", "NUL characters are not allowed in the URL")
+
+
 def _is_json(content_type: str) -> bool:
     kind = content_type.split(";", 1)[0].strip().lower()
     return kind == "application/json" or kind.endswith("+json")
@@ -110,10 +119,12 @@ class RequestGuard:
         *,
         max_body_bytes: int,
         body_timeout_s: float,
+        max_header_bytes: int = 16 * 1024,
         draining: Callable[[], bool] = lambda: False,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_header_bytes = max_header_bytes
         self.body_timeout_s = body_timeout_s
         self.draining = draining
 
@@ -124,6 +135,8 @@ class RequestGuard:
         send = self._closing_when_draining(send)
         headers = Headers(scope=scope)
         try:
+            _check_url(scope)
+            self._check_head(scope)
             if not self._has_body(headers):
                 await self.app(scope, receive, send)
                 return
@@ -135,6 +148,19 @@ class RequestGuard:
         except _Gone:
             return
         await self.app(scope, _replay(body, receive), send)
+
+    def _check_head(self, scope: Scope) -> None:
+        # uvicorn bounds a head that arrives slowly; one that arrives in a single read is
+        # measured here (431, as RFC 6585 says).
+        size = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
+        size += sum(len(name) + len(value) + 4 for name, value in scope.get("headers", []))
+        if size > self.max_header_bytes:
+            raise _Refused(
+                431,
+                "headers_too_large",
+                f"the request head has {size} bytes; the limit is {self.max_header_bytes}",
+                close=True,
+            )
 
     def _has_body(self, headers: Headers) -> bool:
         length = headers.get("content-length")

@@ -246,6 +246,7 @@ def test_service_refuses_corrupt_weights(tiny_model, gazetteer_csv, tmp_path):
 
     broken = tmp_path / "corrupt"
     shutil.copytree(tiny_model, broken)
+    (broken / "manifest.json").unlink()  # a directory from before checksums
     (broken / "tfidf.safetensors").write_bytes(b"\x00garbage" * 10)
     app = create_app(Settings(model_dir=broken, gazetteer=gazetteer_csv))
     with pytest.raises(ModelDirError, match="corrupt"), TestClient(app):

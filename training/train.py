@@ -158,6 +158,7 @@ def train(
             train_seconds,
             {**extra, "model_version": model_version, "reference": reference},
         )
+        artifacts.write_manifest(workdir)  # last: every file is in place
         _make_readable(workdir)
         if output.exists():
             shutil.rmtree(output)
