@@ -15,7 +15,7 @@ PACKAGES := aduan model service training data
 # checkers see `aduan.*` like an installed wheel; it is refreshed when files are added/removed.
 EDITABLE := --no-build-isolation --config-settings editable_mode=strict
 
-.PHONY: install run train serve test lint bench clean FORCE
+.PHONY: install run train serve test lint bench audit reliability clean FORCE
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,18 @@ test: lint
 
 bench: install
 	$(BIN)/python bench/batching.py
+
+# Known vulnerabilities in the installed environment (PyPI's advisory data); every accepted
+# exception is listed, with its reason, in audit-exceptions.txt.
+audit: install
+	$(BIN)/python bench/audit.py
+
+# The long reliability runs (60 s loads per model kind, overload, faults, deeper fuzzing);
+# each writes its figures to bench/results/reliability/, and RELIABILITY.md's table is
+# rendered from them.
+reliability: install
+	ADUAN_FIGURES=bench/results/reliability $(BIN)/python -m pytest -m reliability -v
+	$(BIN)/python bench/reliability.py
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache
