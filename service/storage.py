@@ -31,6 +31,7 @@ from sqlalchemy import (
     func,
     select,
 )
+from sqlalchemy import text as sql
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -225,10 +226,14 @@ class Store:
         self.available, self.last_error = False, error
 
     def ping(self) -> bool:
-        """One `SELECT 1`; updates `available` (recovery is logged with its duration)."""
+        """Check the database and update `available` (recovery is logged with how long it
+        was away): a read while all is well; after a failure also a write that changes
+        nothing, because a full disk still answers reads."""
         try:
-            with self.engine.connect() as connection:
+            with self.engine.begin() as connection:
                 connection.execute(select(1))
+                if not self.available:
+                    connection.execute(sql("UPDATE alembic_version SET version_num = version_num"))
         except SQLAlchemyError as exc:
             cause = getattr(exc, "orig", None) or exc
             first = (str(cause).strip().splitlines() or [""])[0]
