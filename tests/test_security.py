@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aduan.service.keys import KeyRing, KeysFileError, hash_key, parse_keys_file
+from tests.figures import record
 
 CLERK, SITI, ROOT = "clerk-secret-1", "siti-secret-2", "root-secret-3"
 TEXT = {"items": [{"text": "lampu PJU padam gelap"}]}
@@ -226,3 +227,128 @@ def test_security_keys_commands_make_and_hash_keys():
     assert hashed.exit_code == 0 and hashed.stdout.strip() == line.split()[-1]
     bad = CliRunner().invoke(app, ["keys", "new", "--name", "x", "--scopes", "root"])
     assert bad.exit_code == 2
+
+
+def test_security_no_complaint_text_or_address_in_any_log_line(tiny_model, gazetteer_csv, tmp_path):
+    """The real server at DEBUG level (every logger): classify with store, feedback, the review
+    API, the workbench, Open311 in both encodings, and refused bodies. None of the complaint
+    texts, addresses or notes appears anywhere in its output."""
+    import subprocess
+
+    import httpx
+
+    from tests.test_server_process import AD, free_port, wait_http_ready
+
+    secrets_ = {
+        "text": "Budi Santoso di rumah nomor 17 lampu PJU padam",
+        "address": "Jl. Rahasia Kenanga 99",
+        "text2": "Siti Aminah mengadukan sampah TPS menumpuk",
+        "open311": "Pak Harjo melapor jalan berlubang besar",
+        "address311": "Gang Melati Tersembunyi 3",
+        "json311": "Ibu Ratna melapor bansos belum cair",
+        "note": "hubungi Bu Ani 08123456789",
+        "ui_note": "catatan Pak Joko rahasia",
+        "refused": "Teks Ditolak Rahasia Sekali",
+    }
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        "ADUAN_GAZETTEER": str(gazetteer_csv),
+        "ADUAN_DATA_DIR": str(tmp_path / "var"),
+        "ADUAN_API_KEYS": "siti:rahasia-log",
+        "ADUAN_LOG_LEVEL": "DEBUG",
+    }
+    log_file = tmp_path / "server.log"
+    proc = subprocess.Popen(
+        [AD, "serve", "--model", str(tiny_model), "--port", str(port)],
+        env={**os.environ, **env},
+        stdout=log_file.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    key = {"Authorization": "Bearer rahasia-log"}
+    try:
+        wait_http_ready(base, proc)
+        with httpx.Client(base_url=base, headers=key, timeout=20) as c:
+            body = {
+                "items": [
+                    {"text": secrets_["text"], "address": secrets_["address"]},
+                    {"text": secrets_["text2"]},
+                ],
+                "store": True,
+            }
+            stored = c.post("/v1/classify", json=body).json()["results"]
+            rid = stored[0]["request_id"]
+            feedback = {
+                "request_id": rid,
+                "agency": stored[0]["agency"]["label"],
+                "category": stored[0]["category"]["label"],
+                "operator": "siti",
+            }
+            assert c.post("/v1/feedback", json=feedback).status_code in (200, 201)
+            assert c.get("/v1/requests").status_code == 200
+            assert (
+                c.patch(f"/v1/requests/{rid}", json={"note": secrets_["note"]}).status_code == 200
+            )
+            assert c.get(f"/v1/requests/{rid}").status_code == 200
+            assert c.get(f"/v1/requests/{rid}/explanation").status_code == 200
+            created = c.post(
+                "/open311/v2/requests.xml",
+                data={
+                    "description": secrets_["open311"],
+                    "address_string": secrets_["address311"],
+                    "api_key": "rahasia-log",
+                },
+            )
+            assert created.status_code == 201
+            assert (
+                c.post(
+                    "/open311/v2/requests.json",
+                    json={"description": secrets_["json311"], "api_key": "rahasia-log"},
+                ).status_code
+                == 201
+            )
+            assert c.get(f"/open311/v2/requests/{rid}.json?api_key=rahasia-log").status_code == 200
+            assert c.get("/open311/v2/requests.xml").status_code == 200
+            # refused bodies carrying text
+            extra = {"items": [{"text": secrets_["refused"], "x": 1}]}
+            assert c.post("/v1/classify", json=extra).status_code == 422
+            dup = '{"items": [{"text": "' + secrets_["refused"] + '"}], "items": []}'
+            headers = {"Content-Type": "application/json"}
+            assert c.post("/v1/classify", content=dup, headers=headers).status_code == 422
+        # the workbench, as a browser: login, queue, correct with a note
+        with httpx.Client(base_url=base, timeout=20) as browser:
+            form = browser.get("/ui/login")
+            csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+            browser.post("/ui/login", data={"key": "rahasia-log", "csrf": csrf})
+            page = browser.get("/ui/queue?route=&status=")
+            assert page.status_code == 200 and secrets_["text2"][:10] in page.text
+            token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+            act = browser.post(
+                f"/ui/requests/{rid}",
+                data={"action": "save", "csrf": token, "note": secrets_["ui_note"]},
+                headers={"Origin": base},
+            )
+            assert act.status_code in (200, 303)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    output = log_file.read_text(errors="replace")
+    assert '"level": "DEBUG"' in output or '"level": "INFO"' in output
+    assert '"route": "/v1/classify"' in output and '"route": "/ui/requests/{request_id}"' in output
+    leaked = {name: value for name, value in secrets_.items() if value in output}
+    # parts of texts too (a tokeniser or a truncated message could leak a piece)
+    words = {w for v in secrets_.values() for w in v.split() if len(w) >= 5 and w[0].isupper()}
+    leaked_words = sorted(w for w in words if w in output)
+    assert leaked == {} and leaked_words == []
+    record(
+        "security_logs_without_text",
+        "the real server logging at DEBUG: classify+store, feedback, review API, workbench, "
+        "Open311 JSON/XML and refused bodies; its whole output searched for the texts, "
+        "addresses and notes sent",
+        {
+            "log lines": output.count("\n"),
+            "strings searched": len(secrets_) + len(words),
+            "found": len(leaked) + len(leaked_words),
+        },
+        "pytest tests/test_security.py -k log",
+    )
