@@ -30,6 +30,9 @@ from .text import normalize_text
 
 log = logging.getLogger(__name__)
 
+# Longer texts are a broken row (an unclosed quote swallowing the rows after it), not a
+# complaint; they go to the errors file instead of stalling the run.
+MAX_TEXT_CHARS = 100_000
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 ERROR_COLUMNS = ["row", "id", "reason"]
 
@@ -154,8 +157,13 @@ def classify_frame(
     errors: list[dict[str, Any]] = []
     good = []
     for record in frame.itertuples(index=False):
-        if _undecodable(record.text) or _undecodable(record.address):
-            errors.append({"row": record.row, "id": record.id, "reason": "undecodable bytes"})
+        bad = [name for name in ("text", "address") if _undecodable(getattr(record, name))]
+        if bad:
+            reason = f"bytes that are not UTF-8 in column {bad[0]!r} (the file mixes encodings)"
+            errors.append({"row": record.row, "id": record.id, "reason": reason})
+        elif len(record.text) > MAX_TEXT_CHARS:
+            reason = f"column 'text' has {len(record.text):,} characters (limit {MAX_TEXT_CHARS:,})"
+            errors.append({"row": record.row, "id": record.id, "reason": reason})
         elif not normalize_text(record.text):
             errors.append({"row": record.row, "id": record.id, "reason": "empty text"})
         else:

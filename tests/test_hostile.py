@@ -89,6 +89,14 @@ CASES = [
         json=items("a" + "\u0301" * 9999),
     ),
     Case(
+        "64 texts of 10,000 word characters (once quadratic in a regex)",
+        "POST",
+        "/v1/classify",
+        200,
+        "",
+        json=items(*["a" * 10_000] * 64),
+    ),
+    Case(
         "wrong content type",
         "POST",
         "/v1/classify",
