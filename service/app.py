@@ -14,7 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from .deps import require_api_key, require_reader
 from .drift import feedback_agreement
-from .errors import install_error_handlers
+from .errors import document_errors, install_error_handlers
 from .guard import RequestGuard
 from .keys import KeyRing
 from .observability import install_observability
@@ -140,6 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ui.router)
     ui.install_login_redirect(app)
     install_cors(app, settings)
+    document_errors(app)
     return app
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 from xml.etree import ElementTree
 
 from fastapi import FastAPI, Request
@@ -181,3 +182,66 @@ def _path(request: Request) -> str:
     # The route template, not the path: a path may carry anything a client typed.
     route = request.scope.get("route")
     return getattr(route, "path", None) or "unmatched"
+
+
+# What any operation may answer besides its own responses: the guard (400 NUL in the URL,
+# 408 slow body, 413 body too large, 415 not JSON, 422 bad JSON, 431 head too large), keys
+# (401, 403), limits (429) and readiness or the database (503).
+_COMMON = {
+    400: "Bad request (e.g. NUL in the URL)",
+    401: "Missing, wrong or revoked API key",
+    403: "Key lacks the scope, or the feature is off",
+    404: "Not found",
+    408: "The body did not arrive in time",
+    413: "Body, text or batch too large",
+    415: "Body not sent as application/json",
+    422: "Invalid body or parameters",
+    429: "Rate limit or overload: retry after Retry-After seconds",
+    431: "Request head too large",
+    503: "Not ready, shutting down, or the database is unavailable",
+}
+_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error", "error_type"],
+    "properties": {"error": {"type": "string"}, "error_type": {"type": "string"}},
+}
+_OPEN311_ERROR_SCHEMA = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["code", "description"],
+        "properties": {"code": {"type": "integer"}, "description": {"type": "string"}},
+    },
+}
+
+
+def document_errors(app: FastAPI) -> None:
+    """Add the errors every operation can answer to the OpenAPI schema, so a client (and the
+    property-based tests generated from it) knows each status and its body."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build()
+        for path, operations in schema.get("paths", {}).items():
+            body = _OPEN311_ERROR_SCHEMA if path.startswith("/open311/") else _ERROR_SCHEMA
+            content: dict[str, Any] = {"application/json": {"schema": body}}
+            if path.startswith("/open311/"):
+                content["application/xml"] = {"schema": {"type": "string"}}
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                for status, text in _COMMON.items():
+                    responses.setdefault(str(status), {"description": text, "content": content})
+                # FastAPI documents its own validation body; ours is the closed error form.
+                responses["422"] = {"description": _COMMON[422], "content": content}
+                if path.startswith("/open311/"):  # every answer comes as .json or .xml
+                    for status, response in responses.items():
+                        if status.startswith("2"):
+                            formats = response.setdefault("content", {})
+                            formats.setdefault("application/json", {"schema": {}})
+                            formats.setdefault("application/xml", {"schema": {"type": "string"}})
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
