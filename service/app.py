@@ -11,11 +11,12 @@ from functools import partial
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from prometheus_client import Counter
 
 from .deps import require_api_key, require_reader
 from .drift import feedback_agreement
 from .errors import document_errors, install_error_handlers
-from .guard import RequestGuard
+from .guard import AdmissionControl, RequestGuard
 from .keys import KeyRing
 from .observability import install_observability
 from .ratelimit import RateLimiter
@@ -139,6 +140,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_web(app, settings)  # mounts /ui/static before the /ui router can claim the prefix
     app.include_router(ui.router)
     ui.install_login_redirect(app)
+    shed = Counter(
+        "aduan_shed_total",
+        "Requests refused with 429 at the door because the service was overloaded",
+        registry=state.metrics.registry,
+    )
+    app.add_middleware(
+        AdmissionControl,
+        max_wait_s=settings.max_queue_wait_s,
+        max_inflight=settings.max_inflight,
+        on_shed=shed.inc,
+    )
     install_cors(app, settings)
     document_errors(app)
     return app

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -268,3 +271,68 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replay
+
+
+class AdmissionControl:
+    """Sheds load at the door: when the requests already inside would keep a new one waiting
+    longer than `max_wait_s` (in-flight requests / the recent completion rate), or more than
+    `max_inflight` are inside, it answers 429 with Retry-After at once, before any parsing,
+    logging or inference. Without it an overloaded service queues requests in the event
+    loop until clients time out. Health and metrics are never shed."""
+
+    WINDOW_S = 2.0
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_wait_s: float,
+        max_inflight: int,
+        min_inflight: int = 8,
+        on_shed: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.app = app
+        self.max_wait_s = max_wait_s
+        self.max_inflight = max_inflight
+        self.min_inflight = min_inflight
+        self.on_shed = on_shed
+        self.inflight = 0
+        self._done: deque[float] = deque()
+
+    def rate(self, now: float) -> float:
+        """Requests completed per second over the last WINDOW_S."""
+        while self._done and now - self._done[0] > self.WINDOW_S:
+            self._done.popleft()
+        return len(self._done) / self.WINDOW_S
+
+    def estimated_wait(self, now: float) -> float:
+        rate = self.rate(now)
+        return self.inflight / rate if rate else 0.0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path.startswith(("/health/", "/metrics")):
+            await self.app(scope, receive, send)
+            return
+        now = time.monotonic()
+        wait = self.estimated_wait(now)
+        too_slow = self.max_wait_s > 0 and self.inflight >= self.min_inflight
+        if self.inflight >= self.max_inflight or (too_slow and wait > self.max_wait_s):
+            self.on_shed()
+            after = str(max(1, math.ceil(wait - self.max_wait_s)))
+            message = "the service is overloaded; retry after Retry-After seconds"
+            headers = {"Retry-After": after}
+            response: Response
+            if path.startswith("/open311/"):
+                response = open311_error(429, message, xml=path.endswith(".xml"))
+                response.headers.update(headers)
+            else:
+                response = JSONResponse(error_body(message, "overloaded"), 429, headers=headers)
+            await response(scope, receive, send)
+            return
+        self.inflight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.inflight -= 1
+            self._done.append(time.monotonic())

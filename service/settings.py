@@ -77,8 +77,11 @@ class Settings(BaseSettings):
     max_queue_wait_s: float = Field(
         2.0,
         ge=0,
-        description="Shed load (429 + Retry-After) when the inference queue would make a request "
-        "wait longer than this; 0: only the queue_size bound",
+        description="Shed load (429 + Retry-After) when the requests inside, or the inference "
+        "queue, would make a new request wait longer than this; 0: only the size bounds",
+    )
+    max_inflight: int = Field(
+        512, ge=1, description="Most requests inside the service at once; more get 429"
     )
     db_check_interval_s: float = Field(
         5.0, gt=0, description="How often the database is checked (readiness, recovery)"
