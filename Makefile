@@ -71,6 +71,7 @@ RELIABILITY_TESTS := tests/test_load.py tests/test_faults.py tests/test_hostile.
 reliability: install
 	ADUAN_FIGURES=bench/results/reliability ADUAN_FUZZ_EXAMPLES=200 $(BIN)/python -m pytest \
 	  -m "reliability or not slow" $(RELIABILITY_TESTS)
+	ADUAN_FIGURES=bench/results/reliability $(BIN)/python bench/audit.py
 	$(BIN)/python bench/reliability.py
 
 clean:
