@@ -131,6 +131,7 @@ def test_service_full_queue_is_429(make_client):
     client = make_client(queue_size=2)
     response = _classify(client, "a b c", "d e f", "g h i")
     assert response.status_code == 429 and response.json()["error_type"] == "overloaded"
+    assert int(response.headers["retry-after"]) >= 1
     assert _classify(client, "lampu padam").status_code == 200
 
 
