@@ -5,11 +5,14 @@ For each model directory given:
 1. start `aduan serve` and wait until ready (start-up time);
 2. warm up (the highest client count, `--warmup` s) and read the server's resident memory (RSS);
 3. closed loop: 16, then 64 concurrent clients, each sending one single-text
-   `POST /v1/classify` after another for `--duration` s: requests, answers by status, errors
+   `POST /v1/classify` after another for `--duration` s (after a 429 a client waits the
+   Retry-After it was given): requests, answers by status, errors
    (anything but 200 and a 429 with Retry-After, transport errors and timeouts included),
    p50/p99 latency, requests/s, and RSS sampled every second;
 4. overload: requests arrive at `--overload` times the best closed-loop rate (open loop:
-   arrivals do not wait for answers) for `--overload-duration` s; the service must shed the
+   arrivals do not wait for answers, nor honour Retry-After; a pooled keep-alive connection
+   the server has just closed is retried once, as HTTP clients do) for
+   `--overload-duration` s; the service must shed the
    excess with 429 + Retry-After, answer the rest within its queue budget, and let nothing
    time out;
 5. RSS growth from after warm-up to the end, in percent.
@@ -39,6 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT_TIMEOUT_S = 30.0
 MAX_OPEN_CONNECTIONS = 1024
+IDLE_REUSE_S = 2.0
 _WORDS = [
     "sampah",
     "menumpuk",
@@ -190,6 +194,9 @@ async def closed_loop(port: int, corpus: list[str], clients: int, seconds: float
             if headers.get("connection") == "close":
                 writer.close()
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            if status == 429:  # a well-behaved client waits as told
+                pause = float(headers.get("retry-after", "1") or 1)
+                await asyncio.sleep(min(pause, max(0.0, deadline - time.perf_counter())))
             i += clients
         writer.close()
 
@@ -202,22 +209,47 @@ async def open_loop(port: int, corpus: list[str], rate: float, seconds: float) -
     are reused, new ones opened up to MAX_OPEN_CONNECTIONS (beyond: counted as an error of
     the load generator, reported separately)."""
     tally = Tally()
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    # (reader, writer, when it went idle); the server closes keep-alive connections idle for
+    # 5 s (uvicorn's default), so older ones are dropped rather than reused
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
     open_count = 0
     tasks: set[asyncio.Task[None]] = set()
 
+    def take() -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        nonlocal open_count
+        while idle:
+            reader, writer, since = idle.pop()
+            if time.perf_counter() - since < IDLE_REUSE_S:
+                return reader, writer
+            writer.close()
+            open_count -= 1
+        return None
+
     async def one(i: int) -> None:
         nonlocal open_count
-        if idle:
-            reader, writer = idle.pop()
-        else:
+        reused = take()
+        if reused is None:
             open_count += 1
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        else:
+            reader, writer = reused
         started = time.perf_counter()
+        body = _body(corpus[i % len(corpus)])
         try:
-            status, headers = await asyncio.wait_for(
-                _exchange(reader, writer, _body(corpus[i % len(corpus)])), CLIENT_TIMEOUT_S
-            )
+            try:
+                status, headers = await asyncio.wait_for(
+                    _exchange(reader, writer, body), CLIENT_TIMEOUT_S
+                )
+            except (ConnectionError, asyncio.IncompleteReadError):
+                if reused is None:
+                    raise
+                # a pooled connection the server had just closed: what HTTP clients retry
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                started = time.perf_counter()
+                status, headers = await asyncio.wait_for(
+                    _exchange(reader, writer, body), CLIENT_TIMEOUT_S
+                )
         except Exception as exc:
             tally.errors.append(f"x {type(exc).__name__}")
             writer.close()
@@ -228,7 +260,7 @@ async def open_loop(port: int, corpus: list[str], rate: float, seconds: float) -
             writer.close()
             open_count -= 1
         else:
-            idle.append((reader, writer))
+            idle.append((reader, writer, time.perf_counter()))
 
     start = time.perf_counter()
     i = 0
@@ -245,7 +277,7 @@ async def open_loop(port: int, corpus: list[str], rate: float, seconds: float) -
         i += 1
     if tasks:
         await asyncio.wait(tasks, timeout=CLIENT_TIMEOUT_S + 5)
-    for _, writer in idle:
+    for _, writer, _ in idle:
         writer.close()
     return tally
 
