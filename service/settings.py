@@ -7,7 +7,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aduan.model.resources import default_gazetteer
@@ -106,6 +106,12 @@ class Settings(BaseSettings):
         "auto", description="Transformer engine: auto (ONNX when exported), onnx or torch"
     )
     threads: int = Field(0, ge=0, description="Inference threads (0: one per core)")
+
+    @field_validator("keys_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        # ADUAN_KEYS_FILE= (set but empty) means no keys file, not the current directory
+        return None if isinstance(value, str) and not value.strip() else value
 
     def keys(self) -> list[str]:
         return list(self.operators())

@@ -352,3 +352,10 @@ def test_security_no_complaint_text_or_address_in_any_log_line(tiny_model, gazet
         },
         "pytest tests/test_security.py -k log",
     )
+
+
+def test_security_an_empty_keys_file_setting_means_none(monkeypatch):
+    from aduan.service.settings import Settings
+
+    monkeypatch.setenv("ADUAN_KEYS_FILE", "")
+    assert Settings().keys_file is None
