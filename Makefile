@@ -15,7 +15,7 @@ PACKAGES := aduan model service training data
 # checkers see `aduan.*` like an installed wheel; it is refreshed when files are added/removed.
 EDITABLE := --no-build-isolation --config-settings editable_mode=strict
 
-.PHONY: install run train serve test lint bench clean FORCE
+.PHONY: install run train serve test lint bench audit reliability clean FORCE
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,22 @@ test: lint
 bench: install
 	$(BIN)/python bench/perf.py --model $$($(BIN)/aduan models path --registry $(REGISTRY) --preset $(PRESET)) \
 		--baseline $$($(BIN)/aduan models path --registry $(REGISTRY) --preset baseline)
+
+# Known vulnerabilities in the installed environment (PyPI's advisory data); every accepted
+# exception is listed, with its reason, in audit-exceptions.txt.
+audit: install
+	$(BIN)/python bench/audit.py
+
+# The long reliability runs (60 s loads per model kind, overload, faults, deeper fuzzing);
+# each writes its figures to bench/results/reliability/, and RELIABILITY.md's table is
+# rendered from them.
+RELIABILITY_TESTS := tests/test_load.py tests/test_faults.py tests/test_hostile.py \
+  tests/test_fuzz.py tests/test_security.py tests/test_model_files.py tests/test_training_inputs.py
+reliability: install
+	ADUAN_FIGURES=bench/results/reliability ADUAN_FUZZ_EXAMPLES=200 $(BIN)/python -m pytest \
+	  -m "reliability or not slow" $(RELIABILITY_TESTS)
+	ADUAN_FIGURES=bench/results/reliability $(BIN)/python bench/audit.py
+	$(BIN)/python bench/reliability.py
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache

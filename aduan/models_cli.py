@@ -131,6 +131,35 @@ def prune(
     typer.echo(f"pruned {len(removed)} version(s){': ' + ', '.join(removed) if removed else ''}")
 
 
+@app.command()
+def verify(model: Annotated[Path, typer.Argument(help="Model directory")]) -> None:
+    """Check a model directory without loading it: config.json, the kind's files, no pickle
+    files, every file as manifest.json recorded it. Exit 2 naming the file that is wrong."""
+    from aduan.model.artifacts import ModelDirError, verify_manifest, verify_model_dir
+
+    try:
+        verify_model_dir(model)
+    except ModelDirError as exc:
+        raise _fail(str(exc)) from exc
+    signed = verify_manifest(model)
+    typer.echo(f"{model}: ok" + ("" if signed else " (no manifest.json: files not checksummed)"))
+
+
+@app.command()
+def rehash(model: Annotated[Path, typer.Argument(help="Model directory")]) -> None:
+    """Record the files' checksums again in manifest.json, after a deliberate edit (e.g. of
+    routing.json). Refuses a directory holding pickle files or without valid labels."""
+    from aduan.model.artifacts import ModelDirError, read_config, refuse_pickles, write_manifest
+
+    try:
+        read_config(model)
+        refuse_pickles(model)
+        manifest = write_manifest(model)
+    except (ModelDirError, OSError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"{model}/manifest.json: {len(manifest['files'])} file(s) recorded")
+
+
 def _date(value: str, name: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value)

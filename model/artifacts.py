@@ -16,6 +16,7 @@ A model directory describes itself:
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import logging
@@ -36,6 +37,18 @@ CARD = "README.md"
 TAXONOMY = "taxonomy.yaml"
 LOCATIONS = "locations.json"
 PLOTS = "plots"
+# sha256 and size of the learned files (weights, vocabularies, tokenizer, street index),
+# written last by training and rewritten by `aduan export`: one changed, truncated or swapped
+# afterwards is refused, naming it.
+MANIFEST = "manifest.json"
+# Not in the manifest: the self-description that people (and tools) edit on purpose, checked
+# by `read_config` instead (config.json's labels and versions, routing.json's table), and
+# the documentation and pictures.
+UNSIGNED = (MANIFEST, CONFIG, "routing.json", METRICS, TRAINING_CONFIG, CARD, PLOTS)
+# Pickle-based weight files (torch.save, joblib, numpy object arrays): loading one runs code.
+PICKLE_SUFFIXES = (".bin", ".pkl", ".pickle", ".pt", ".pth", ".joblib", ".ckpt", ".npy", ".npz")
+# Pickle streams start with PROTO (0x80) and a protocol number; torch.save files are zips.
+_PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK\x03\x04")
 
 # 1: directories written before the version was recorded (no `format_version` key).
 # 2: `format_version` and `versions` recorded; the kinds' files are unchanged from 1.
@@ -87,12 +100,110 @@ def kind_class(model_type: str) -> type[ModelKind]:
 
 
 def load_kind(model_dir: Path, config: dict[str, Any], **options: Any) -> ModelKind:
-    """Load the kind named in a validated config, after checking its files are there."""
+    """Load the kind named in a validated config, after checking its files: all there, none a
+    pickle, each as the manifest recorded it."""
+    kind = check_files(model_dir, config)
+    return kind.load(model_dir, config, **options)
+
+
+def check_files(model_dir: Path, config: dict[str, Any]) -> type[ModelKind]:
+    """`ModelDirError` naming the file when a required one is missing, a pickle lies where
+    weights are kept, or a file differs from `manifest.json`; returns the kind's class."""
     kind = kind_class(config["model_type"])
     missing = [name for name in kind.required_files(config) if not (model_dir / name).is_file()]
     if missing:
         raise ModelDirError(f"{model_dir / missing[0]}: required file is missing")
-    return kind.load(model_dir, config, **options)
+    refuse_pickles(model_dir)
+    verify_manifest(model_dir)
+    return kind
+
+
+def verify_model_dir(model_dir: Path | str) -> dict[str, Any]:
+    """Everything that can be checked without loading the weights: config.json, the kind's
+    files, no pickles, the manifest. Returns the config."""
+    model_dir = Path(model_dir)
+    config = read_config(model_dir)
+    check_files(model_dir, config)
+    return config
+
+
+def _model_files(model_dir: Path) -> list[Path]:
+    """The directory's learned files: not the UNSIGNED ones, not hidden files."""
+    out = []
+    for path in sorted(model_dir.rglob("*")):
+        relative = path.relative_to(model_dir)
+        if not path.is_file() or relative.parts[0] in UNSIGNED:
+            continue
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        out.append(path)
+    return out
+
+
+def refuse_pickles(model_dir: Path) -> None:
+    """Weights come only as safetensors, ONNX or JSON: a pickle-based file anywhere in the
+    directory (by name or by its first bytes) is refused, never loaded."""
+    for path in _model_files(model_dir):
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+        if path.suffix.lower() in PICKLE_SUFFIXES or head.startswith(_PICKLE_MAGIC):
+            raise ModelDirError(
+                f"{path}: a pickle-based file (weights must be safetensors, ONNX or JSON; "
+                "loading a pickle can run arbitrary code)"
+            )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(model_dir: Path) -> dict[str, Any]:
+    """Record the sha256 and size of every file that shapes predictions in `manifest.json`;
+    call it when the directory is complete (training does; `aduan export` rewrites it)."""
+    files = {
+        path.relative_to(model_dir).as_posix(): {
+            "sha256": _sha256(path),
+            "bytes": path.stat().st_size,
+        }
+        for path in _model_files(model_dir)
+    }
+    manifest = {"algorithm": "sha256", "files": files}
+    write_json(model_dir / MANIFEST, manifest)
+    return manifest
+
+
+def verify_manifest(model_dir: Path) -> bool:
+    """Check every file `manifest.json` lists: present, the same size, the same sha256.
+    False when the directory has no manifest (written before it existed); `ModelDirError`
+    naming the first file that differs."""
+    path = model_dir / MANIFEST
+    if not path.is_file():
+        log.info("%s has no %s: its files are not checked against checksums", model_dir, MANIFEST)
+        return False
+    manifest = read_json(path)
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or manifest.get("algorithm") != "sha256":
+        raise ModelDirError(f"{path}: not a manifest (expected algorithm sha256 and files)")
+    for name, expected in sorted(files.items()):
+        target = model_dir / name
+        if ".." in Path(name).parts or not target.is_file():
+            raise ModelDirError(f"{target}: listed in {MANIFEST} but missing")
+        size = target.stat().st_size
+        if size != expected.get("bytes"):
+            raise ModelDirError(
+                f"{target}: {size} bytes, {MANIFEST} records {expected.get('bytes')}: "
+                "truncated or replaced after training"
+            )
+        if _sha256(target) != expected.get("sha256"):
+            raise ModelDirError(
+                f"{target}: its sha256 differs from {MANIFEST}: changed after training "
+                "(tampered, or edited by hand: run `aduan models rehash` after a deliberate edit)"
+            )
+    return True
 
 
 def library_versions(packages: tuple[str, ...] = CHECKED_LIBRARIES) -> dict[str, str]:

@@ -30,6 +30,9 @@ from .text import normalize_text
 
 log = logging.getLogger(__name__)
 
+# Longer texts are a broken row (an unclosed quote swallowing the rows after it), not a
+# complaint; they go to the errors file instead of stalling the run.
+MAX_TEXT_CHARS = 100_000
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 ERROR_COLUMNS = ["row", "id", "reason"]
 # The columns of CSV and Parquet output (`flat_answer`), in order.
@@ -86,6 +89,14 @@ def _format(path: Path) -> str:
 def undecodable(value: str) -> bool:
     # surrogateescape turns bytes that are not UTF-8 into lone surrogates
     return any("\udc80" <= ch <= "\udcff" for ch in value)
+
+
+def undecodable_reason(text: str, address: str) -> str | None:
+    """The errors-file reason for a row holding bytes that are not UTF-8, else None."""
+    for name, value in (("text", text), ("address", address)):
+        if undecodable(value):
+            return f"bytes that are not UTF-8 in column {name!r} (the file mixes encodings)"
+    return None
 
 
 def read_chunks(path: Path, chunk_rows: int, columns: BatchColumns) -> Iterator[pd.DataFrame]:
@@ -183,8 +194,12 @@ def classify_frame(
     errors: list[dict[str, Any]] = []
     good = []
     for record in frame.itertuples(index=False):
-        if undecodable(record.text) or undecodable(record.address):
-            errors.append({"row": record.row, "id": record.id, "reason": "undecodable bytes"})
+        reason = undecodable_reason(record.text, record.address)
+        if reason:
+            errors.append({"row": record.row, "id": record.id, "reason": reason})
+        elif len(record.text) > MAX_TEXT_CHARS:
+            reason = f"column 'text' has {len(record.text):,} characters (limit {MAX_TEXT_CHARS:,})"
+            errors.append({"row": record.row, "id": record.id, "reason": reason})
         elif not normalize_text(record.text):
             errors.append({"row": record.row, "id": record.id, "reason": "empty text"})
         else:

@@ -95,7 +95,11 @@ def load_encoder(folder: Path | str) -> Any:
     from transformers import AutoConfig, AutoModel
 
     config = AutoConfig.from_pretrained(str(folder))
-    return AutoModel.from_pretrained(str(folder), **_no_pooler(config.model_type))
+    # safetensors only: without it transformers would fall back to a pickled
+    # pytorch_model.bin, whose loading can run code.
+    return AutoModel.from_pretrained(
+        str(folder), use_safetensors=True, **_no_pooler(config.model_type)
+    )
 
 
 def encoder_settings(encoder: Any) -> dict[str, Any]:

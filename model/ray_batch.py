@@ -37,7 +37,7 @@ from .batch import (
     first_row_number,
     flat_answer,
     standard_frame,
-    undecodable,
+    undecodable_reason,
 )
 from .pipeline import Pipeline
 from .ray_runtime import connect, require_ray
@@ -153,8 +153,8 @@ def _safe(value: str) -> str:
 def _mark_problems(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows with undecodable bytes are flagged here, where the bytes are still known, and their
     strings made safe for the Arrow blocks Ray Data moves between processes."""
-    bad = [undecodable(t) or undecodable(a) for t, a in zip(frame.text, frame.address, strict=True)]
-    frame[PROBLEM] = ["undecodable bytes" if b else "" for b in bad]
+    reasons = [undecodable_reason(t, a) for t, a in zip(frame.text, frame.address, strict=True)]
+    frame[PROBLEM] = [reason or "" for reason in reasons]
     for column in ("text", "address", "id"):
         frame[column] = [_safe(v) for v in frame[column]]
     frame.loc[frame[PROBLEM] != "", ["text", "address"]] = ""

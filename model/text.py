@@ -16,7 +16,10 @@ PHONE_MASK = "[TELEPON]"
 NIK_MASK = "[NIK]"
 EMAIL_MASK = "[EMAIL]"
 
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# Matches start only where a token starts (the lookbehind): without it a long run of word
+# characters with no "@" costs quadratic time (0.4 s for 10,000 characters, a denial of
+# service through /v1/classify). Same matches: the leftmost match starts at a token start.
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 # NIK (identity number) and KK (family card) numbers are exactly 16 digits.
 _NIK = re.compile(r"(?<!\d)\d{16}(?!\d)")
 # Indonesian phone numbers: +62 / 62 / 0 followed by 8-13 digits, optionally split by

@@ -127,7 +127,13 @@ class TfidfHeads:
                 raise ModelDirError(f"{path}: weights file is missing")
         try:
             spec = json.loads(spec_path.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as exc:
+            raise ModelDirError(f"{spec_path}: unreadable or corrupt weights ({exc})") from exc
+        try:
             tensors = load_file(str(weights_path))
+        except Exception as exc:  # truncated or not a safetensors file
+            raise ModelDirError(f"{weights_path}: unreadable or corrupt weights ({exc})") from exc
+        try:
             vectorizers = {
                 name: _vectorizer(item["settings"], item["vocabulary"], tensors[f"idf.{name}"])
                 for name, item in spec["vectorizers"].items()
@@ -140,8 +146,10 @@ class TfidfHeads:
             }
         except ModelDirError:
             raise
-        except Exception as exc:  # corrupt JSON, truncated safetensors, missing tensors
-            raise ModelDirError(f"{model_dir}: unreadable or corrupt weights ({exc})") from exc
+        except Exception as exc:  # missing tensors or entries
+            raise ModelDirError(
+                f"{spec_path} / {weights_path.name}: unreadable or corrupt weights ({exc})"
+            ) from exc
         width = sum(len(v.vocabulary_) for v in vectorizers.values())
         for name, head in heads.items():
             if head.coef.shape[1] != width:

@@ -10,11 +10,16 @@ from collections.abc import AsyncIterator
 from functools import partial
 
 from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from prometheus_client import Counter
 
-from .deps import require_api_key
+from .deps import require_api_key, require_reader
 from .drift import feedback_agreement
-from .errors import install_error_handlers
+from .errors import document_errors, install_error_handlers
+from .guard import AdmissionControl, RequestGuard
+from .keys import KeyRing
 from .observability import install_observability
+from .ratelimit import RateLimiter
 from .routes import admin, classify, feedback, health, meta, open311, requests, ui
 from .settings import Settings, get_settings
 from .state import ServiceState
@@ -32,6 +37,15 @@ operators' workbench (`/ui/`) need it set; `/v1/admin` routes need an admin key
 (`ADUAN_ADMIN_KEYS`). Errors are JSON `{"error", "error_type"}`; each answer carries its trace
 id in `X-Trace-ID` and names the model version that gave it in `X-Model-Version`.
 """
+
+
+async def _watch_database(state: ServiceState) -> None:
+    """Check the database every `db_check_interval_s`: readiness reports it, and recovery is
+    noticed (and logged) without waiting for a request."""
+    while True:
+        await asyncio.sleep(state.settings.db_check_interval_s)
+        if state.store is not None:
+            await asyncio.to_thread(state.store.ping)
 
 
 async def _warm_up(state: ServiceState) -> None:
@@ -70,7 +84,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.drift.feedback_source = partial(feedback_agreement, state.store)
     assert state.batcher is not None
     await state.batcher.start()
-    tasks: set[asyncio.Task[object]] = {asyncio.create_task(_warm_up(state))}
+    tasks: set[asyncio.Task[object]] = {
+        asyncio.create_task(_warm_up(state)),
+        asyncio.create_task(_watch_database(state)),
+    }
     if state.registry is not None:
         tasks.add(asyncio.create_task(state.watch_registry()))
     sighup = _reload_on_sighup(state, tasks)
@@ -99,19 +116,59 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    app.state.service = ServiceState(settings)
+    state = app.state.service = ServiceState(settings)
+    app.state.keys = KeyRing(settings)
+    app.state.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
     app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
+    # Innermost: the body is capped and checked before any route parses it, and its refusals
+    # are still logged, counted and given security headers by the middleware around it.
+    app.add_middleware(
+        RequestGuard,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+        max_header_bytes=settings.max_header_bytes,
+        draining=lambda: state.draining,
+    )
     install_observability(app, app.state.service.metrics, lambda: app.state.service.version)
-    auth = [Depends(require_api_key)]
     app.include_router(health.router)
-    app.include_router(classify.router, dependencies=auth)
-    app.include_router(meta.router, dependencies=auth)
-    app.include_router(feedback.router, dependencies=auth)
+    app.include_router(classify.router, dependencies=[Depends(require_api_key)])
+    app.include_router(meta.router, dependencies=[Depends(require_reader)])
+    app.include_router(feedback.router)  # operator keys, checked per route
     app.include_router(requests.router)  # operator keys, checked per route (who changed what)
     app.include_router(open311.router)
     app.include_router(admin.router)  # its own key: ADUAN_ADMIN_KEYS
     install_web(app, settings)  # mounts /ui/static before the /ui router can claim the prefix
     app.include_router(ui.router)
     ui.install_login_redirect(app)
+    shed = Counter(
+        "aduan_shed_total",
+        "Requests refused with 429 at the door because the service was overloaded",
+        registry=state.metrics.registry,
+    )
+    app.add_middleware(
+        AdmissionControl,
+        max_wait_s=settings.max_queue_wait_s,
+        max_inflight=settings.max_inflight,
+        on_shed=shed.inc,
+    )
+    install_cors(app, settings)
+    document_errors(app)
     return app
+
+
+def install_cors(app: FastAPI, settings: Settings) -> None:
+    """Off unless `ADUAN_CORS_ORIGINS` names origins: browsers then let pages of those origins
+    call the API with a Bearer key (never with cookies: the workbench is same-origin)."""
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if not origins:
+        return
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=origins,
+        allow_methods=["GET", "POST", "PATCH"],
+        allow_headers=["Authorization", "Content-Type", "X-Trace-ID"],
+        expose_headers=["X-Trace-ID", "X-Model-Version", "Retry-After"],
+        allow_credentials=False,
+        max_age=600,
+    )

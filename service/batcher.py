@@ -22,7 +22,12 @@ T = TypeVar("T")
 
 
 class QueueFull(Exception):
-    """More texts are waiting than the queue allows."""
+    """More texts are waiting than the queue allows, or they would wait longer than
+    `max_queue_wait`; `retry_after` is the estimated seconds until there is room."""
+
+    def __init__(self, retry_after: float = 1.0) -> None:
+        super().__init__(f"overloaded; retry after {retry_after:.1f} s")
+        self.retry_after = retry_after
 
 
 class BackendUnavailable(Exception):
@@ -46,13 +51,19 @@ class DynamicBatcher(Generic[T]):
         max_size: int = 32,
         max_wait: float = 0.005,
         queue_size: int = 1024,
+        max_queue_wait: float = 0.0,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self.predict = predict
         self.max_size = max_size
         self.max_wait = max_wait
         self.queue_size = queue_size
+        self.max_queue_wait = max_queue_wait
         self.on_batch = on_batch
+        self.shed = 0  # jobs refused as overload (for tests and metrics)
+        # Texts per second the model sustains, as measured on recent batches (EWMA); None
+        # until the first batch ran.
+        self.rate: float | None = None
         self._queue: asyncio.Queue[_Job[T]] = asyncio.Queue()
         self._pending = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
@@ -72,14 +83,30 @@ class DynamicBatcher(Generic[T]):
                 job.future.set_exception(RuntimeError("service is shutting down"))
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def estimated_wait(self, extra: int = 0) -> float:
+        """Seconds until `extra` more texts would be answered, at the measured rate."""
+        if not self.rate:
+            return 0.0
+        return (self._pending + extra) / self.rate
+
     async def submit(self, texts: Sequence[Any]) -> list[T]:
-        """Queue the texts and wait for their results; raises `QueueFull` when overloaded."""
-        if self._pending + len(texts) > self.queue_size:
-            raise QueueFull
+        """Queue the texts and wait for their results; raises `QueueFull` when overloaded:
+        more than `queue_size` texts waiting, or a wait longer than `max_queue_wait` (load is
+        shed at the door, with an honest Retry-After, rather than queued until clients time
+        out)."""
+        wait = self.estimated_wait(len(texts))
+        too_slow = self.max_queue_wait > 0 and self._pending > 0 and wait > self.max_queue_wait
+        if self._pending + len(texts) > self.queue_size or too_slow:
+            self.shed += 1
+            raise QueueFull(max(wait - self.max_queue_wait, 1.0) if too_slow else max(wait, 1.0))
         self._pending += len(texts)
         future: asyncio.Future[list[T]] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Job(texts, future))
         return await future
+
+    def _measure(self, size: int, seconds: float) -> None:
+        rate = size / max(seconds, 1e-6)
+        self.rate = rate if self.rate is None else 0.8 * self.rate + 0.2 * rate
 
     async def _collect(self) -> list[_Job[T]]:
         jobs = [await self._queue.get()]
@@ -109,6 +136,7 @@ class DynamicBatcher(Generic[T]):
             self._pending -= len(batch)
             if self.on_batch:
                 self.on_batch(len(batch))
+            started = time.perf_counter()
             try:
                 results = await loop.run_in_executor(self._executor, self.predict, batch)
             except Exception as exc:  # hand the failure to every waiting caller
@@ -117,6 +145,7 @@ class DynamicBatcher(Generic[T]):
                     if not job.future.done():
                         job.future.set_exception(exc)
                 continue
+            self._measure(len(batch), time.perf_counter() - started)
             start = 0
             for job in jobs:
                 end = start + len(job.texts)

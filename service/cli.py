@@ -19,6 +19,10 @@ requests_app = typer.Typer(help="Stored requests and their retention.", no_args_
 app.add_typer(requests_app, name="requests")
 feedback_app = typer.Typer(help="Operator feedback for retraining.", no_args_is_help=True)
 app.add_typer(feedback_app, name="feedback")
+keys_app = typer.Typer(
+    help="API keys: make one, or hash an existing one, for ADUAN_KEYS_FILE.", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
 
 DbOpt = Annotated[
     str | None,
@@ -67,16 +71,16 @@ def serve(
     """Serve a model directory, or a registry's live version, over HTTP (FastAPI + uvicorn).
 
     With a registry, the service reloads without a restart when the live pointer moves, on
-    `POST /v1/admin/reload` and on SIGHUP. With --engine ray (needs `pip install
-    'aduan[ray]'`) the model runs in Ray Serve replicas on a local Ray instance, or on the
-    cluster at RAY_ADDRESS, behind this same HTTP service."""
-    import uvicorn
-
-    from aduan.model.artifacts import ModelDirError, read_config
+    `POST /v1/admin/reload` and on SIGHUP; SIGTERM drains gracefully and exits 0. With --engine
+    ray (needs `pip install 'aduan[ray]'`) the model runs in Ray Serve replicas on a local Ray
+    instance, or on the cluster at RAY_ADDRESS, behind this same HTTP service."""
+    from aduan.model.artifacts import ModelDirError, verify_model_dir
     from aduan.model.registry import RegistryError
 
     from .app import create_app
+    from .keys import KeysFileError
     from .observability import configure_logging
+    from .server import run
     from .settings import Settings
     from .state import ServiceState
 
@@ -93,25 +97,19 @@ def serve(
         except RayMissing as exc:
             raise _fail(str(exc)) from exc
     try:
-        # Refuse a directory without labels before binding the port.
+        # Refuse a directory without labels, or with a missing, truncated, tampered or pickled
+        # file, before binding the port.
         _, path = ServiceState(settings).target()
-        read_config(path)
+        verify_model_dir(path)
     except (ModelDirError, RegistryError) as exc:
         where = settings.registry or settings.model_dir
         raise _fail(f"cannot serve {where}: {exc}") from exc
     configure_logging(settings.log_level)
-    application = create_app(settings)
-    config = uvicorn.Config(
-        application,
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
-    server = uvicorn.Server(config)
-    server.run()
-    if not server.started:  # the lifespan refused the model (e.g. corrupt weights)
+    try:
+        application = create_app(settings)
+    except KeysFileError as exc:
+        raise _fail(f"cannot serve: {exc}") from exc
+    if not run(application, settings, host, port):  # the lifespan refused the model
         raise typer.Exit(code=3)
 
 
@@ -191,3 +189,36 @@ def feedback_export(
     else:
         raise _fail(f"unsupported output type {suffix!r}; use .csv, .jsonl or .parquet")
     typer.echo(f"wrote {len(frame)} corrected request(s) to {output}")
+
+
+@keys_app.command("new")
+def keys_new(
+    name: Annotated[str, typer.Option(help="Who holds the key (recorded in audit trails)")],
+    scopes: Annotated[
+        str, typer.Option(help="Comma-separated: classify, operator, admin")
+    ] = "classify",
+) -> None:
+    """Make a random key: prints the key (give it to its holder; it is shown only now) on
+    stderr and the line for the keys file on stdout (`>> keys.txt`)."""
+    from .keys import SCOPES, hash_key, new_key
+
+    wanted = [s.strip() for s in scopes.split(",") if s.strip()]
+    if not wanted or any(s not in SCOPES for s in wanted):
+        raise _fail(f"--scopes must be among {', '.join(SCOPES)}, got {scopes!r}")
+    key = new_key()
+    typer.echo(f"key for {name} (shown once): {key}", err=True)
+    typer.echo(f"{name} {','.join(wanted)} {hash_key(key)}")
+
+
+@keys_app.command("hash")
+def keys_hash() -> None:
+    """Hash a key read from stdin (one line), for ADUAN_API_KEYS (`name:sha256:...`) or the
+    keys file; the key never appears in a command line or shell history."""
+    import sys
+
+    from .keys import hash_key
+
+    key = sys.stdin.readline().strip()
+    if not key:
+        raise _fail("give the key on stdin, e.g. `aduan keys hash < key.txt`")
+    typer.echo(hash_key(key))

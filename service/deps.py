@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from .errors import ApiError, not_ready, unauthorized
+from .errors import ApiError, not_ready, rate_limited, unauthorized
+from .keys import ADMIN, CLASSIFY, OPERATOR, ApiKey, KeyRing
+from .ratelimit import RateLimiter, retry_after
 from .settings import Settings, get_settings
 from .state import ServiceState
 
@@ -40,72 +43,98 @@ def key_matches(token: str, keys: list[str]) -> bool:
     return found
 
 
-def _bearer(request: Request) -> str:
+def get_keys(request: Request) -> KeyRing:
+    keys: KeyRing = request.app.state.keys
+    return keys
+
+
+def bearer_token(request: Request) -> str:
+    """The key of an `Authorization: Bearer <key>` header, or ''."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise unauthorized("missing key: send 'Authorization: Bearer <key>'")
-    return token.strip()
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
-def require_admin_key(request: Request, settings: SettingsDep) -> str:
-    """`/v1/admin` routes need one of the admin keys; with none configured they are off."""
-    keys = settings.admin_key_list()
-    if not keys:
+def authenticate(request: Request, scopes: tuple[str, ...]) -> ApiKey:
+    """The key the request carries: 401 when missing, wrong or revoked; 403 when it holds none
+    of `scopes`."""
+    token = bearer_token(request)
+    if not token:
+        raise unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    key = get_keys(request).find(token)
+    if key is None:
+        raise unauthorized("invalid or revoked API key")
+    if not any(key.allows(scope) for scope in scopes):
         raise ApiError(
-            403,
-            "forbidden",
-            "admin routes are disabled because no admin keys are configured; "
-            "set ADUAN_ADMIN_KEYS to enable them",
+            403, "forbidden", f"the key {key.name!r} lacks the {' or '.join(scopes)} scope"
         )
-    token = _bearer(request)
-    if not key_matches(token, keys):
-        raise unauthorized("invalid admin key")
-    return token
+    return key
+
+
+def throttle(request: Request, key: ApiKey | None) -> None:
+    """429 with Retry-After when the caller (a key, or the client's address on an open API)
+    exceeds its request rate."""
+    limiter: RateLimiter = request.app.state.limiter
+    if key is not None:
+        caller, rate, who = f"key:{key.name}", key.rate, f"the key {key.name!r}"
+    else:
+        host = request.client.host if request.client else "unknown"
+        caller, rate, who = f"address:{host}", None, "this address"
+    wait = limiter.take(caller, rate)
+    if wait > 0:
+        raise rate_limited(who, retry_after(wait))
 
 
 # Declared as a security scheme, so the API docs' "Authorize" button sends the key.
 bearer = HTTPBearer(
     auto_error=False,
     scheme_name="apiKey",
-    description="An operator key from ADUAN_API_KEYS, sent as 'Authorization: Bearer <key>'",
+    description="An API key (ADUAN_API_KEYS or the keys file), sent as 'Authorization: Bearer "
+    "<key>'",
 )
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-def require_api_key(request: Request, settings: SettingsDep, credentials: BearerDep) -> str | None:
-    """When API keys are configured, `Authorization: Bearer <key>` must carry one of them."""
-    keys = settings.keys()
-    if not keys:
-        return None
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    if not key_matches(token.strip(), keys):
-        raise unauthorized("invalid API key")
-    return token.strip()
+def require_scope(*scopes: str) -> Callable[..., ApiKey | None]:
+    """A dependency: when the API is protected (any classify or operator key configured) the
+    request needs a key holding one of `scopes`; every caller is rate-limited."""
+
+    def dependency(request: Request, credentials: BearerDep) -> ApiKey | None:
+        key = authenticate(request, scopes) if get_keys(request).protects_api() else None
+        throttle(request, key)
+        return key
+
+    return dependency
 
 
-def operator_of(key: str, settings: Settings) -> str:
-    """Who a (valid) key names in the audit trail."""
-    for candidate, name in settings.operators().items():
-        if hmac.compare_digest(candidate.encode(), key.encode()):
-            return name
-    raise unauthorized("invalid API key")
+require_api_key = require_scope(CLASSIFY)
+require_reader = require_scope(CLASSIFY, OPERATOR)
 
 
-def require_operator(request: Request, settings: SettingsDep, credentials: BearerDep) -> str:
-    """The review routes show complaint texts and record who changed what: they need keys
-    configured (403 otherwise) and a valid one (401); returns the operator's name."""
-    if not settings.keys():
+def require_admin_key(request: Request, credentials: BearerDep) -> ApiKey:
+    """`/v1/admin` routes need a key with the admin scope; with none configured they are off."""
+    if not get_keys(request).any_with(ADMIN):
+        raise ApiError(
+            403,
+            "forbidden",
+            "admin routes are disabled because no admin keys are configured; "
+            "set ADUAN_ADMIN_KEYS (or add an admin key to the keys file) to enable them",
+        )
+    return authenticate(request, (ADMIN,))
+
+
+def require_operator(request: Request, credentials: BearerDep) -> str:
+    """The review routes show complaint texts and record who changed what: they need operator
+    keys configured (403 otherwise) and a valid one (401); returns the operator's name."""
+    if not get_keys(request).any_with(OPERATOR):
         raise ApiError(
             403,
             "forbidden",
             "the review routes are disabled because no API keys are configured; "
-            "set ADUAN_API_KEYS to enable them",
+            "set ADUAN_API_KEYS (or add an operator key to the keys file) to enable them",
         )
-    key = require_api_key(request, settings, credentials)
-    assert key is not None
-    return operator_of(key, settings)
+    key = authenticate(request, (OPERATOR,))
+    throttle(request, key)
+    return key.name
 
 
 OperatorDep = Annotated[str, Depends(require_operator)]

@@ -11,6 +11,7 @@ from aduan.model.pipeline import Routed
 
 from .batcher import BackendUnavailable, QueueFull
 from .errors import ApiError, not_ready, overloaded, too_large
+from .ratelimit import retry_after
 from .schemas import ClassifyItem, ClassifyResult
 from .state import ServiceState
 from .storage import NewRequest
@@ -42,7 +43,7 @@ async def classify_items(items: Sequence[ClassifyItem], state: ServiceState) -> 
     try:
         return await classify([(item.text, item.address) for item in items], state)
     except QueueFull as exc:
-        raise overloaded() from exc
+        raise overloaded(retry_after=retry_after(exc.retry_after)) from exc
     except BackendUnavailable as exc:
         raise not_ready("no model replica could answer; retry shortly") from exc
 

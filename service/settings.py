@@ -7,7 +7,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aduan.model.resources import default_gazetteer
@@ -55,6 +55,54 @@ class Settings(BaseSettings):
         description="Signs the workbench's session cookies; empty: a random secret per process "
         "(sessions end when the service restarts)",
     )
+    keys_file: Path | None = Field(
+        None,
+        description="Hashed, scoped API keys, one a line ('name scopes sha256:<hex>'); read "
+        "again when it changes, so keys are added and revoked without a restart",
+    )
+    rate_limit: float = Field(
+        0.0, ge=0, description="Requests per second per API key (per address when open); 0: off"
+    )
+    rate_burst: int = Field(0, ge=0, description="Requests a key may send at once; 0: 2 x rate")
+    cors_origins: str = Field(
+        "",
+        description="Comma-separated origins allowed to call the API from a browser; empty: "
+        "CORS off",
+    )
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Largest request body, refused (413) before parsing"
+    )
+    body_timeout_s: float = Field(
+        10.0, gt=0, description="Longest time a client may take to send its body (then 408)"
+    )
+    max_header_bytes: int = Field(
+        16 * 1024, ge=1024, description="Largest request head (request line and headers)"
+    )
+    max_queue_wait_s: float = Field(
+        2.0,
+        ge=0,
+        description="Shed load (429 + Retry-After) when the requests inside, or the inference "
+        "queue, would make a new request wait longer than this; 0: only the size bounds",
+    )
+    max_inflight: int = Field(
+        512, ge=1, description="Most requests inside the service at once; more get 429"
+    )
+    db_check_interval_s: float = Field(
+        5.0, gt=0, description="How often the database is checked (readiness, recovery)"
+    )
+    ready_requires_database: bool = Field(
+        False,
+        description="Readiness fails while the database is unavailable (default: it reports "
+        "'degraded' and classify without store keeps being routed here)",
+    )
+    drain_delay_s: float = Field(
+        0.0, ge=0, description="After SIGTERM: readiness fails, requests are still served this long"
+    )
+    shutdown_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="After SIGTERM (and the drain delay): longest wait for in-flight requests",
+    )
     database_url: str = Field("", description="SQLAlchemy URL; empty: SQLite in data_dir")
     data_dir: Path = Field(Path("var"), description="Where the embedded SQLite database lives")
     log_level: str = Field("INFO")
@@ -78,6 +126,12 @@ class Settings(BaseSettings):
         "", description="engine ray: the cluster to join (else RAY_ADDRESS, else a local one)"
     )
     threads: int = Field(0, ge=0, description="Inference threads (0: one per core)")
+
+    @field_validator("keys_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        # ADUAN_KEYS_FILE= (set but empty) means no keys file, not the current directory
+        return None if isinstance(value, str) and not value.strip() else value
 
     def keys(self) -> list[str]:
         return list(self.operators())

@@ -71,6 +71,7 @@ class ServiceState:
     pipeline: Pipeline | None = None
     batcher: DynamicBatcher[Routed] | None = None
     ready: bool = False
+    draining: bool = False  # SIGTERM received: readiness fails while in-flight requests finish
     store: Any = None  # service.storage.Store, when persistence is configured
     drift: DriftMonitor = field(init=False)
     source: str | None = None  # the registry version (or directory) the pipeline came from
@@ -129,6 +130,7 @@ class ServiceState:
             max_size=settings.batch_max_size if settings.batching else 1,
             max_wait=settings.batch_max_wait_ms / 1000 if settings.batching else 0.0,
             queue_size=settings.queue_size,
+            max_queue_wait=settings.max_queue_wait_s,
             on_batch=self.metrics.batch_size.observe,
         )
 

@@ -8,6 +8,7 @@ The schema is managed by Alembic (`service/migrations`), applied at start-up or 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -30,11 +31,13 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy import text as sql_text
+from sqlalchemy import text as sql
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 log = logging.getLogger(__name__)
+CONNECT_TIMEOUT_S = 5
 # Alembic finds the migration scripts as package resources (a wheel install has no checkout).
 MIGRATIONS = "aduan.service:migrations"
 
@@ -155,8 +158,12 @@ def database_url(url: str, data_dir: Path) -> str:
 def make_engine(url: str) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    # hide_parameters: an error message never carries the values of a query (complaint
+    # texts, addresses), wherever it is logged.
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True
+        )
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -167,7 +174,15 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # A database that stops answering fails a request within seconds (503), never hangs it.
+    connect = {"connect_timeout": CONNECT_TIMEOUT_S} if "psycopg" in url else {}
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_timeout=CONNECT_TIMEOUT_S,
+        hide_parameters=True,
+        connect_args=connect,
+    )
 
 
 def upgrade(url: str, revision: str = "head") -> None:
@@ -198,12 +213,12 @@ def _migrate(url: str, direction: str, revision: str) -> None:
             postgres = lock.dialect.name == "postgresql"
             key = {"key": MIGRATION_LOCK}
             if postgres:
-                lock.execute(sql_text("SELECT pg_advisory_lock(:key)"), key)
+                lock.execute(sql("SELECT pg_advisory_lock(:key)"), key)
             try:
                 getattr(command, direction)(config, revision)
             finally:
                 if postgres:
-                    lock.execute(sql_text("SELECT pg_advisory_unlock(:key)"), key)
+                    lock.execute(sql("SELECT pg_advisory_unlock(:key)"), key)
     finally:
         engine.dispose()
 
@@ -214,6 +229,36 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.sessions = sessionmaker(engine, expire_on_commit=False)
+        # Whether the database answered the last check or request; readiness shows it.
+        self.available = True
+        self.last_error: str | None = None
+        self.unavailable_since: float | None = None
+
+    def mark_unavailable(self, error: str) -> None:
+        if self.available:
+            log.error("database unavailable: %s", error)
+            self.unavailable_since = time.monotonic()
+        self.available, self.last_error = False, error
+
+    def ping(self) -> bool:
+        """Check the database and update `available` (recovery is logged with how long it
+        was away): a read while all is well; after a failure also a write that changes
+        nothing, because a full disk still answers reads."""
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(select(1))
+                if not self.available:
+                    connection.execute(sql("UPDATE alembic_version SET version_num = version_num"))
+        except SQLAlchemyError as exc:
+            cause = getattr(exc, "orig", None) or exc
+            first = (str(cause).strip().splitlines() or [""])[0]
+            self.mark_unavailable(f"{type(cause).__name__}: {first}")
+            return False
+        if not self.available:
+            down = time.monotonic() - (self.unavailable_since or time.monotonic())
+            log.warning("database available again after %.1f s", down)
+        self.available, self.last_error, self.unavailable_since = True, None, None
+        return True
 
     @contextmanager
     def _session(self) -> Iterator[Session]:

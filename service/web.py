@@ -26,6 +26,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from .keys import OPERATOR, ApiKey, KeyRing
 from .settings import Settings
 
 SESSION_COOKIE = "aduan_session"
@@ -69,18 +70,19 @@ class Session:
 class Sessions:
     """Signs and checks session cookies and CSRF tokens."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, keys: KeyRing) -> None:
         self.settings = settings
+        self.keys = keys
         self.secret = (settings.session_secret or secrets.token_hex(32)).encode()
 
     def _sign(self, payload: bytes) -> str:
         return hmac.new(self.secret, payload, hashlib.sha256).hexdigest()
 
-    def issue(self, key: str) -> str:
-        """A cookie value for a valid key."""
+    def issue(self, key: ApiKey) -> str:
+        """A cookie value for a valid operator key."""
         data = {
-            "op": self.settings.operators()[key],
-            "kf": fingerprint(key),
+            "op": key.name,
+            "kf": key.fingerprint,
             "csrf": secrets.token_urlsafe(24),
             "exp": int(time.time()) + SESSION_SECONDS,
         }
@@ -106,8 +108,9 @@ class Sessions:
             return None
         if session.expires < time.time():
             return None
-        live = {fingerprint(k): name for k, name in self.settings.operators().items()}
-        if live.get(session.key_fingerprint) != session.operator:
+        # The key must still be configured (revoked: the session ends) with the operator scope.
+        key = self.keys.by_fingerprint(session.key_fingerprint)
+        if key is None or key.name != session.operator or not key.allows(OPERATOR):
             return None
         return session
 
@@ -142,7 +145,7 @@ def set_cookie(response: Response, request: Request, name: str, value: str, age:
 
 def install_web(app: FastAPI, settings: Settings) -> None:
     """Static files, the CDN-free API docs, session signing and security headers."""
-    app.state.sessions = Sessions(settings)
+    app.state.sessions = Sessions(settings, app.state.keys)
     # follow_symlink: a strict editable install links the package files into its build tree.
     ui_files = StaticFiles(packages=[("aduan.service", "static")], follow_symlink=True)
     app.mount(STATIC_PREFIX, ui_files, name="ui-static")

@@ -68,7 +68,11 @@ def test_batch_csv_keeps_ids_and_reports_bad_rows(tiny_model, gazetteer_csv, csv
     errors = pd.read_csv(output.with_name("out.csv.errors.csv"), dtype=str)
     assert errors.to_dict("records") == [
         {"row": "4", "id": "q2", "reason": "empty text"},
-        {"row": "6", "id": "q4", "reason": "undecodable bytes"},
+        {
+            "row": "6",
+            "id": "q4",
+            "reason": "bytes that are not UTF-8 in column 'text' (the file mixes encodings)",
+        },
     ]
     assert not output.with_name("out.csv.parts").exists()
 

@@ -76,3 +76,71 @@ def test_batcher_hands_failures_to_callers_and_keeps_running():
         await batcher.stop()
 
     _run(main())
+
+
+def test_batcher_sheds_texts_that_would_wait_past_the_budget():
+    """Once the measured rate says the queue would hold a request longer than
+    `max_queue_wait`, new texts are refused with an honest retry-after."""
+
+    def predict(batch):
+        time.sleep(0.05)  # 20 texts/s at batch size 1
+        return list(batch)
+
+    async def main():
+        batcher = DynamicBatcher(predict, max_size=1, max_wait=0.0, max_queue_wait=0.2)
+        await batcher.start()
+        await batcher.submit(["warm"])  # measures the rate
+        waiting = [asyncio.ensure_future(batcher.submit([f"t{i}"])) for i in range(3)]
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFull) as refused:
+            await batcher.submit([f"x{i}" for i in range(10)])
+        results = await asyncio.gather(*waiting)
+        await batcher.stop()
+        return refused.value.retry_after, results, batcher.shed
+
+    retry_after, results, shed = _run(main())
+    assert retry_after >= 0.4 and shed == 1
+    assert results == [["t0"], ["t1"], ["t2"]]
+
+
+def test_admission_control_sheds_at_the_door_with_retry_after():
+    from starlette.responses import PlainTextResponse
+
+    from aduan.service.guard import AdmissionControl
+
+    async def slow(scope, receive, send):
+        await asyncio.sleep(0.05)
+        await PlainTextResponse("ok")(scope, receive, send)
+
+    async def main():
+        shed = []
+        gate = AdmissionControl(
+            slow, max_wait_s=0.1, max_inflight=1000, min_inflight=2, on_shed=lambda: shed.append(1)
+        )
+        statuses, headers = [], []
+
+        async def call(path="/v1/classify"):
+            scope = {"type": "http", "path": path, "method": "POST", "headers": []}
+            sent = []
+
+            async def send(message):
+                sent.append(message)
+
+            async def receive():
+                return {"type": "http.request", "body": b""}
+
+            await gate(scope, receive, send)
+            start = sent[0]
+            statuses.append(start["status"])
+            headers.append(dict(start["headers"]))
+
+        await asyncio.gather(*(call() for _ in range(4)))  # 4 inside: the rate is measured
+        await asyncio.gather(*(call() for _ in range(40)))
+        await call("/health/ready")  # never shed
+        return statuses, headers, shed
+
+    statuses, headers, shed = _run(main())
+    assert statuses[:4] == [200] * 4 and 429 in statuses and statuses[-1] == 200
+    assert len(shed) == statuses.count(429)
+    refused = [h for s, h in zip(statuses, headers, strict=True) if s == 429]
+    assert all(int(h[b"retry-after"]) >= 1 for h in refused)

@@ -61,12 +61,14 @@ def test_data_header_only_file(tmp_path):
         load_complaints(path)
 
 
-def test_data_undecodable_bytes_names_the_line(tmp_path):
+def test_data_undecodable_bytes_names_the_row_and_column(tmp_path):
     path = tmp_path / "latin.csv"
     path.write_bytes(
         b"text,agency,created_at\nok,Dinas Sosial,2023-01-01\ncaf\xe9,Dinas Sosial,2023-01-02\n"
     )
-    with pytest.raises(DataError, match=r"latin\.csv: line 3: undecodable bytes"):
+    with pytest.raises(
+        DataError, match=r"latin\.csv: row 3, column 'text': bytes that are not UTF-8"
+    ):
         load_complaints(path)
 
 

@@ -136,6 +136,7 @@ def test_engines_directories_of_format_2_still_load(tiny_transformer, tmp_path):
     (legacy / "config.json").write_text(json.dumps(config))
     shutil.rmtree(legacy / "encoder")
     (legacy / "heads.safetensors").unlink()
+    (legacy / "manifest.json").unlink()  # format-2 directories had none
     old = ComplaintClassifier.load(legacy).predict_proba(TEXTS)
     new = ComplaintClassifier.load(tiny_transformer).predict_proba(TEXTS)
     for head in old:

@@ -125,6 +125,9 @@ def test_reload_refuses_a_broken_candidate_and_the_old_model_keeps_serving(
     weights = registry.path("broken") / "tfidf.json"
     weights.chmod(0o644)
     weights.write_text("{not json")
+    # no manifest (a directory from before checksums): the loader itself finds the damage
+    registry.path("broken").chmod(0o755)
+    (registry.path("broken") / "manifest.json").unlink()
     client = make_client(registry=registry.root, admin_keys="adm-1", reload_interval_s=0.1)
     registry.promote("broken", verify=False)  # past the CLI's check, as a hand-edited pointer
     deadline = time.monotonic() + 10

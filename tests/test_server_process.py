@@ -90,6 +90,7 @@ def test_server_process_refuses_corrupt_weights(tiny_model, tmp_path, server_env
     broken = tmp_path / "corrupt"
     shutil.copytree(tiny_model, broken)
     (broken / "tfidf.json").write_text("{not json")
+    (broken / "manifest.json").unlink()  # a directory from before checksums
     proc = subprocess.run(
         [AD, "serve", "--model", str(broken), "--port", str(free_port())],
         env={**os.environ, **server_env},

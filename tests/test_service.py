@@ -131,6 +131,7 @@ def test_service_full_queue_is_429(make_client):
     client = make_client(queue_size=2)
     response = _classify(client, "a b c", "d e f", "g h i")
     assert response.status_code == 429 and response.json()["error_type"] == "overloaded"
+    assert int(response.headers["retry-after"]) >= 1
     assert _classify(client, "lampu padam").status_code == 200
 
 
@@ -246,6 +247,7 @@ def test_service_refuses_corrupt_weights(tiny_model, gazetteer_csv, tmp_path):
 
     broken = tmp_path / "corrupt"
     shutil.copytree(tiny_model, broken)
+    (broken / "manifest.json").unlink()  # a directory from before checksums
     (broken / "tfidf.safetensors").write_bytes(b"\x00garbage" * 10)
     app = create_app(Settings(model_dir=broken, gazetteer=gazetteer_csv))
     with pytest.raises(ModelDirError, match="corrupt"), TestClient(app):

@@ -139,6 +139,7 @@ def test_transformer_evaluate_and_serve(tiny_transformer, complaints_csv, make_c
 def test_transformer_refuses_corrupt_weights(tiny_transformer, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(tiny_transformer, broken)
+    (broken / "manifest.json").unlink()  # a directory from before checksums
     (broken / "heads.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ModelDirError, match=r"heads\.safetensors: unreadable or corrupt"):
         ComplaintClassifier.load(broken, engine="torch")

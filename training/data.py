@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import re
 from collections import Counter
@@ -38,6 +39,14 @@ _STANDARD = (
     "kelurahan",
     "kecamatan",
 )
+
+
+# A training text longer than this is a broken file, not a complaint (the longest real one
+# has 8,417 characters; the service refuses more than 10,000): typically an unclosed quote
+# that swallowed the rows after it.
+MAX_TEXT_CHARS = 100_000
+# Shorter texts (after normalisation) carry nothing to learn from; such rows are skipped.
+MIN_TEXT_CHARS = 3
 
 
 class DataError(ValueError):
@@ -84,15 +93,54 @@ def _check_bytes(path: Path) -> None:
     data = path.read_bytes()
     if not data.strip():
         raise DataError(f"{path}: the file is empty")
-    if SUFFIXES[path.suffix.lower()] == "parquet":
+    kind = SUFFIXES[path.suffix.lower()]
+    if kind == "parquet":
         return
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
+        where = _undecodable_cell(data, kind) or f"line {line}"
         raise DataError(
-            f"{path}: line {line}: undecodable bytes (not UTF-8) at byte {exc.start}"
+            f"{path}: {where}: bytes that are not UTF-8 (byte {exc.start}: "
+            f"{data[exc.start : exc.start + 4]!r}); the file mixes encodings: save it as UTF-8"
         ) from exc
+
+
+def _bad(value: object) -> bool:
+    # surrogateescape turns bytes that are not UTF-8 into lone surrogates
+    return isinstance(value, str) and any("\udc80" <= ch <= "\udcff" for ch in value)
+
+
+def _undecodable_cell(data: bytes, kind: str) -> str | None:
+    """ "row R, column 'C'" of the first cell holding bytes that are not UTF-8."""
+    text = data.decode("utf-8", errors="surrogateescape")
+    if kind == "json":
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not _bad(line):
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                return f"row {number}"
+            bad = [k for k, v in record.items() if _bad(v)] if isinstance(record, dict) else []
+            return f"row {number}, column {bad[0]!r}" if bad else f"row {number}"
+        return None
+    limit = csv.field_size_limit()
+    csv.field_size_limit(2**31 - 1)
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = next(reader, [])
+        for number, record in enumerate(reader, start=2):
+            for i, value in enumerate(record):
+                if _bad(value):
+                    name = header[i] if i < len(header) else f"#{i + 1}"
+                    return f"row {number}, column {name!r}"
+    except csv.Error:
+        return None
+    finally:
+        csv.field_size_limit(limit)
+    return None
 
 
 def _csv_header(path: Path) -> list[str]:
@@ -164,18 +212,51 @@ def load_complaints(path: Path | str, columns: ColumnMap | None = None) -> pd.Da
     out = pd.DataFrame({name: _text_column(frame, getattr(columns, name)) for name in _STANDARD})
     out["source_row"] = [_row_number(kind, i) for i in range(len(frame))]
     out["source_file"] = str(path)
+    _check_lengths(out, path, columns.text)
     if (out["agency"] == "").all():
         raise DataError(f"{path}: column {columns.agency!r}: the label column is entirely empty")
     out["created_at"] = _parse_dates(out, path, columns.created_at)
     out["text"] = out["text"].map(normalize_text)
-    usable = (out["text"] != "") & (out["agency"] != "")
+    short = (out["text"] != "") & (out["text"].str.len() < MIN_TEXT_CHARS)
+    usable = (out["text"].str.len() >= MIN_TEXT_CHARS) & (out["agency"] != "")
     dropped = int((~usable).sum())
+    if short.any():
+        first = int(short.to_numpy().nonzero()[0][0])
+        log.warning(
+            "%s: %d row(s) whose column %r has fewer than %d characters skipped (first: row %d)",
+            path,
+            int(short.sum()),
+            columns.text,
+            MIN_TEXT_CHARS,
+            out["source_row"].iloc[first],
+        )
     if dropped:
-        log.warning("%s: %d row(s) without text or agency skipped", path, dropped)
-    out = out[usable].reset_index(drop=True)
-    if out.empty:
-        raise DataError(f"{path}: no usable rows (every row lacks text or {columns.agency!r})")
-    return out
+        log.warning("%s: %d row(s) without usable text or agency skipped", path, dropped)
+    if not usable.any():
+        detail = ""
+        if short.any():
+            first = int(short.to_numpy().nonzero()[0][0])
+            detail = (
+                f"; {int(short.sum())} row(s) have column {columns.text!r} shorter than "
+                f"{MIN_TEXT_CHARS} characters (first: row {out['source_row'].iloc[first]}: "
+                f"{out['text'].iloc[first]!r})"
+            )
+        raise DataError(
+            f"{path}: no usable rows (every row lacks text or {columns.agency!r}){detail}"
+        )
+    return out[usable].reset_index(drop=True)
+
+
+def _check_lengths(frame: pd.DataFrame, path: Path, column: str) -> None:
+    """A text longer than `MAX_TEXT_CHARS` means a broken file: refuse it, naming the row."""
+    lengths = frame["text"].str.len()
+    if (lengths > MAX_TEXT_CHARS).any():
+        first = int((lengths > MAX_TEXT_CHARS).to_numpy().nonzero()[0][0])
+        raise DataError(
+            f"{path}: row {frame['source_row'].iloc[first]}: column {column!r}: a field of "
+            f"{int(lengths.iloc[first]):,} characters (the limit is {MAX_TEXT_CHARS:,}); an "
+            "unclosed quote may have swallowed the rows after it"
+        )
 
 
 def _parse_dates(frame: pd.DataFrame, path: Path, column: str) -> pd.Series:
@@ -293,6 +374,7 @@ def prepare(
         raise DataError(f"no validation rows from {valid_from} to {valid_until or 'the end'}")
     agency_map = fold_rare_agencies(train, min_agency_rows)
     train, valid = apply_agency_map(train, agency_map), apply_agency_map(valid, agency_map)
+    _check_classes(train)
     labels = {
         head: LabelSet.from_values(pd.concat([train[head], valid[head]]))
         for head in ("category", "agency")
@@ -307,6 +389,20 @@ def prepare(
         "classes": {head: len(ls) for head, ls in labels.items()},
     }
     return Splits(train, valid, labels, agency_map, report)
+
+
+def _check_classes(train: pd.DataFrame) -> None:
+    """A classifier needs at least two classes per head in its training rows."""
+    files = ", ".join(sorted({str(f) for f in train.get("source_file", pd.Series([])).unique()}))
+    for head, column in (("agency", "agency"), ("category", "topic/category")):
+        classes = train[head].dropna().unique()
+        if len(classes) < 2:
+            only = repr(str(classes[0])) if len(classes) else "none"
+            raise DataError(
+                f"{files or 'the data'}: column {column!r}: the training rows hold one {head} "
+                f"class only ({only}, rows {int(train['source_row'].min())}-"
+                f"{int(train['source_row'].max())}); a classifier needs at least two"
+            )
 
 
 def _period(frame: pd.DataFrame) -> list[str]:

@@ -183,6 +183,7 @@ def _train_main(
             train_seconds,
             {**extra, "model_version": model_version, "reference": reference},
         )
+        artifacts.write_manifest(workdir)  # last: every file is in place
         _make_readable(workdir)
         if output.exists():
             shutil.rmtree(output)

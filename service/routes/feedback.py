@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from aduan.service import intake
-from aduan.service.deps import ReadyStateDep, SettingsDep
+from aduan.service.deps import ReadyStateDep, get_keys, require_operator
 from aduan.service.errors import ApiError
+from aduan.service.keys import OPERATOR
 from aduan.service.schemas import ErrorBody, StrictModel
 
 router = APIRouter(prefix="/v1", tags=["feedback"])
@@ -43,9 +44,9 @@ class FeedbackResponse(BaseModel):
     created: bool
 
 
-def feedback_enabled(settings: SettingsDep) -> None:
+def feedback_enabled(request: Request) -> None:
     # Corrections become training data: never accept them anonymously.
-    if not settings.keys():
+    if not get_keys(request).any_with(OPERATOR):
         raise ApiError(
             403,
             "forbidden",
@@ -58,7 +59,7 @@ def feedback_enabled(settings: SettingsDep) -> None:
     "/feedback",
     response_model=FeedbackResponse,
     status_code=201,
-    dependencies=[Depends(feedback_enabled)],
+    dependencies=[Depends(feedback_enabled), Depends(require_operator)],
     responses={
         200: {"model": FeedbackResponse, "description": "Already recorded"},
         403: {"model": ErrorBody},

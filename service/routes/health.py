@@ -18,15 +18,26 @@ def live() -> dict[str, str]:
 
 @router.get(
     "/health/ready",
-    summary="The model is loaded and warmed up",
-    responses={503: {"description": "Not ready yet"}},
+    summary="The model is loaded and warmed up; the database's state",
+    responses={
+        503: {"description": "Not ready yet, shutting down, or (when required) no database"}
+    },
 )
 def ready(state: StateDep) -> dict[str, str]:
+    """`status` is `ready`, or `degraded` while the database is unavailable (classify without
+    `store` still answers; with `ADUAN_READY_REQUIRES_DATABASE` this is a 503 instead)."""
+    if state.draining:
+        raise not_ready("the service is shutting down")
     if not state.ready:
         raise not_ready()
+    store = state.store
+    database = "none" if store is None else "ok" if store.available else "unavailable"
+    if database == "unavailable" and state.settings.ready_requires_database:
+        raise not_ready(f"the database is unavailable ({store.last_error})")
     return {
-        "status": "ready",
+        "status": "degraded" if database == "unavailable" else "ready",
         "model_version": state.classifier.version if state.classifier else "unknown",
+        "database": database,
     }
 
 

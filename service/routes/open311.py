@@ -18,8 +18,9 @@ from fastapi.responses import Response
 
 from aduan.service import intake
 from aduan.service.batcher import QueueFull
-from aduan.service.deps import BearerDep, StateDep, key_matches
-from aduan.service.errors import open311_error
+from aduan.service.deps import BearerDep, StateDep, bearer_token, get_keys, throttle
+from aduan.service.errors import ApiError, open311_error
+from aduan.service.keys import CLASSIFY, OPERATOR
 from aduan.service.open311_format import (
     create_body_openapi,
     render,
@@ -27,6 +28,7 @@ from aduan.service.open311_format import (
     request_fields,
 )
 from aduan.service.open311_format import notice as service_notice
+from aduan.service.ratelimit import retry_after
 from aduan.service.review import ReviewError, open311_requests, parse_moment
 from aduan.service.state import ServiceState
 from aduan.service.storage import utcnow
@@ -53,10 +55,11 @@ _FIELDS = (
 
 
 class Open311Error(Exception):
-    def __init__(self, status: int, description: str) -> None:
+    def __init__(self, status: int, description: str, headers: dict[str, str] | None = None):
         super().__init__(description)
         self.status = status
         self.description = description
+        self.headers = headers or {}
 
 
 Fmt = Annotated[Literal["json", "xml"], Path(description="json or xml")]
@@ -129,14 +132,21 @@ def _coordinate(fields: dict[str, str], name: str, limit: float) -> float | None
     return number
 
 
-def _check_key(request: Request, fields: dict[str, str], state: ServiceState) -> None:
-    keys = state.settings.keys()
-    if not keys:
-        return
-    scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
-    given = fields.get("api_key") or (bearer.strip() if scheme.lower() == "bearer" else "")
-    if not key_matches(given, keys):
-        raise Open311Error(403, "a valid api_key is required")
+def _check_key(request: Request, fields: dict[str, str]) -> None:
+    """Creating a request needs a key with the classify scope once the API is protected; every
+    caller is rate-limited."""
+    keys = get_keys(request)
+    key = None
+    if keys.protects_api():
+        key = keys.find(fields.get("api_key") or bearer_token(request))
+        if key is None:
+            raise Open311Error(403, "a valid api_key is required")
+        if not key.allows(CLASSIFY):
+            raise Open311Error(403, f"the key {key.name!r} lacks the classify scope")
+    try:
+        throttle(request, key)
+    except ApiError as exc:
+        raise Open311Error(exc.status, exc.message, exc.headers) from exc
 
 
 @router.post(
@@ -152,12 +162,14 @@ async def create_request(
     try:
         return await _create(request, state, fmt)
     except Open311Error as exc:
-        return open311_error(exc.status, exc.description, xml=fmt == "xml")
+        response = open311_error(exc.status, exc.description, xml=fmt == "xml")
+        response.headers.update(exc.headers)
+        return response
 
 
 async def _create(request: Request, state: ServiceState, fmt: str) -> Response:
     fields = await _read_fields(request)
-    _check_key(request, fields, state)
+    _check_key(request, fields)
     if not state.ready or state.batcher is None or state.store is None:
         raise Open311Error(503, "the model is not loaded yet")
     description = fields.get("description", "")
@@ -174,7 +186,8 @@ async def _create(request: Request, state: ServiceState, fmt: str) -> Response:
     try:
         [classified] = await intake.classify([(description, address)], state)
     except QueueFull as exc:
-        raise Open311Error(429, "the service is overloaded; retry shortly") from exc
+        wait = {"Retry-After": retry_after(exc.retry_after)}
+        raise Open311Error(429, "the service is overloaded; retry shortly", wait) from exc
     request.state.model_version = classified.model_version  # the X-Model-Version header
     result = intake.to_result(None, classified, 1)
     record = intake.new_request(
@@ -193,15 +206,14 @@ async def _create(request: Request, state: ServiceState, fmt: str) -> Response:
     return render([answer], fmt, "service_requests", "request", status=201)
 
 
-def _may_read_text(request: Request, api_key: str | None, state: ServiceState) -> bool:
+def _may_read_text(request: Request, api_key: str | None) -> bool:
     """Descriptions are complaint texts (personal data): with keys configured, only a caller
-    with a valid key (api_key or Bearer) gets them."""
-    keys = state.settings.keys()
-    if not keys:
+    with a valid operator key (api_key or Bearer) gets them."""
+    keys = get_keys(request)
+    if not keys.protects_api():
         return True
-    scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
-    given = api_key or (bearer.strip() if scheme.lower() == "bearer" else "")
-    return bool(given) and key_matches(given, keys)
+    key = keys.find(api_key or bearer_token(request))
+    return key is not None and key.allows(OPERATOR)
 
 
 def _csv(value: str | None) -> list[str]:
@@ -248,7 +260,7 @@ async def list_requests(
         end=end,
         limit=MAX_REQUESTS,
     )
-    readable = _may_read_text(request, api_key, state)
+    readable = _may_read_text(request, api_key)
     items = [request_fields(r, state.taxonomy, readable) for r in rows]
     return render(items, fmt, "service_requests", "request")
 
@@ -268,7 +280,7 @@ async def get_request(
     stored = await asyncio.to_thread(state.store.get_request, request_id)
     if stored is None:
         return open311_error(404, f"no service request {request_id!r}", xml=xml)
-    readable = _may_read_text(request, api_key, state)
+    readable = _may_read_text(request, api_key)
     return render(
         [request_fields(stored, state.taxonomy, readable)], fmt, "service_requests", "request"
     )
