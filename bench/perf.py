@@ -56,6 +56,13 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_capability() -> str:
+    """The vector instructions PyTorch dispatches to (AVX2, AVX512, ...)."""
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability()
+
+
 def matmul_rates(threads: int) -> dict[str, float]:
     """Sustained matrix-product rate (TFLOP/s, TOP/s for int8) of shapes like the network's
     (a batch of 32 texts of 64 tokens times a 384 x 1536 weight)."""
@@ -63,8 +70,11 @@ def matmul_rates(threads: int) -> dict[str, float]:
 
     torch.set_num_threads(threads)
     m, k, n = 32 * 64, 384, 1536
+    from aduan.training.distributed import bf16_is_fast
+
     rates = {}
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+    types = [("fp32", torch.float32)] + ([("bf16", torch.bfloat16)] if bf16_is_fast("cpu") else [])
+    for name, dtype in types:
         a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
         rates[name] = _rate(lambda a=a, b=b: a @ b, 2 * m * k * n)
     qa = torch.randint(-128, 127, (m, k), dtype=torch.int8)
@@ -136,8 +146,12 @@ def engines(model_dir: Path, texts: list[str], threads: int) -> dict[str, dict[s
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return torch_fp32(ids, mask)
 
+    from aduan.training.distributed import bf16_is_fast
+
     onnx = config.get("onnx") or {}
-    candidates: dict[str, Any] = {"torch fp32": torch_fp32, "torch bf16": torch_bf16}
+    candidates: dict[str, Any] = {"torch fp32": torch_fp32}
+    if bf16_is_fast("cpu"):  # emulated (~100x slower than fp32) on an AVX2-only CPU: skipped
+        candidates["torch bf16"] = torch_bf16
     if onnx.get("fp32"):
         candidates["onnx fp32"] = OnnxEngine.from_file(model_dir / onnx["fp32"], threads)
     if onnx.get("int8"):
@@ -333,6 +347,7 @@ def main() -> None:
     tokens = float(np.mean([len(x) for x in tokenizer(texts)]))
     result: dict[str, Any] = {
         "machine": f"{cpu_model()}, {os.cpu_count()} cores, {platform.machine()}",
+        "cpu_capability": cpu_capability(),
         "model_version": config["model_version"],
         "encoder_layers": config["encoder_config"]["num_hidden_layers"],
         "texts": len(texts),

@@ -42,6 +42,23 @@ def test_distributed_one_process_changes_nothing(monkeypatch):
     assert distributed.describe() is None
 
 
+@pytest.mark.parametrize(
+    ("capability", "native", "expected"),
+    [("AVX2", False, False), ("AVX2", True, True), ("AVX512", False, True)],
+)
+def test_bf16_setting_falls_back_to_fp32_where_the_cpu_emulates_it(
+    monkeypatch, capability, native, expected
+):
+    # bf16 matrix products on an AVX2-only CPU measured ~100x slower than fp32
+    import torch
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert distributed.use_bf16(True, "cpu") is expected
+    assert distributed.use_bf16(False, "cpu") is False
+
+
 def test_distributed_gloo_processes_average_their_gradients(tmp_path):
     script = tmp_path / "step.py"
     script.write_text(

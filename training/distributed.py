@@ -58,6 +58,36 @@ def device(setting: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def bf16_is_fast(where: torch.device | str) -> bool:
+    """Whether bf16 autocast speeds `where` up: a CUDA GPU that supports it, or a CPU with
+    native bf16 (AVX512-BF16, AMX) or AVX-512 (oneDNN converts there). On an AVX2-only CPU
+    PyTorch's bf16 matrix products are emulated and measured ~100x slower than fp32, so the
+    `bf16` setting means "where the hardware has it" and falls back to fp32 elsewhere."""
+    where = torch.device(where)
+    if where.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if where.type != "cpu":
+        return False
+    cpu = torch.cpu
+    native = any(
+        getattr(cpu, probe, lambda: False)()
+        for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    )
+    return native or torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
+def use_bf16(requested: bool, where: torch.device | str) -> bool:
+    """The `bf16` setting as it applies on `where` (logged once when the hardware says no)."""
+    if requested and not bf16_is_fast(where):
+        log.info(
+            "bf16 off on %s (%s): no native bf16 on this hardware, training in fp32",
+            where,
+            torch.backends.cpu.get_cpu_capability(),
+        )
+        return False
+    return requested
+
+
 def backend() -> str:
     default = (
         "nccl" if torch.cuda.is_available() and os.environ.get("ADUAN_DEVICE") != "cpu" else "gloo"

