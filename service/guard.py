@@ -275,10 +275,15 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 class AdmissionControl:
     """Sheds load at the door: when the requests already inside would keep a new one waiting
-    longer than `max_wait_s` (in-flight requests / the recent completion rate), or more than
+    longer than `max_wait_s` (in-flight requests / the measured service rate), or more than
     `max_inflight` are inside, it answers 429 with Retry-After at once, before any parsing,
     logging or inference. Without it an overloaded service queues requests in the event
-    loop until clients time out. Health and metrics are never shed."""
+    loop until clients time out. Health and metrics are never shed.
+
+    The rate is the service's capacity, not the demand: completions per second of the time
+    something was inside (busy time) over the last WINDOW_S, trusted once at least
+    `min_inflight` completions were seen there. Completions per wall-clock second would read
+    an idle service as a slow one and shed the first burst after a quiet spell."""
 
     WINDOW_S = 2.0
 
@@ -297,17 +302,45 @@ class AdmissionControl:
         self.min_inflight = min_inflight
         self.on_shed = on_shed
         self.inflight = 0
-        self._done: deque[float] = deque()
+        self._done: deque[float] = deque()  # completion times
+        self._busy: deque[tuple[float, float]] = deque()  # spells with requests inside
+        self._busy_since: float | None = None  # start of the current spell
 
-    def rate(self, now: float) -> float:
-        """Requests completed per second over the last WINDOW_S."""
+    def busy_seconds(self, now: float) -> float:
+        """Seconds of the last WINDOW_S with at least one request inside."""
+        cutoff = now - self.WINDOW_S
+        while self._busy and self._busy[0][1] < cutoff:
+            self._busy.popleft()
+        total = sum(end - max(start, cutoff) for start, end in self._busy)
+        if self._busy_since is not None:
+            total += now - max(self._busy_since, cutoff)
+        return total
+
+    def rate(self, now: float) -> float | None:
+        """Requests completed per busy second over the last WINDOW_S; None until at least
+        `min_inflight` completions were seen there."""
         while self._done and now - self._done[0] > self.WINDOW_S:
             self._done.popleft()
-        return len(self._done) / self.WINDOW_S
+        busy = self.busy_seconds(now)
+        if len(self._done) < max(1, self.min_inflight) or busy <= 0:
+            return None
+        return len(self._done) / busy
 
     def estimated_wait(self, now: float) -> float:
         rate = self.rate(now)
         return self.inflight / rate if rate else 0.0
+
+    def _enter(self, now: float) -> None:
+        if self.inflight == 0:
+            self._busy_since = now
+        self.inflight += 1
+
+    def _leave(self, now: float) -> None:
+        self.inflight -= 1
+        self._done.append(now)
+        if self.inflight == 0 and self._busy_since is not None:
+            self._busy.append((self._busy_since, now))
+            self._busy_since = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -330,9 +363,8 @@ class AdmissionControl:
                 response = JSONResponse(error_body(message, "overloaded"), 429, headers=headers)
             await response(scope, receive, send)
             return
-        self.inflight += 1
+        self._enter(now)
         try:
             await self.app(scope, receive, send)
         finally:
-            self.inflight -= 1
-            self._done.append(time.monotonic())
+            self._leave(time.monotonic())
