@@ -9,8 +9,10 @@ skips the delay.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
+import socket
 import time
 from types import FrameType
 
@@ -24,6 +26,8 @@ log = logging.getLogger(__name__)
 
 
 class DrainingServer(uvicorn.Server):
+    ACCEPTED_GRACE_S = 0.25
+
     def __init__(self, config: uvicorn.Config, state: ServiceState, drain_delay_s: float):
         super().__init__(config)
         self.state = state
@@ -42,6 +46,15 @@ class DrainingServer(uvicorn.Server):
             self.should_exit = True  # a second SIGTERM: stop waiting
             return
         super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Stop accepting first, then give connections accepted a moment ago the time to read
+        # their request: uvicorn closes at once every connection with no request parsed yet,
+        # and a request already on its way would then get a TCP reset instead of an answer.
+        for server in self.servers:
+            server.close()
+        await asyncio.sleep(self.ACCEPTED_GRACE_S)
+        await super().shutdown(sockets)
 
     async def on_tick(self, counter: int) -> bool:
         started = self.drain_started

@@ -77,7 +77,7 @@ def bf16_is_fast(where: torch.device | str) -> bool:
 
 
 def use_bf16(requested: bool, where: torch.device | str) -> bool:
-    """The `bf16` setting as it applies on `where` (logged once when the hardware says no)."""
+    """The `bf16` setting as it applies on `where` (logged when the hardware says no)."""
     if requested and not bf16_is_fast(where):
         log.info(
             "bf16 off on %s (%s): no native bf16 on this hardware, training in fp32",
