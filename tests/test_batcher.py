@@ -103,6 +103,21 @@ def test_batcher_sheds_texts_that_would_wait_past_the_budget():
     assert results == [["t0"], ["t1"], ["t2"]]
 
 
+async def _through(gate, path: str = "/v1/classify") -> tuple[int, dict[bytes, bytes]]:
+    """One request through an ASGI middleware: (status, response headers)."""
+    scope = {"type": "http", "path": path, "method": "POST", "headers": []}
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b""}
+
+    await gate(scope, receive, send)
+    return sent[0]["status"], dict(sent[0]["headers"])
+
+
 def test_admission_control_sheds_at_the_door_with_retry_after():
     from starlette.responses import PlainTextResponse
 
@@ -120,19 +135,9 @@ def test_admission_control_sheds_at_the_door_with_retry_after():
         statuses, headers = [], []
 
         async def call(path="/v1/classify"):
-            scope = {"type": "http", "path": path, "method": "POST", "headers": []}
-            sent = []
-
-            async def send(message):
-                sent.append(message)
-
-            async def receive():
-                return {"type": "http.request", "body": b""}
-
-            await gate(scope, receive, send)
-            start = sent[0]
-            statuses.append(start["status"])
-            headers.append(dict(start["headers"]))
+            status, head = await _through(gate, path)
+            statuses.append(status)
+            headers.append(head)
 
         await asyncio.gather(*(call() for _ in range(4)))  # 4 inside: the rate is measured
         await asyncio.gather(*(call() for _ in range(40)))
@@ -165,17 +170,7 @@ def test_admission_control_admits_a_burst_after_an_idle_spell():
         statuses = []
 
         async def call():
-            scope = {"type": "http", "path": "/v1/classify", "method": "POST", "headers": []}
-            sent = []
-
-            async def send(message):
-                sent.append(message)
-
-            async def receive():
-                return {"type": "http.request", "body": b""}
-
-            await gate(scope, receive, send)
-            statuses.append(sent[0]["status"])
+            statuses.append((await _through(gate))[0])
 
         for _ in range(8):  # measured: 8 completions in ~0.16 busy seconds
             await call()
