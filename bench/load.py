@@ -144,7 +144,7 @@ class Tally:
         }
 
 
-async def _exchange(
+async def exchange(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes
 ) -> tuple[int, dict[str, str]]:
     writer.write(
@@ -167,7 +167,7 @@ async def _exchange(
     return int(status_line.split()[1]), headers
 
 
-def _body(text: str) -> bytes:
+def request_body(text: str) -> bytes:
     return json.dumps({"items": [{"text": text}]}).encode()
 
 
@@ -183,7 +183,8 @@ async def closed_loop(port: int, corpus: list[str], clients: int, seconds: float
             started = time.perf_counter()
             try:
                 status, headers = await asyncio.wait_for(
-                    _exchange(reader, writer, _body(corpus[i % len(corpus)])), CLIENT_TIMEOUT_S
+                    exchange(reader, writer, request_body(corpus[i % len(corpus)])),
+                    CLIENT_TIMEOUT_S,
                 )
             except Exception as exc:  # timeouts and broken connections are errors
                 tally.errors.append(f"x {type(exc).__name__}")
@@ -234,11 +235,11 @@ async def open_loop(port: int, corpus: list[str], rate: float, seconds: float) -
         else:
             reader, writer = reused
         started = time.perf_counter()
-        body = _body(corpus[i % len(corpus)])
+        body = request_body(corpus[i % len(corpus)])
         try:
             try:
                 status, headers = await asyncio.wait_for(
-                    _exchange(reader, writer, body), CLIENT_TIMEOUT_S
+                    exchange(reader, writer, body), CLIENT_TIMEOUT_S
                 )
             except (ConnectionError, asyncio.IncompleteReadError):
                 if reused is None:
@@ -248,7 +249,7 @@ async def open_loop(port: int, corpus: list[str], rate: float, seconds: float) -
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
                 started = time.perf_counter()
                 status, headers = await asyncio.wait_for(
-                    _exchange(reader, writer, body), CLIENT_TIMEOUT_S
+                    exchange(reader, writer, body), CLIENT_TIMEOUT_S
                 )
         except Exception as exc:
             tally.errors.append(f"x {type(exc).__name__}")
@@ -304,7 +305,7 @@ def run_model(
     )
     result: dict[str, Any] = {"model": str(model)}
     try:
-        _wait_ready(port, proc, started)
+        wait_ready(port, proc, started)
         result["startup_to_ready_s"] = round(time.perf_counter() - started, 2)
         # warm up at the highest concurrency: buffers and arenas reach their working size
         asyncio.run(closed_loop(port, corpus, max(clients), warmup))
@@ -354,7 +355,7 @@ def _sampled(pid: int, work: Any) -> tuple[Any, float]:
     return asyncio.run(both())
 
 
-def _wait_ready(port: int, proc: subprocess.Popen, started: float) -> None:
+def wait_ready(port: int, proc: subprocess.Popen, started: float) -> None:
     import urllib.request
 
     while True:
@@ -365,7 +366,7 @@ def _wait_ready(port: int, proc: subprocess.Popen, started: float) -> None:
                 if answer.status == 200:
                     return
         except OSError:
-            time.sleep(0.1)
+            time.sleep(0.05)
 
 
 def machine() -> dict[str, Any]:

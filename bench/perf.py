@@ -25,7 +25,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# bench/ holds scripts, not a package: the loopback client and server helpers of the load bench
+from load import exchange, free_port, request_body, rss_mb, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -242,44 +245,6 @@ def contended(model_dir: Path, texts: list[str], threads: int) -> dict[str, dict
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-async def _post(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes
-) -> tuple[int, float]:
-    """One keep-alive HTTP/1.1 request; a minimal client keeps the load generator's own CPU
-    use small on a 2-core machine."""
-    started = time.perf_counter()
-    writer.write(
-        b"POST /v1/classify HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-        + f"Content-Length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
-    await writer.drain()
-    status_line = await reader.readline()
-    length = 0
-    while True:
-        line = await reader.readline()
-        if line in (b"\r\n", b""):
-            break
-        name, _, value = line.decode().partition(":")
-        if name.lower() == "content-length":
-            length = int(value)
-    await reader.readexactly(length)
-    return int(status_line.split()[1]), time.perf_counter() - started
-
-
 async def _load(port: int, texts: list[str], clients: int, requests: int) -> dict[str, Any]:
     latencies: list[float] = []
     errors = 0
@@ -289,10 +254,10 @@ async def _load(port: int, texts: list[str], clients: int, requests: int) -> dic
         nonlocal errors
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         for i in range(per_client):
-            text = texts[(offset * per_client + i) % len(texts)]
-            body = json.dumps({"items": [{"text": text}]}).encode()
-            status, seconds = await _post(reader, writer, body)
-            latencies.append(seconds)
+            body = request_body(texts[(offset * per_client + i) % len(texts)])
+            started = time.perf_counter()
+            status, _ = await exchange(reader, writer, body)
+            latencies.append(time.perf_counter() - started)
             errors += status != 200
         writer.close()
 
@@ -313,8 +278,6 @@ def serve(
     model_dir: Path, texts: list[str], batching: bool, requests: int, env: dict[str, str]
 ) -> dict[str, Any]:
     """Start `aduan serve`, measure start-up-to-ready, then each client count in turn."""
-    import urllib.request
-
     port = free_port()
     settings = {
         **os.environ,
@@ -332,15 +295,7 @@ def serve(
         stderr=subprocess.DEVNULL,
     )
     try:
-        while True:
-            if proc.poll() is not None or time.perf_counter() - started > 180:
-                raise SystemExit(f"server did not start (exit {proc.returncode})")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready") as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.05)
+        wait_ready(port, proc, started)
         ready = time.perf_counter() - started
         result: dict[str, Any] = {"startup_to_ready_s": round(ready, 2)}
         asyncio.run(_load(port, texts, 4, 40))  # warm-up
