@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,9 @@ import time
 from pathlib import Path
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from load import free_port, wait_ready  # bench/ holds scripts, not a package
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = [
@@ -36,12 +38,6 @@ TEXTS = [
     "KTP elektronik belum jadi sudah dua bulan",
     "pohon besar di pinggir jalan hampir tumbang mohon dipangkas",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def client_loop(
@@ -103,16 +99,7 @@ def run_setting(model: Path, batching: bool, clients: int, requests: int) -> dic
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"server did not start (exit {proc.returncode})")
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        wait_ready(port, proc, time.perf_counter(), limit=120)
         return asyncio.run(load(base, clients, requests))
     finally:
         proc.terminate()

@@ -18,10 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from batching import free_port, load  # bench/ holds scripts, not a package
+from batching import load  # bench/ holds scripts, not a package
+from load import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,16 +40,7 @@ def run(model: Path, engine: str, replicas: int, clients: int, requests: int) ->
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"server did not start (exit {proc.returncode})")
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        wait_ready(port, proc, started)
         ready = time.perf_counter() - started
         result = asyncio.run(load(base, clients, requests))
         return {"engine": engine, "startup_to_ready_s": round(ready, 1), **result}
