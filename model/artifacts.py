@@ -140,13 +140,24 @@ def _model_files(model_dir: Path) -> list[Path]:
     return out
 
 
+def _is_safetensors(head: bytes, size: int) -> bool:
+    """A safetensors file: an 8-byte little-endian header length that fits the file, then the
+    JSON header. Its length can begin with a pickle's magic bytes (a 640-byte header is
+    80 02 00 ..), so such a file must not be judged by them."""
+    if len(head) < 9:
+        return False
+    length = int.from_bytes(head[:8], "little")
+    return head[8:9] == b"{" and 8 + length <= size
+
+
 def refuse_pickles(model_dir: Path) -> None:
     """Weights come only as safetensors, ONNX or JSON: a pickle-based file anywhere in the
     directory (by name or by its first bytes) is refused, never loaded."""
     for path in _model_files(model_dir):
         with open(path, "rb") as handle:
-            head = handle.read(4)
-        if path.suffix.lower() in PICKLE_SUFFIXES or head.startswith(_PICKLE_MAGIC):
+            head = handle.read(9)
+        magic = head.startswith(_PICKLE_MAGIC) and not _is_safetensors(head, path.stat().st_size)
+        if path.suffix.lower() in PICKLE_SUFFIXES or magic:
             raise ModelDirError(
                 f"{path}: a pickle-based file (weights must be safetensors, ONNX or JSON; "
                 "loading a pickle can run arbitrary code)"

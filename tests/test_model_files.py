@@ -182,3 +182,20 @@ def test_model_files_models_verify_and_rehash(tiny_model, tmp_path):
     assert refused.exit_code == 2 and "locations.json" in refused.output
     assert CliRunner().invoke(app, ["models", "rehash", str(copy)]).exit_code == 0
     assert CliRunner().invoke(app, ["models", "verify", str(copy)]).exit_code == 0
+
+
+def test_model_files_safetensors_whose_header_length_looks_like_pickle_magic_is_accepted(
+    tiny_model, tmp_path
+):
+    # a 640-byte safetensors header is written as 80 02 00 .. (a pickle's PROTO 2 opcode)
+    from aduan.model.artifacts import refuse_pickles
+
+    target = tmp_path / "model"
+    shutil.copytree(tiny_model, target)
+    header = b'{"__metadata__":{}}'.ljust(640)
+    (target / "extra.safetensors").write_bytes((640).to_bytes(8, "little") + header)
+    assert (target / "extra.safetensors").read_bytes()[:2] == b"\x80\x02"
+    refuse_pickles(target)  # no error
+    (target / "extra.safetensors").write_bytes(pickle.dumps([1.0], protocol=2))
+    with pytest.raises(ModelDirError, match=r"extra\.safetensors: a pickle-based file"):
+        refuse_pickles(target)
