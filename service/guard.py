@@ -304,14 +304,20 @@ class AdmissionControl:
         self.inflight = 0
         self._done: deque[float] = deque()  # completion times
         self._busy: deque[tuple[float, float]] = deque()  # spells with requests inside
+        self._busy_length = 0.0  # the spells' summed length, kept with the deque
         self._busy_since: float | None = None  # start of the current spell
 
     def busy_seconds(self, now: float) -> float:
         """Seconds of the last WINDOW_S with at least one request inside."""
         cutoff = now - self.WINDOW_S
         while self._busy and self._busy[0][1] < cutoff:
-            self._busy.popleft()
-        total = sum(end - max(start, cutoff) for start, end in self._busy)
+            start, end = self._busy.popleft()
+            self._busy_length -= end - start
+        if not self._busy:
+            self._busy_length = 0.0  # no rounding left over from the removed spells
+        total = self._busy_length
+        if self._busy:  # the oldest spell may have begun before the window
+            total -= max(0.0, cutoff - self._busy[0][0])
         if self._busy_since is not None:
             total += now - max(self._busy_since, cutoff)
         return total
@@ -340,6 +346,7 @@ class AdmissionControl:
         self._done.append(now)
         if self.inflight == 0 and self._busy_since is not None:
             self._busy.append((self._busy_since, now))
+            self._busy_length += now - self._busy_since
             self._busy_since = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
