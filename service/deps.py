@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 from typing import Annotated
 
@@ -12,10 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from .errors import ApiError, not_ready, rate_limited, unauthorized
 from .keys import ADMIN, CLASSIFY, OPERATOR, ApiKey, KeyRing
 from .ratelimit import RateLimiter, retry_after
-from .settings import Settings, get_settings
 from .state import ServiceState
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 def get_state(request: Request) -> ServiceState:
@@ -33,14 +29,6 @@ def get_ready_state(state: StateDep) -> ServiceState:
 
 
 ReadyStateDep = Annotated[ServiceState, Depends(get_ready_state)]
-
-
-def key_matches(token: str, keys: list[str]) -> bool:
-    # Compare against every key, always, so timing does not reveal which one nearly matched.
-    found = False
-    for key in keys:
-        found |= hmac.compare_digest(token.encode(), key.encode())
-    return found
 
 
 def get_keys(request: Request) -> KeyRing:

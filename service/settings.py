@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -132,30 +130,6 @@ class Settings(BaseSettings):
     def _empty_is_none(cls, value: object) -> object:
         # ADUAN_KEYS_FILE= (set but empty) means no keys file, not the current directory
         return None if isinstance(value, str) and not value.strip() else value
-
-    def keys(self) -> list[str]:
-        return list(self.operators())
-
-    def operators(self) -> dict[str, str]:
-        """API key -> the operator it names in audit trails: the `name` of a `name:key` entry,
-        else `key-` and the start of the key's SHA-256 (never the key itself)."""
-        out = {}
-        for entry in self.api_keys.split(","):
-            entry = entry.strip()
-            if not entry:
-                continue
-            named = _NAMED_KEY.match(entry)
-            if named:
-                out[named.group(2).strip()] = named.group(1)
-            else:
-                out[entry] = "key-" + hashlib.sha256(entry.encode()).hexdigest()[:8]
-        return out
-
-    def admin_key_list(self) -> list[str]:
-        return [k.strip() for k in self.admin_keys.split(",") if k.strip()]
-
-
-_NAMED_KEY = re.compile(r"^([A-Za-z0-9_.@-]{1,64}):(.+)$")
 
 
 @lru_cache

@@ -55,10 +55,6 @@ templates = Jinja2Templates(
 )
 
 
-def fingerprint(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
 @dataclass(frozen=True)
 class Session:
     operator: str

@@ -12,9 +12,9 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from aduan.service import intake
-from aduan.service.deps import ReadyStateDep
+from aduan.service.deps import ReadyStateDep, get_keys
 from aduan.service.errors import ApiError
-from aduan.service.keys import OPERATOR, KeyRing
+from aduan.service.keys import OPERATOR
 from aduan.service.review import (
     STATUSES,
     Changes,
@@ -109,16 +109,11 @@ def login_form(request: Request, next: str | None = None, failed: bool = False) 
             "csrf": token,
             "next": _safe_next(next),
             "failed": failed,
-            "enabled": _keys(request).any_with(OPERATOR),
+            "enabled": get_keys(request).any_with(OPERATOR),
         },
     )
     set_cookie(response, request, LOGIN_COOKIE, token, 3600)
     return response
-
-
-def _keys(request: Request) -> KeyRing:
-    keys: KeyRing = request.app.state.keys
-    return keys
 
 
 @router.post("/login")
@@ -131,7 +126,7 @@ def login(
     expected = request.cookies.get(LOGIN_COOKIE) or ""
     if not same_origin(request) or not expected or not csrf_ok(expected, csrf):
         raise ApiError(403, "forbidden", "the login form is stale: reload it")
-    found = _keys(request).find(key.strip())
+    found = get_keys(request).find(key.strip())
     if found is None or not found.allows(OPERATOR):
         return RedirectResponse(f"/ui/login?{urlencode({'next': next, 'failed': 1})}", 303)
     response = RedirectResponse(_safe_next(next), 303)
