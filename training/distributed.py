@@ -88,24 +88,24 @@ def use_bf16(requested: bool, where: torch.device | str) -> bool:
     return requested
 
 
-def backend() -> str:
-    default = (
-        "nccl" if torch.cuda.is_available() and os.environ.get("ADUAN_DEVICE") != "cpu" else "gloo"
-    )
+def backend(setting: str = "auto") -> str:
+    """The collective backend for the `device` setting: NCCL on GPUs, gloo on CPUs
+    (`ADUAN_DIST_BACKEND` overrides)."""
+    default = "nccl" if device(setting).type == "cuda" else "gloo"
     return os.environ.get("ADUAN_DIST_BACKEND", default)
 
 
 @contextlib.contextmanager
-def session() -> Iterator[None]:
-    """Join the process group for a training run when torchrun started several processes;
-    leave it (after every process got there) at the end."""
+def session(setting: str = "auto") -> Iterator[None]:
+    """Join the process group for a training run on the `device` setting's device when
+    torchrun started several processes; leave it (after every process got there) at the end."""
     if not active() or dist.is_initialized():
         yield
         return
-    if device().type == "cuda":
-        torch.cuda.set_device(device())
-    dist.init_process_group(backend(), timeout=TIMEOUT)
-    log.info("data-parallel: rank %d of %d (%s)", rank(), world_size(), backend())
+    if device(setting).type == "cuda":
+        torch.cuda.set_device(device(setting))
+    dist.init_process_group(backend(setting), timeout=TIMEOUT)
+    log.info("data-parallel: rank %d of %d (%s)", rank(), world_size(), backend(setting))
     try:
         yield
         dist.barrier()
@@ -113,16 +113,15 @@ def session() -> Iterator[None]:
         dist.destroy_process_group()
 
 
-def describe() -> dict[str, Any] | None:
+def describe(setting: str = "auto") -> dict[str, Any] | None:
     """What config.json records about a data-parallel run (None for one process)."""
     if not active():
         return None
-    return {"world_size": world_size(), "backend": backend(), "device": device().type}
-
-
-def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
+    return {
+        "world_size": world_size(),
+        "backend": backend(setting),
+        "device": device(setting).type,
+    }
 
 
 @contextlib.contextmanager
@@ -178,12 +177,12 @@ def shard(batches: list[T]) -> list[T]:
     return [batches[(rank() + k * size) % len(batches)] for k in range(steps)]
 
 
-def agree(value: int, what: str) -> None:
+def agree(value: int, what: str, where: torch.device) -> None:
     """Fail loudly (rather than hang at a later collective) when processes disagree, e.g. on
     the epoch a checkpoint resumes from (its folder must be shared by every node)."""
     if not dist.is_initialized():
         return
-    mine = torch.tensor([value], dtype=torch.long, device=device())
+    mine = torch.tensor([value], dtype=torch.long, device=where)
     values = [torch.zeros_like(mine) for _ in range(world_size())]
     dist.all_gather(values, mine)
     seen = sorted({int(v.item()) for v in values})

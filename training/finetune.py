@@ -313,7 +313,7 @@ class _Trainer:
             for h in self.labels
         }
         start_epoch, best, best_epoch, best_state, stale, step = self._resume(optimizer, scheduler)
-        distributed.agree(start_epoch, "the epoch to resume from")
+        distributed.agree(start_epoch, "the epoch to resume from", self.device)
         lengths = self._lengths("train")
         params = [p for _, p in trainable]
         epoch = start_epoch

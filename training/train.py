@@ -135,7 +135,7 @@ def train(
     Under `torchrun` every process trains (data-parallel, `distributed.py`) and rank 0 alone
     writes; the others return an empty dict."""
     output = Path(output)
-    with distributed.session():
+    with distributed.session(config.device):
         splits, _ = load_splits(config)
         if not distributed.is_main():
             _train_worker(config, splits, output)
@@ -169,8 +169,8 @@ def _train_main(
             backend, extra["trained_on"] = _refit_all(config, splits, checkpoint_dir, selected)
             train_seconds = time.perf_counter() - started
         extra = {k: v for k, v in extra.items() if not k.startswith("_")}
-        if distributed.describe():
-            extra["data_parallel"] = distributed.describe()
+        if (parallel := distributed.describe(config.device)) is not None:
+            extra["data_parallel"] = parallel
         extra.update(backend.save(workdir))
         metrics = _write_directory(
             workdir,
