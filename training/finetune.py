@@ -20,7 +20,6 @@ on every row with that epoch count.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import json
 import logging
@@ -484,10 +483,11 @@ def _backend(
     trainer: _Trainer, config: TrainConfig, splits: Splits, mixing: dict[str, Any]
 ) -> TransformerBackend:
     """The fitted network with its routing table (counted on the training rows) and the TF-IDF
-    model (fitted on them), running on PyTorch."""
+    model (fitted on them; by rank 0 alone, the only process that mixes and writes), running
+    on PyTorch."""
     routing = routing_table(trainer.topics[0], splits.train) if trainer.topics is not None else None
     tfidf = None
-    if config.ensemble_tfidf:
+    if config.ensemble_tfidf and distributed.is_main():
         from .baseline import fit_baseline
 
         tfidf = TfidfBackend(fit_baseline(splits.train, config), trainer.labels)
@@ -552,7 +552,7 @@ def fit_transformer(
     trainer = _Trainer(config, splits, checkpoint_dir, base, tokenizer, cache)
     epochs = trainer.train()
     if not distributed.is_main():  # rank 0 alone mixes, calibrates and writes
-        backend = _backend(trainer, dataclasses.replace(config, ensemble_tfidf=False), splits, {})
+        backend = _backend(trainer, config, splits, {})
         return backend, {"_shared": _Shared(base, tokenizer, cache, epochs, {})}
     backend = _backend(trainer, config, splits, {})
     _shipped_engine(backend, config)
