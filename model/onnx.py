@@ -114,7 +114,6 @@ def export_model_dir(model_dir: Path, quantization: str = "int8") -> dict[str, A
     (and the onnxruntime version) in its config.json."""
     from .artifacts import (
         CONFIG,
-        MANIFEST,
         head_labels,
         library_versions,
         read_config,
@@ -127,13 +126,12 @@ def export_model_dir(model_dir: Path, quantization: str = "int8") -> dict[str, A
     config = read_config(model_dir)
     if config["model_type"] != MODEL_TYPE:
         raise ModelDirError(f"{model_dir}: only transformer directories have a network to export")
-    signed = verify_manifest(model_dir)  # never re-sign files that were already changed
+    verify_manifest(model_dir)  # never re-sign files that were already changed
     network = load_network(model_dir, config, head_labels(config))
     entry = export_network(network, model_dir, quantization)
     # Files exported before stay usable (`fp32`/`int8` keys); `file` is the new one.
     config["onnx"] = {**(config.get("onnx") or {}), **entry}
     config["versions"] = {**config.get("versions", {}), **library_versions(("onnxruntime",))}
     write_json(model_dir / CONFIG, config)
-    if signed or not (model_dir / MANIFEST).exists():
-        write_manifest(model_dir)
+    write_manifest(model_dir)
     return dict(config["onnx"])
