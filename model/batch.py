@@ -26,13 +26,10 @@ from typing import Any
 import pandas as pd
 
 from .pipeline import Pipeline
-from .text import normalize_text
+from .text import MAX_TEXT_CHARS, normalize_text, undecodable
 
 log = logging.getLogger(__name__)
 
-# Longer texts are a broken row (an unclosed quote swallowing the rows after it), not a
-# complaint; they go to the errors file instead of stalling the run.
-MAX_TEXT_CHARS = 100_000
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 ERROR_COLUMNS = ["row", "id", "reason"]
 # The columns of CSV and Parquet output (`flat_answer`), in order.
@@ -84,11 +81,6 @@ def _format(path: Path) -> str:
     if kind is None:
         raise BatchError(f"{path}: unsupported file type {path.suffix!r} (use {sorted(FORMATS)})")
     return kind
-
-
-def undecodable(value: str) -> bool:
-    # surrogateescape turns bytes that are not UTF-8 into lone surrogates
-    return any("\udc80" <= ch <= "\udcff" for ch in value)
 
 
 def undecodable_reason(text: str, address: str) -> str | None:

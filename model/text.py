@@ -26,6 +26,17 @@ _NIK = re.compile(r"(?<!\d)\d{16}(?!\d)")
 # spaces, dots or dashes ("0812-3456-7890", "+62 812 3456 789").
 _PHONE = re.compile(r"(?<![\w+])(?:\+62|62|0)[\s.-]?8\d{1,3}(?:[\s.-]?\d{2,5}){2,4}(?!\d)")
 _SPACE = re.compile(r"\s+")
+# A text longer than this is a broken row, not a complaint (the longest real one has 8,417
+# characters; the service refuses more than 10,000): typically an unclosed quote that
+# swallowed the rows after it. Training refuses such a file; backfills send the row to the
+# errors file.
+MAX_TEXT_CHARS = 100_000
+
+
+def undecodable(value: str) -> bool:
+    """Whether `value` holds bytes that were not UTF-8 (surrogateescape turns them into lone
+    surrogates)."""
+    return any("\udc80" <= ch <= "\udcff" for ch in value)
 
 
 def mask_personal_data(text: str) -> str:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from aduan.model.labels import LabelSet
 from aduan.model.taxonomy import OTHER_AGENCY, Taxonomy, agency_class
-from aduan.model.text import normalize_text
+from aduan.model.text import MAX_TEXT_CHARS, normalize_text, undecodable
 
 from .config import TrainConfig
 
@@ -41,10 +41,6 @@ _STANDARD = (
 )
 
 
-# A training text longer than this is a broken file, not a complaint (the longest real one
-# has 8,417 characters; the service refuses more than 10,000): typically an unclosed quote
-# that swallowed the rows after it.
-MAX_TEXT_CHARS = 100_000
 # Shorter texts (after normalisation) carry nothing to learn from; such rows are skipped.
 MIN_TEXT_CHARS = 3
 
@@ -108,8 +104,7 @@ def _check_bytes(path: Path) -> None:
 
 
 def _bad(value: object) -> bool:
-    # surrogateescape turns bytes that are not UTF-8 into lone surrogates
-    return isinstance(value, str) and any("\udc80" <= ch <= "\udcff" for ch in value)
+    return isinstance(value, str) and undecodable(value)
 
 
 def _undecodable_cell(data: bytes, kind: str) -> str | None:
@@ -220,8 +215,8 @@ def load_complaints(path: Path | str, columns: ColumnMap | None = None) -> pd.Da
     short = (out["text"] != "") & (out["text"].str.len() < MIN_TEXT_CHARS)
     usable = (out["text"].str.len() >= MIN_TEXT_CHARS) & (out["agency"] != "")
     dropped = int((~usable).sum())
-    if short.any():
-        first = int(short.to_numpy().nonzero()[0][0])
+    first = int(short.to_numpy().nonzero()[0][0]) if short.any() else None
+    if first is not None:
         log.warning(
             "%s: %d row(s) whose column %r has fewer than %d characters skipped (first: row %d)",
             path,
@@ -234,8 +229,7 @@ def load_complaints(path: Path | str, columns: ColumnMap | None = None) -> pd.Da
         log.warning("%s: %d row(s) without usable text or agency skipped", path, dropped)
     if not usable.any():
         detail = ""
-        if short.any():
-            first = int(short.to_numpy().nonzero()[0][0])
+        if first is not None:
             detail = (
                 f"; {int(short.sum())} row(s) have column {columns.text!r} shorter than "
                 f"{MIN_TEXT_CHARS} characters (first: row {out['source_row'].iloc[first]}: "
