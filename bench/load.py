@@ -167,6 +167,11 @@ async def exchange(
     return int(status_line.split()[1]), headers
 
 
+async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A new loopback connection, given up after CLIENT_TIMEOUT_S like a request."""
+    return await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), CLIENT_TIMEOUT_S)
+
+
 def request_body(text: str) -> bytes:
     return json.dumps({"items": [{"text": text}]}).encode()
 
@@ -177,29 +182,34 @@ async def closed_loop(port: int, corpus: list[str], clients: int, seconds: float
     deadline = time.perf_counter() + seconds
 
     async def client(number: int) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         i = number
         while time.perf_counter() < deadline:
             started = time.perf_counter()
             try:
+                if connection is None:
+                    connection = await connect(port)
                 status, headers = await asyncio.wait_for(
-                    exchange(reader, writer, request_body(corpus[i % len(corpus)])),
+                    exchange(*connection, request_body(corpus[i % len(corpus)])),
                     CLIENT_TIMEOUT_S,
                 )
-            except Exception as exc:  # timeouts and broken connections are errors
+            except Exception as exc:  # timeouts, refused and broken connections are errors
                 tally.errors.append(f"x {type(exc).__name__}")
-                writer.close()
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                if connection is not None:
+                    connection[1].close()
+                connection = None
+                await asyncio.sleep(0.01)  # a refused connection must not spin the loop
                 continue
             tally.add(status, time.perf_counter() - started, headers)
             if headers.get("connection") == "close":
-                writer.close()
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                connection[1].close()
+                connection = None
             if status == 429:  # a well-behaved client waits as told
                 pause = float(headers.get("retry-after", "1") or 1)
                 await asyncio.sleep(min(pause, max(0.0, deadline - time.perf_counter())))
             i += clients
-        writer.close()
+        if connection is not None:
+            connection[1].close()
 
     await asyncio.gather(*(client(c) for c in range(clients)))
     return tally
@@ -231,7 +241,12 @@ async def open_loop(port: int, corpus: list[str], rate: float, seconds: float) -
         reused = take()
         if reused is None:
             open_count += 1
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                reader, writer = await connect(port)
+            except Exception as exc:  # refused or timed out: an error, and no connection held
+                tally.errors.append(f"x {type(exc).__name__}")
+                open_count -= 1
+                return
         else:
             reader, writer = reused
         started = time.perf_counter()
@@ -246,7 +261,7 @@ async def open_loop(port: int, corpus: list[str], rate: float, seconds: float) -
                     raise
                 # a pooled connection the server had just closed: what HTTP clients retry
                 writer.close()
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                reader, writer = await connect(port)
                 started = time.perf_counter()
                 status, headers = await asyncio.wait_for(
                     exchange(reader, writer, body), CLIENT_TIMEOUT_S
