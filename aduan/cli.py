@@ -135,13 +135,14 @@ def up(
 
     store = Registry(registry)
     files = [str(p) for p in data] if data else None
-    if store.live() is None:
+    wanted = store.newest(preset)
+    if wanted is None and store.live() is None:
         typer.echo(f"{registry} is empty: training the baseline first (about a minute)")
         train_version(load_config("baseline", data=files), store, promote=True)
-    wanted = [v for v in store.versions() if v.config.get("preset") == preset]
-    if wanted and not wanted[-1].live:
-        store.promote(wanted[-1].name)
-    elif not wanted:
+        wanted = store.newest(preset)  # `--preset baseline`: the version just trained
+    if wanted is not None and not wanted.live:
+        store.promote(wanted.name)
+    elif wanted is None:
         logs = registry / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log_file = logs / f"train-{preset}.log"

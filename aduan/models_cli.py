@@ -82,10 +82,10 @@ def path(
         if preset is None:
             typer.echo(str(store.live_path()))
             return
-        found = [v for v in store.versions() if v.config.get("preset") == preset]
-        if not found:
+        found = store.newest(preset)
+        if found is None:
             raise RegistryError(f"{registry}: no version of preset {preset!r}")
-        typer.echo(str(found[-1].path))
+        typer.echo(str(found.path))
     except RegistryError as exc:
         raise _fail(str(exc)) from exc
 

@@ -162,6 +162,11 @@ class Registry:
             )
         return out
 
+    def newest(self, preset: str) -> Version | None:
+        """The newest version trained with `preset`, or None."""
+        found = [v for v in self.versions() if v.config.get("preset") == preset]
+        return found[-1] if found else None
+
     def report_dir(self, version: str) -> Path:
         return self.reports_dir / check_name(version)
 

@@ -74,3 +74,49 @@ def test_up_serves_the_baseline_then_swaps_in_the_trained_preset(
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_up_promotes_an_existing_version_of_the_preset_without_training(
+    tmp_path, tiny_model, gazetteer_csv
+):
+    # a registry whose only version is not live (say, trained with --no-promote): `up`
+    # promotes it and serves it, and trains nothing (no baseline first)
+    import shutil
+
+    from aduan.model.registry import Registry
+
+    registry = tmp_path / "models"
+    shutil.copytree(tiny_model, registry / "versions" / "baseline-20260101-000000")
+    assert Registry(registry).live() is None
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **os.environ,
+        "ADUAN_GAZETTEER": str(gazetteer_csv),
+        "ADUAN_DATA_DIR": str(tmp_path / "var"),
+    }
+    command = [sys.executable, "-m", "aduan", "up", "--registry", str(registry)]
+    server = subprocess.Popen(
+        [*command, "--preset", "baseline", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                info = _get(f"http://127.0.0.1:{port}/v1/info")
+                break
+            except OSError:
+                assert server.poll() is None, server.stdout.read().decode() if server.stdout else ""
+                assert time.monotonic() < deadline, "the service never answered"
+                time.sleep(0.2)
+        assert info["model_type"] == "aduan-tfidf"
+        store = Registry(registry)
+        assert [v.name for v in store.versions()] == ["baseline-20260101-000000"]
+        assert store.live() == "baseline-20260101-000000"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
