@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 from aduan.cli import app
 from aduan.model.batch import BatchColumns, classify_file, read_chunks
 from aduan.model.pipeline import Pipeline
-from aduan.model.ray_batch import RayBatchOptions, classify_file_ray, plan_slices, read_slice
+from aduan.model.ray_batch import RayBatchOptions, classify_file_ray, read_slice
+from aduan.model.records import plan_spans
 
 runner = CliRunner()
 COLUMNS = BatchColumns("isi", "nomor", "alamat")
@@ -40,12 +41,10 @@ def _read_back(path):
 
 
 def test_ray_batch_slices_end_on_record_boundaries(awkward_csv):
-    slices, header = plan_slices(awkward_csv, "csv", rows_per_task=4)
+    slices = plan_spans(awkward_csv, rows_per_span=4)
     assert [s.rows for s in slices] == [4, 4, 4, 2]
     pieces = [
-        frame
-        for piece in slices
-        for frame in read_slice(awkward_csv, "csv", piece, header, COLUMNS, batch_rows=3)
+        frame for piece in slices for frame in read_slice(awkward_csv, piece, COLUMNS, batch_rows=3)
     ]
     ours = pd.concat(pieces, ignore_index=True)
     whole = pd.concat(read_chunks(awkward_csv, 100, COLUMNS), ignore_index=True)
@@ -58,7 +57,7 @@ def test_ray_batch_slices_end_on_record_boundaries(awkward_csv):
 def test_ray_batch_jsonl_slices_count_every_line(tmp_path):
     path = tmp_path / "in.jsonl"
     path.write_text('{"text": "a"}\n\n{"text": "b"}\n{"text": "c"}\n{"text": "d"}\n')
-    slices, _ = plan_slices(path, "jsonl", rows_per_task=2)
+    slices = plan_spans(path, rows_per_span=2)
     assert [(s.first_row, s.rows) for s in slices] == [(1, 2), (3, 2), (5, 1)]
 
 
