@@ -23,7 +23,7 @@ StateDep = Annotated[ServiceState, Depends(get_state)]
 
 
 def get_ready_state(state: StateDep) -> ServiceState:
-    if not state.ready or state.classifier is None or state.batcher is None:
+    if not state.ready or state.classifier is None or state.backend is None:
         raise not_ready()
     return state
 

@@ -1,4 +1,4 @@
-"""`aduan batch --engine ray` (`aduan.model.ray_batch`): Ray Data read tasks that keep row
+"""`aduan batch --backend ray` (`aduan.model.ray_batch`): Ray Data read tasks that keep row
 numbers, a pool of classifier actors, and the same output as the single-process `aduan batch`."""
 
 from __future__ import annotations
@@ -91,7 +91,8 @@ def test_ray_batch_equals_single_process_batch(ray_cluster, tiny_model, gazettee
     }
 
 
-def test_ray_batch_parquet_row_groups_keep_row_numbers(ray_cluster, tiny_model, tmp_path):
+def test_ray_batch_parquet_row_groups_keep_row_numbers(ray_cluster, tiny_model, tmp_path, caplog):
+    """Also the old spelling `--engine ray`: the ray backend, with a deprecation warning."""
     texts = [f"{PHRASES[i % 3]} no {i}" for i in range(23)]
     source = tmp_path / "in.parquet"
     pd.DataFrame({"text": texts, "id": [f"x{i}" for i in range(23)]}).to_parquet(
@@ -103,6 +104,8 @@ def test_ray_batch_parquet_row_groups_keep_row_numbers(ray_cluster, tiny_model, 
         [
             "batch",
             "--engine",
+            "ray",
+            "--backend",
             "ray",
             "--model",
             str(tiny_model),
@@ -118,6 +121,7 @@ def test_ray_batch_parquet_row_groups_keep_row_numbers(ray_cluster, tiny_model, 
     )
     assert result.exit_code == 0, result.output
     assert "23 of 23 row(s) classified" in result.output
+    assert "--engine ray (ADUAN_ENGINE=ray) is deprecated: use --backend ray" in caplog.text
     frame = pd.read_parquet(output)
     assert frame["row"].tolist() == list(range(1, 24))
     assert frame["id"].tolist() == [f"x{i}" for i in range(23)]
@@ -134,7 +138,7 @@ def test_ray_batch_refuses_other_outputs_and_missing_columns(tiny_model, tmp_pat
         app,
         [
             "batch",
-            "--engine",
+            "--backend",
             "ray",
             "--model",
             str(tiny_model),
@@ -150,7 +154,7 @@ def test_ray_batch_refuses_other_outputs_and_missing_columns(tiny_model, tmp_pat
         app,
         [
             "batch",
-            "--engine",
+            "--backend",
             "ray",
             "--model",
             str(tiny_model),
@@ -171,7 +175,7 @@ def test_ray_batch_a_read_task_error_names_the_file(ray_cluster, tiny_model, tmp
         app,
         [
             "batch",
-            "--engine",
+            "--backend",
             "ray",
             "--model",
             str(tiny_model),

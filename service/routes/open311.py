@@ -170,7 +170,7 @@ async def create_request(
 async def _create(request: Request, state: ServiceState, fmt: str) -> Response:
     fields = await _read_fields(request)
     _check_key(request, fields)
-    if not state.ready or state.batcher is None or state.store is None:
+    if not state.ready or state.backend is None or state.store is None:
         raise Open311Error(503, "the model is not loaded yet")
     description = fields.get("description", "")
     if not description:
