@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
+
+from fastapi.responses import Response
+from pydantic_core import to_json
 
 from aduan.model.explain import Explanation, explain
 from aduan.model.pipeline import Routed
@@ -12,7 +16,7 @@ from aduan.model.pipeline import Routed
 from .batcher import BackendUnavailable, QueueFull
 from .errors import ApiError, not_ready, overloaded, too_large
 from .ratelimit import retry_after
-from .schemas import ClassifyItem, ClassifyResult
+from .schemas import ClassifyItem
 from .state import ServiceState
 from .storage import NewRequest
 
@@ -48,9 +52,16 @@ async def classify_items(items: Sequence[ClassifyItem], state: ServiceState) -> 
         raise not_ready("no model replica could answer; retry shortly") from exc
 
 
-def to_result(item_id: str | None, routed: Routed, top_k: int) -> ClassifyResult:
-    """The API's answer for one classified item, with the top `top_k` labels per head."""
-    return ClassifyResult.model_validate({"id": item_id, **routed.to_dict(top_k)})
+def to_result(item_id: str | None, routed: Routed, top_k: int) -> dict[str, Any]:
+    """The API's answer for one classified item (`schemas.ClassifyResult` documents it), with
+    the top `top_k` labels per head: `Routed.to_dict`, the one shape of an answer."""
+    return {"id": item_id, **routed.to_dict(top_k), "request_id": None}
+
+
+def json_answer(data: Any) -> Response:
+    """An answer shaped by `to_result`, as JSON written the way FastAPI writes its response
+    models (pydantic's serializer), so the bytes are the documented model's."""
+    return Response(to_json(data), media_type="application/json")
 
 
 def new_request(

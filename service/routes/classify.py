@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from fastapi.responses import Response
 
 from aduan.service import intake
 from aduan.service.deps import ReadyStateDep
@@ -17,9 +18,9 @@ router = APIRouter(prefix="/v1", tags=["classify"])
     responses=ERROR_RESPONSES,
     summary="Classify complaints: category, agency, calibrated scores and route",
 )
-async def classify(
-    body: ClassifyRequest, request: Request, state: ReadyStateDep
-) -> ClassifyResponse:
+async def classify(body: ClassifyRequest, request: Request, state: ReadyStateDep) -> Response:
+    # The answer is shaped once (`intake.to_result`: `Routed.to_dict`) and sent as it is;
+    # `ClassifyResponse` documents it.
     routed = await intake.classify_items(body.items, state)
     request.state.model_version = routed[0].model_version  # the X-Model-Version header
     results = [
@@ -32,27 +33,32 @@ async def classify(
         ]
         ids = await intake.save(state, records)
         for result, request_id in zip(results, ids, strict=True):
-            result.request_id = request_id
+            result["request_id"] = request_id
         request.state.log_extra["request_ids"] = ids
     state.metrics.request_items.observe(len(results))
-    for result in results:
-        state.metrics.observe_prediction(result.category.label, result.agency.label, result.route)
+    for r in routed:
+        state.metrics.observe_prediction(
+            r.prediction.best("category").label, r.prediction.best("agency").label, r.route
+        )
     # Logged labels and scores only: never the complaint text.
     request.state.log_extra = {
         **request.state.log_extra,
         "items": len(results),
         "predictions": [
             {
-                "category": r.category.label,
-                "category_score": r.category.score,
-                "agency": r.agency.label,
-                "agency_score": r.agency.score,
-                "route": r.route,
-                "route_reason": r.route_reason,
+                "category": r["category"]["label"],
+                "category_score": r["category"]["score"],
+                "agency": r["agency"]["label"],
+                "agency_score": r["agency"]["score"],
+                "route": r["route"],
+                "route_reason": r["route_reason"],
             }
             for r in results
         ],
     }
-    return ClassifyResponse(
-        model_version=routed[0].model_version, trace_id=request.state.trace_id, results=results
-    )
+    answer = {
+        "model_version": routed[0].model_version,
+        "trace_id": request.state.trace_id,
+        "results": results,
+    }
+    return intake.json_answer(answer)

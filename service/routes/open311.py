@@ -189,7 +189,6 @@ async def _create(request: Request, state: ServiceState, fmt: str) -> Response:
         wait = {"Retry-After": retry_after(exc.retry_after)}
         raise Open311Error(429, "the service is overloaded; retry shortly", wait) from exc
     request.state.model_version = classified.model_version  # the X-Model-Version header
-    result = intake.to_result(None, classified, 1)
     record = intake.new_request(
         description,
         classified,
@@ -200,8 +199,8 @@ async def _create(request: Request, state: ServiceState, fmt: str) -> Response:
         service_code=code,
     )
     [request_id] = await intake.save(state, [record])
-    office = result.unit.office if result.unit and result.unit.office else result.agency.label
-    notice = service_notice(result.route, False, office)
+    office = classified.office or classified.prediction.best("agency").label
+    notice = service_notice(classified.route, False, office)
     answer = {"service_request_id": request_id, "service_notice": notice, "account_id": None}
     return render([answer], fmt, "service_requests", "request", status=201)
 
