@@ -18,6 +18,8 @@ from .taxonomy import KECAMATAN, KELURAHAN, OTHER_AGENCY, Taxonomy
 log = logging.getLogger(__name__)
 
 MAX_TOP_K = 10
+# The one prediction a freshly loaded pipeline (and whatever runs it) makes before it serves.
+WARM_UP_TEXT = "warm-up: lampu jalan padam"
 ROUTE_HEAD = "agency"  # the head whose calibrated probability decides auto or review
 
 # Why a complaint was routed as it was (`Routed.route_reason`), a closed set.

@@ -11,13 +11,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from aduan.model.pipeline import Pipeline, Routed
+from aduan.model.pipeline import WARM_UP_TEXT, Pipeline, Routed
 from aduan.model.ray_runtime import RAY
 
 from .batcher import DynamicBatcher
 from .settings import Settings
-
-WARM_UP_TEXT = "warm-up: lampu jalan padam"
 
 # A (text, address) pair to classify.
 Item = tuple[str, str | None]

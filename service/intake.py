@@ -1,5 +1,6 @@
-"""What the routes share: classifying items through the batcher, shaping results, and building
-and saving stored requests. Routes import this module, never each other."""
+"""What the routes share: classifying items through the classify backend, shaping results,
+and building and saving stored requests (idempotently with a key). Routes import this
+module, never each other."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from aduan.model.pipeline import Routed
 
 from .batcher import BackendUnavailable, QueueFull
 from .errors import ApiError, not_ready, overloaded, too_large
+from .idempotency import save_once
 from .ratelimit import retry_after
 from .schemas import ClassifyItem
 from .state import ServiceState
@@ -36,20 +38,20 @@ def check_limits(items: Sequence[ClassifyItem], state: ServiceState) -> None:
 
 
 async def classify(items: Sequence[tuple[str, str | None]], state: ServiceState) -> list[Routed]:
-    """(text, address) pairs through the dynamic batcher, all answered by the model version
-    live when the request started; a full queue raises `QueueFull`."""
-    return await state.classify(items)
-
-
-async def classify_items(items: Sequence[ClassifyItem], state: ServiceState) -> list[Routed]:
-    """Limits, then the batcher; a full queue becomes 429, no replica to answer 503."""
-    check_limits(items, state)
+    """(text, address) pairs through the classify backend, all answered by the model version
+    live when the request started; a full queue becomes 429, no replica to answer 503."""
     try:
-        return await classify([(item.text, item.address) for item in items], state)
+        return await state.classify(items)
     except QueueFull as exc:
         raise overloaded(retry_after=retry_after(exc.retry_after)) from exc
     except BackendUnavailable as exc:
         raise not_ready("no model replica could answer; retry shortly") from exc
+
+
+async def classify_items(items: Sequence[ClassifyItem], state: ServiceState) -> list[Routed]:
+    """Limits, then `classify`."""
+    check_limits(items, state)
+    return await classify([(item.text, item.address) for item in items], state)
 
 
 def to_result(item_id: str | None, routed: Routed, top_k: int) -> dict[str, Any]:
@@ -103,10 +105,13 @@ def new_request(
     )
 
 
-async def save(state: ServiceState, records: Sequence[NewRequest]) -> list[str]:
-    """Commit the rows (before the caller answers) and return their request ids."""
+async def save(
+    state: ServiceState, records: Sequence[NewRequest], idempotency: str | None = None
+) -> tuple[list[str], bool]:
+    """Commit the rows (before the caller answers) and return (their request ids, False); a
+    retry under the same `idempotency` key returns (the first attempt's ids, True) instead."""
     assert state.store is not None
-    return await asyncio.to_thread(state.store.save_requests, list(records))
+    return await asyncio.to_thread(save_once, state.store, records, idempotency)
 
 
 def check_labels(state: ServiceState, agency: str | None, category: str | None) -> None:

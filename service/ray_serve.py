@@ -28,10 +28,9 @@ from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
 
-from aduan.model.pipeline import Pipeline, Routed
+from aduan.model.pipeline import WARM_UP_TEXT, Pipeline, Routed
 from aduan.model.ray_runtime import connect
 
-from .backends import WARM_UP_TEXT
 from .batcher import BackendUnavailable, QueueFull
 from .settings import Settings
 

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from aduan.model.classifier import ComplaintClassifier
-from aduan.model.pipeline import Pipeline, Routed
+from aduan.model.pipeline import WARM_UP_TEXT, Pipeline, Routed
 from aduan.model.registry import Registry, RegistryError
 from aduan.model.taxonomy import Taxonomy
 
-from .backends import WARM_UP_TEXT, Backend, make_backend
+from .backends import Backend, make_backend
 from .drift import DriftMonitor
 from .observability import Metrics
 from .settings import Settings

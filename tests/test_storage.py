@@ -38,7 +38,7 @@ def test_storage_migrates_and_round_trips(database_url):
     assert stored.kelurahan == "Keputran" and stored.route == "auto"
     assert store.get_request("missing") is None
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0002"
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0003"
     store.close()
 
 
@@ -109,6 +109,42 @@ def test_storage_migration_0002_keeps_earlier_corrections_and_reverts(database_u
     assert "request_events" not in sa.inspect(engine).get_table_names()
     assert "status" not in {c["name"] for c in sa.inspect(engine).get_columns("requests")}
     engine.dispose()
+    upgrade(database_url)
+
+
+def test_storage_migration_0003_idempotency_key_is_unique_and_reverts(database_url):
+    """0003 adds the unique idempotency key without touching earlier rows; a second row with
+    the same key is refused by the database; the downgrade drops the column and keeps the
+    requests with their feedback (no table copy that would cascade-delete them)."""
+    upgrade(database_url, "0002")
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "insert into requests (id, received_at, text, category, category_score, agency,"
+                " agency_score, model_version, route) values ('r1', :t, 'genangan', 'SAMPAH',"
+                " 0.5, 'Dinas Lingkungan Hidup', 0.5, 'm-0', 'review')"
+            ),
+            {"t": datetime(2023, 5, 1, tzinfo=UTC)},
+        )
+    engine.dispose()
+    rid = "r1"
+    store = _store(database_url)
+    assert store.get_request(rid).idempotency_key is None
+    store.add_feedback(rid, category="DRAINASE", agency="X", operator="op1")
+    store.save_requests([_request("a", idempotency_key="k:0"), _request("b")])
+    with pytest.raises(sa.exc.IntegrityError):
+        store.save_requests([_request("c", idempotency_key="k:0")])
+    assert set(store.by_idempotency_keys(["k:0", "k:1"])) == {"k:0"}
+    store.close()
+    downgrade(database_url, "0002")
+    engine = make_engine(database_url)
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("requests")}
+    with engine.connect() as conn:
+        feedback = conn.execute(sa.text("select count(*) from feedback")).scalar()
+        requests = conn.execute(sa.text("select count(*) from requests")).scalar()
+    engine.dispose()
+    assert "idempotency_key" not in columns and (requests, feedback) == (3, 1)
     upgrade(database_url)
 
 
