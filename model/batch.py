@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from . import records
-from .pipeline import Pipeline
+from .pipeline import Pipeline, flat_labels
 from .records import ERROR_COLUMNS, RecordError, Span
 from .text import MAX_TEXT_CHARS, normalize_text
 
@@ -135,12 +135,7 @@ def flat_answer(answer: dict[str, Any]) -> dict[str, Any]:
     return {
         "row": answer["row"],
         "id": answer["id"],
-        "category": answer["category"]["label"],
-        "category_score": answer["category"]["score"],
-        "agency": answer["agency"]["label"],
-        "agency_score": answer["agency"]["score"],
-        "route": answer["route"],
-        "route_reason": answer["route_reason"],
+        **flat_labels(answer),
         "kelurahan": unit.get("kelurahan"),
         "kecamatan": unit.get("kecamatan"),
         "office": unit.get("office"),

@@ -98,6 +98,19 @@ class Routed:
         return out
 
 
+def flat_labels(answer: dict[str, Any]) -> dict[str, Any]:
+    """An answer's (`Routed.to_dict`) best labels, their scores and the route as flat fields:
+    the first columns of a backfill's CSV/Parquet output, and what a request log records."""
+    return {
+        "category": answer["category"]["label"],
+        "category_score": answer["category"]["score"],
+        "agency": answer["agency"]["label"],
+        "agency_score": answer["agency"]["score"],
+        "route": answer["route"],
+        "route_reason": answer["route_reason"],
+    }
+
+
 def _scored(scored: Scored) -> dict[str, Any]:
     return {"label": scored.label, "score": round(scored.score, 6)}
 

@@ -22,6 +22,18 @@ def _request(text="sampah menumpuk", **extra):
     return NewRequest(**values)
 
 
+def _insert_old_request(conn, rid: str, text: str) -> None:
+    """A request row as migration 0001 wrote it (the ORM model has newer columns)."""
+    conn.execute(
+        sa.text(
+            "insert into requests (id, received_at, text, category, category_score, agency,"
+            " agency_score, model_version, route) values (:i, :t, :x, 'SAMPAH', 0.5,"
+            " 'Dinas Lingkungan Hidup', 0.5, 'm-0', 'review')"
+        ),
+        {"i": rid, "x": text, "t": datetime(2023, 5, 1, tzinfo=UTC)},
+    )
+
+
 def _store(url) -> Store:
     upgrade(url)
     return Store(make_engine(url))
@@ -82,14 +94,7 @@ def test_storage_migration_0002_keeps_earlier_corrections_and_reverts(database_u
     upgrade(database_url, "0001")
     engine = make_engine(database_url)
     with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "insert into requests (id, received_at, text, category, category_score, agency,"
-                " agency_score, model_version, route) values ('r1', :t, 'banjir', 'SAMPAH', 0.5,"
-                " 'Dinas Lingkungan Hidup', 0.5, 'm-0', 'review')"
-            ),
-            {"t": datetime(2023, 5, 1, tzinfo=UTC)},
-        )
+        _insert_old_request(conn, "r1", "banjir")
         for fid, (category, operator) in enumerate([("JALAN", "op1"), ("DRAINASE", "op2")], 1):
             conn.execute(
                 sa.text(
@@ -119,14 +124,7 @@ def test_storage_migration_0003_idempotency_key_is_unique_and_reverts(database_u
     upgrade(database_url, "0002")
     engine = make_engine(database_url)
     with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "insert into requests (id, received_at, text, category, category_score, agency,"
-                " agency_score, model_version, route) values ('r1', :t, 'genangan', 'SAMPAH',"
-                " 0.5, 'Dinas Lingkungan Hidup', 0.5, 'm-0', 'review')"
-            ),
-            {"t": datetime(2023, 5, 1, tzinfo=UTC)},
-        )
+        _insert_old_request(conn, "r1", "genangan")
     engine.dispose()
     rid = "r1"
     store = _store(database_url)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from aduan.model.pipeline import flat_labels
 from aduan.service import intake
 from aduan.service.deps import ReadyStateDep, require_api_key
 from aduan.service.idempotency import idempotency_key, mark_replayed
@@ -58,17 +59,7 @@ async def classify(
     request.state.log_extra = {
         **request.state.log_extra,
         "items": len(results),
-        "predictions": [
-            {
-                "category": r["category"]["label"],
-                "category_score": r["category"]["score"],
-                "agency": r["agency"]["label"],
-                "agency_score": r["agency"]["score"],
-                "route": r["route"],
-                "route_reason": r["route_reason"],
-            }
-            for r in results
-        ],
+        "predictions": [flat_labels(r) for r in results],
     }
     answer = {
         "model_version": routed[0].model_version,
