@@ -70,15 +70,13 @@ EngineOpt = Annotated[
 ]
 
 
-# `serve` and `batch` also take `ray`: the work is spread over Ray (replicas or actors), each
-# loading the model with the `auto` engine.
-RAY = "ray"
-BatchEngineOpt = Annotated[
-    str,
+# `serve` and `batch` spread the work over Ray (replicas or actors) with `--backend ray`; the
+# old `--engine ray` still means that (`ray_runtime.resolve_backend`).
+BackendOpt = Annotated[
+    str | None,
     typer.Option(
-        envvar="ADUAN_ENGINE",
-        help="auto (ONNX Runtime when exported, else PyTorch), onnx, torch, or ray (Ray Data "
-        "actors, each on the auto engine; Parquet output)",
+        envvar="ADUAN_BACKEND",
+        help="local (this process) or ray (Ray Data actors, each on --engine; Parquet output)",
     ),
 ]
 
@@ -169,28 +167,33 @@ def batch(
     address_column: Annotated[str, typer.Option(help="Optional address column")] = "address",
     chunk_rows: Annotated[int, typer.Option(min=1, help="Rows read and written at a time")] = 2048,
     top_k: Annotated[int, typer.Option(min=1, max=10)] = 3,
-    engine: BatchEngineOpt = "auto",
+    engine: EngineOpt = "auto",
+    backend: BackendOpt = None,
     actors: Annotated[
-        int, typer.Option(min=0, help="--engine ray: classifier actors (0: one per CPU)")
+        int, typer.Option(min=0, help="--backend ray: classifier actors (0: one per CPU)")
     ] = 0,
     cpus_per_actor: Annotated[
-        float, typer.Option(min=0, help="--engine ray: CPUs each actor reserves (0: shared out)")
+        float, typer.Option(min=0, help="--backend ray: CPUs each actor reserves (0: shared out)")
     ] = 0.0,
 ) -> None:
     """Classify a whole file in bounded memory, with the same fields as the HTTP answer; a
     rerun after an interruption resumes where it stopped; bad rows go to OUTPUT.errors.csv.
 
-    With --engine ray the file is classified on Ray Data (a local Ray instance, or the cluster
-    at RAY_ADDRESS) by a pool of actors each holding the model (ONNX Runtime when exported),
-    into a Parquet OUTPUT; needs `pip install 'aduan[ray]'`; no resume: a rerun starts again."""
+    With --backend ray the file is classified on Ray Data (a local Ray instance, or the cluster
+    at RAY_ADDRESS) by a pool of actors each holding the model (on --engine), into a Parquet
+    OUTPUT; needs `pip install 'aduan[ray]'`; no resume: a rerun starts again."""
     from aduan.model.artifacts import ModelDirError
     from aduan.model.batch import BatchColumns, BatchError, classify_file
     from aduan.model.pipeline import Pipeline
+    from aduan.model.ray_runtime import RAY, resolve_backend
 
     columns = BatchColumns(text_column, id_column, address_column)
     try:
-        if engine == RAY:
-            report = _batch_on_ray(model, input, output, columns, top_k, actors, cpus_per_actor)
+        engine, backend = resolve_backend(engine, backend)
+        if backend == RAY:
+            report = _batch_on_ray(
+                model, input, output, columns, top_k, actors, cpus_per_actor, engine
+            )
         else:
             pipeline = Pipeline.load(model, engine=engine)
             report = classify_file(
@@ -215,12 +218,13 @@ def _batch_on_ray(
     top_k: int,
     actors: int,
     cpus_per_actor: float,
+    engine: str,
 ) -> BatchReport:
     from aduan.model.ray_batch import RayBatchOptions, classify_file_ray
 
     options = RayBatchOptions(actors=actors, cpus_per_actor=cpus_per_actor)
     return classify_file_ray(
-        model, source, output, columns=columns, engine="auto", top_k=top_k, options=options
+        model, source, output, columns=columns, engine=engine, top_k=top_k, options=options
     )
 
 

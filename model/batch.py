@@ -5,7 +5,8 @@ The input is read in chunks of `chunk_rows`; each chunk is classified in one pip
 `<output>.parts/`, so an interrupted run resumes at the first missing part. When every part
 is there they are joined into the output, in input order. Rows that cannot be classified (empty
 text, bytes that are not UTF-8) go to `<output>.errors.csv` with their row number and reason,
-never silently dropped.
+never silently dropped. Reading (formats, row numbers, column mapping, the errors file) is
+`records.py`'s, shared with training and the Ray backfill.
 
 JSON Lines output holds the HTTP answer's objects as they are (plus `row`); CSV and Parquet get
 flat columns, with the top-k lists and the unit as JSON text.
@@ -25,13 +26,13 @@ from typing import Any
 
 import pandas as pd
 
-from .pipeline import Pipeline
-from .text import MAX_TEXT_CHARS, normalize_text, undecodable
+from . import records
+from .pipeline import Pipeline, flat_labels
+from .records import ERROR_COLUMNS, RecordError, Span
+from .text import MAX_TEXT_CHARS, normalize_text
 
 log = logging.getLogger(__name__)
 
-FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
-ERROR_COLUMNS = ["row", "id", "reason"]
 # The columns of CSV and Parquet output (`flat_answer`), in order.
 FLAT_COLUMNS = (
     "row",
@@ -51,7 +52,7 @@ FLAT_COLUMNS = (
 )
 
 
-class BatchError(ValueError):
+class BatchError(RecordError):
     """A batch job that cannot run; the message names the file and what is wrong."""
 
 
@@ -76,106 +77,25 @@ class BatchReport:
         return self.processed / self.seconds if self.seconds else 0.0
 
 
-def _format(path: Path) -> str:
-    kind = FORMATS.get(path.suffix.lower())
-    if kind is None:
-        raise BatchError(f"{path}: unsupported file type {path.suffix!r} (use {sorted(FORMATS)})")
-    return kind
-
-
-def undecodable_reason(text: str, address: str) -> str | None:
-    """The errors-file reason for a row holding bytes that are not UTF-8, else None."""
-    for name, value in (("text", text), ("address", address)):
-        if undecodable(value):
-            return f"bytes that are not UTF-8 in column {name!r} (the file mixes encodings)"
-    return None
-
-
-def read_chunks(path: Path, chunk_rows: int, columns: BatchColumns) -> Iterator[pd.DataFrame]:
-    """The input as string columns `text`, `id`, `address` and `row` (the row number a user
-    sees: CSV counts its header line), `chunk_rows` rows at a time."""
-    kind = _format(path)
-    if not path.is_file():
-        raise BatchError(f"{path}: no such file")
-    first_row = first_row_number(kind)
-    start = 0
-    for frame in _raw_chunks(path, kind, chunk_rows):
-        yield standard_frame(path, frame, columns, first_row + start)
-        start += len(frame)
-
-
-def first_row_number(kind: str) -> int:
-    """The row number a user sees for the first record: CSV counts its header line."""
-    return 2 if kind == "csv" else 1
+def read_chunks(
+    path: Path, chunk_rows: int, columns: BatchColumns, span: Span | None = None
+) -> Iterator[pd.DataFrame]:
+    """The input (or one `span` of it) as string columns `row` (the row number a user sees),
+    `text`, `id` and `address`, `chunk_rows` rows at a time."""
+    for first, frame in records.read_frames(path, chunk_rows, span):
+        yield standard_frame(path, frame, columns, first)
 
 
 def standard_frame(
     path: Path, frame: pd.DataFrame, columns: BatchColumns, first_row: int
 ) -> pd.DataFrame:
-    """A raw chunk as string columns `row`, `text`, `id`, `address` (also the Ray Data read
-    tasks' blocks, `aduan.model.ray_batch`)."""
-    if columns.text not in frame.columns:
-        raise BatchError(
-            f"{path}: no column {columns.text!r}; found {list(frame.columns)} "
-            "(choose one with --text-column)"
-        )
-    return pd.DataFrame(
-        {
-            "row": range(first_row, first_row + len(frame)),
-            "text": _strings(frame, columns.text),
-            "id": _strings(frame, columns.id),
-            "address": _strings(frame, columns.address),
-        },
-        dtype=object,
+    """A raw chunk as string columns `row`, `text`, `id`, `address`."""
+    missing = records.missing_columns(
+        path, [columns.text], frame.columns, "choose one with --text-column"
     )
-
-
-def _strings(frame: pd.DataFrame, column: str) -> list[str]:
-    if column not in frame.columns:
-        return [""] * len(frame)
-    values = frame[column].astype("object")
-    return [("" if v is None or (isinstance(v, float) and v != v) else str(v)) for v in values]
-
-
-def _raw_chunks(path: Path, kind: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
-    if kind == "parquet":
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
-            yield batch.to_pandas()
-    elif kind == "csv":
-        yield from pd.read_csv(
-            path,
-            dtype=object,  # python strings: arrow strings refuse the surrogates below
-            keep_default_na=False,
-            chunksize=chunk_rows,
-            encoding="utf-8",
-            encoding_errors="surrogateescape",
-        )
-    else:
-        yield from _jsonl_chunks(path, chunk_rows)
-
-
-def _jsonl_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
-    records: list[dict[str, Any]] = []
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            line = raw.decode("utf-8", errors="surrogateescape").strip()
-            if not line:
-                record: dict[str, Any] = {}
-            else:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise BatchError(f"{path}: line {number}: not valid JSON ({exc})") from exc
-                if not isinstance(record, dict):
-                    raise BatchError(f"{path}: line {number}: expected a JSON object")
-            records.append(record)
-            if len(records) == chunk_rows:
-                yield pd.DataFrame.from_records(records)
-                records = []
-    if records:
-        yield pd.DataFrame.from_records(records)
+    if missing is not None:
+        raise missing
+    return records.pick(frame, asdict(columns), first_row)
 
 
 def classify_frame(
@@ -186,7 +106,7 @@ def classify_frame(
     errors: list[dict[str, Any]] = []
     good = []
     for record in frame.itertuples(index=False):
-        reason = undecodable_reason(record.text, record.address)
+        reason = records.undecodable_reason({"text": record.text, "address": record.address})
         if reason:
             errors.append({"row": record.row, "id": record.id, "reason": reason})
         elif len(record.text) > MAX_TEXT_CHARS:
@@ -215,12 +135,7 @@ def flat_answer(answer: dict[str, Any]) -> dict[str, Any]:
     return {
         "row": answer["row"],
         "id": answer["id"],
-        "category": answer["category"]["label"],
-        "category_score": answer["category"]["score"],
-        "agency": answer["agency"]["label"],
-        "agency_score": answer["agency"]["score"],
-        "route": answer["route"],
-        "route_reason": answer["route_reason"],
+        **flat_labels(answer),
         "kelurahan": unit.get("kelurahan"),
         "kecamatan": unit.get("kecamatan"),
         "office": unit.get("office"),
@@ -247,8 +162,7 @@ def _write_part(path: Path, kind: str, answers: list[dict[str, Any]]) -> None:
 def _join(parts: list[Path], output: Path, kind: str) -> None:
     tmp = output.with_name(output.name + ".tmp")
     if kind == "parquet":
-        import pyarrow.parquet as pq
-
+        pq = records.parquet()
         writer = None
         for part in parts:
             table = pq.read_table(part)
@@ -289,8 +203,9 @@ def classify_file(
     from tqdm import tqdm
 
     columns = columns or BatchColumns()
-    kind = _format(output)
-    _format(source)
+    kind = records.file_kind(output)
+    if "parquet" in (kind, records.file_kind(source)):
+        records.parquet()  # pyarrow missing: say so before any work
     settings = {"columns": asdict(columns), "chunk_rows": chunk_rows, "top_k": top_k}
     settings["model_version"] = pipeline.version
     parts_dir = output.with_name(output.name + ".parts")
@@ -321,23 +236,14 @@ def classify_file(
         answers, bad = classify_frame(pipeline, frame, top_k)
         report.processed += len(frame)
         _write_part(part, kind, answers)
-        pd.DataFrame(bad, columns=ERROR_COLUMNS).to_csv(part_errors, index=False)
+        pd.DataFrame(bad, columns=list(ERROR_COLUMNS)).to_csv(part_errors, index=False)
         bar.update(len(frame))
         bar.set_postfix(errors=report.errors + len(bad))
     bar.close()
-    for part_errors in errors:
-        bad_rows = pd.read_csv(part_errors, dtype=str, keep_default_na=False)
-        report.errors += len(bad_rows)
-    report.classified = report.rows - report.errors
     _join(parts, output, kind)
-    error_file = output.with_name(output.name + ".errors.csv")
     frames = [pd.read_csv(p, dtype=str, keep_default_na=False) for p in errors]
-    merged = pd.concat(frames) if frames else pd.DataFrame(columns=ERROR_COLUMNS)
-    if len(merged):
-        merged.to_csv(error_file, index=False)
-        log.warning("%d row(s) could not be classified: see %s", len(merged), error_file)
-    elif error_file.exists():
-        error_file.unlink()
+    report.errors = records.write_errors(output, frames)
+    report.classified = report.rows - report.errors
     shutil.rmtree(parts_dir)
     report.seconds = time.perf_counter() - started
     return report

@@ -16,7 +16,6 @@ from .text import normalize_text
 
 log = logging.getLogger(__name__)
 
-ROUTE_HEAD = "agency"
 # A text counts as one the model barely reads when at least this share of its words is
 # outside its vocabulary (drift monitoring: the training reference and the live window).
 MANY_UNKNOWN = 0.5
@@ -30,21 +29,13 @@ class Scored:
 
 @dataclass(frozen=True)
 class Prediction:
-    """The prediction for one text: best label and top-k per head, and the routing decision."""
+    """The prediction for one text: the top-k labels per head, best first. The route is
+    decided from it by `pipeline.decide_route`, against the model's `thresholds`."""
 
     heads: dict[str, list[Scored]]
-    route: str
 
     def best(self, head: str) -> Scored:
         return self.heads[head][0]
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for head, ranked in self.heads.items():
-            out[head] = {"label": ranked[0].label, "score": ranked[0].score}
-            out[f"{head}_top_k"] = [{"label": s.label, "score": s.score} for s in ranked]
-        out["route"] = self.route
-        return out
 
 
 class ComplaintClassifier:
@@ -98,7 +89,7 @@ class ComplaintClassifier:
         return result
 
     def predict(self, texts: list[str], top_k: int = 3) -> list[Prediction]:
-        """Best labels, top-k per head and the auto/review route for each text."""
+        """Best labels and top-k per head for each text."""
         if not texts:
             return []
         proba = self.predict_proba(texts)
@@ -111,5 +102,4 @@ class ComplaintClassifier:
         for head, probs in row.items():
             order = np.argsort(-probs, kind="stable")[: max(1, top_k)]
             heads[head] = [Scored(self.labels[head].labels[i], float(probs[i])) for i in order]
-        route = "auto" if heads[ROUTE_HEAD][0].score >= self.thresholds[ROUTE_HEAD] else "review"
-        return Prediction(heads, route)
+        return Prediction(heads)

@@ -18,6 +18,9 @@ from .taxonomy import KECAMATAN, KELURAHAN, OTHER_AGENCY, Taxonomy
 log = logging.getLogger(__name__)
 
 MAX_TOP_K = 10
+# The one prediction a freshly loaded pipeline (and whatever runs it) makes before it serves.
+WARM_UP_TEXT = "warm-up: lampu jalan padam"
+ROUTE_HEAD = "agency"  # the head whose calibrated probability decides auto or review
 
 # Why a complaint was routed as it was (`Routed.route_reason`), a closed set.
 CONFIDENT = "confident"  # auto: the agency probability passes the model's threshold
@@ -38,14 +41,16 @@ def office(agency: str, unit: Unit | None) -> str | None:
     return None
 
 
-def decide_route(agency: str, office_name: str | None, confident: bool) -> tuple[str, str]:
-    """(route, route_reason): a complaint goes to review, whatever its score, when the agency
-    names no concrete office (`Lainnya`, or `Kelurahan`/`Kecamatan` whose unit is unknown)."""
-    if agency == OTHER_AGENCY:
+def decide_route(agency: Scored, threshold: float, office_name: str | None) -> tuple[str, str]:
+    """(route, route_reason), the one routing rule: auto when the best agency's calibrated
+    probability reaches the model's threshold for it; review, whatever its score, when the
+    agency names no concrete office (`Lainnya`, or `Kelurahan`/`Kecamatan` whose unit is
+    unknown)."""
+    if agency.label == OTHER_AGENCY:
         return "review", NO_CONCRETE_AGENCY
-    if agency in (KELURAHAN, KECAMATAN) and office_name is None:
+    if agency.label in (KELURAHAN, KECAMATAN) and office_name is None:
         return "review", UNIT_UNRESOLVED
-    return ("auto", CONFIDENT) if confident else ("review", LOW_CONFIDENCE)
+    return ("auto", CONFIDENT) if agency.score >= threshold else ("review", LOW_CONFIDENCE)
 
 
 @dataclass(frozen=True)
@@ -68,19 +73,46 @@ class Routed:
         return self.prediction.heads
 
     def to_dict(self, top_k: int = 3) -> dict[str, Any]:
-        """The fields of the HTTP answer (labels, scores, top-k, route, unit) as plain data."""
+        """The answer every surface gives (the HTTP result, `aduan classify`, backfills, the
+        stored row): labels, scores (6 decimals), top-k, route, unit, as plain data. The one
+        place the answer is shaped; its keys come in the order the API documents them."""
         out: dict[str, Any] = {}
         for head, ranked in self.heads.items():
-            out[head] = {"label": ranked[0].label, "score": round(ranked[0].score, 6)}
-            out[f"{head}_top_k"] = [
-                {"label": s.label, "score": round(s.score, 6)} for s in ranked[:top_k]
-            ]
+            out[head] = _scored(ranked[0])
+        for head, ranked in self.heads.items():
+            out[f"{head}_top_k"] = [_scored(s) for s in ranked[:top_k]]
         out["route"] = self.route
         out["route_reason"] = self.route_reason
+        unit = self.unit
         out["unit"] = (
-            {**self.unit.to_dict(), "office": self.office} if self.unit is not None else None
+            None
+            if unit is None
+            else {
+                "kelurahan": unit.kelurahan,
+                "kecamatan": unit.kecamatan,
+                "office": self.office,
+                "source": unit.source,
+                "confidence": unit.confidence,
+            }
         )
         return out
+
+
+def flat_labels(answer: dict[str, Any]) -> dict[str, Any]:
+    """An answer's (`Routed.to_dict`) best labels, their scores and the route as flat fields:
+    the first columns of a backfill's CSV/Parquet output, and what a request log records."""
+    return {
+        "category": answer["category"]["label"],
+        "category_score": answer["category"]["score"],
+        "agency": answer["agency"]["label"],
+        "agency_score": answer["agency"]["score"],
+        "route": answer["route"],
+        "route_reason": answer["route_reason"],
+    }
+
+
+def _scored(scored: Scored) -> dict[str, Any]:
+    return {"label": scored.label, "score": round(scored.score, 6)}
 
 
 class Pipeline:
@@ -126,12 +158,13 @@ class Pipeline:
         texts = [text for text, _ in items]
         predictions = self.classifier.predict(texts, top_k=top_k)
         unknown = self.classifier.unknown_share(texts)
+        threshold = self.classifier.thresholds[ROUTE_HEAD]
         out = []
         for i, ((text, address), prediction) in enumerate(zip(items, predictions, strict=True)):
             unit = self.resolver.resolve(address, text) if self.resolver else None
-            agency = prediction.best("agency").label
-            office_name = office(agency, unit)
-            route, reason = decide_route(agency, office_name, prediction.route == "auto")
+            agency = prediction.best(ROUTE_HEAD)
+            office_name = office(agency.label, unit)
+            route, reason = decide_route(agency, threshold, office_name)
             share = None if unknown is None or math.isnan(unknown[i]) else float(unknown[i])
             out.append(Routed(prediction, unit, office_name, route, self.version, reason, share))
         return out

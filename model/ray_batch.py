@@ -1,12 +1,13 @@
-"""`aduan batch --engine ray`: a backfill of a large CSV, JSON Lines or Parquet file on Ray Data.
+"""`aduan batch --backend ray`: a backfill of a large CSV, JSON Lines or Parquet file on Ray Data.
 
-The file is planned into read tasks (Parquet row groups; CSV and JSON Lines byte ranges that
-end on record boundaries, found by one pass over the bytes), so every row keeps the row number
-`aduan batch` gives it. Ray Data streams the blocks through `map_batches` into a pool of actors,
-each holding one loaded `Pipeline` (the same `classify_frame` as `aduan batch`), with back
-pressure, so memory stays bounded whatever the file's size. The driver receives the classified
-blocks in input order and writes one Parquet file with `aduan batch`'s columns, and the rows that
-could not be classified to `<output>.errors.csv`.
+The file is planned into read tasks (`records.plan_spans`: Parquet row groups; CSV and JSON
+Lines byte ranges that end on record boundaries, found by one pass over the bytes), each read
+by `aduan batch`'s own reader, so every row keeps the row number `aduan batch` gives it. Ray
+Data streams the blocks through `map_batches` into a pool of actors, each holding one loaded
+`Pipeline` (the same `classify_frame` as `aduan batch`), with back pressure, so memory stays
+bounded whatever the file's size. The driver receives the classified blocks in input order and
+writes one Parquet file with `aduan batch`'s columns, and the rows that could not be classified
+to `<output>.errors.csv`.
 
 On a cluster (`RAY_ADDRESS`), the model directory and the input must be readable at the same
 path on every node (a shared volume); the output is written by the driver.
@@ -14,8 +15,6 @@ path on every node (a shared volume); the output is written by the driver.
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -26,41 +25,28 @@ from typing import Any
 
 import pandas as pd
 
+from . import records
 from .artifacts import read_config
 from .batch import (
-    ERROR_COLUMNS,
     FLAT_COLUMNS,
     BatchColumns,
     BatchError,
     BatchReport,
     classify_frame,
-    first_row_number,
     flat_answer,
-    standard_frame,
-    undecodable_reason,
+    read_chunks,
 )
 from .pipeline import Pipeline
 from .ray_runtime import connect, require_ray
+from .records import RecordError, Span
 from .resources import default_gazetteer
 
 log = logging.getLogger(__name__)
 
-FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 PROBLEM = "problem"  # a read task's verdict on a row ("" or the error reason)
 ERROR = "error"  # the classifier actors' verdict, the same way
 READ_TASK_CPUS = 0.1  # reading is light; the actors get the cores
 SCORES = ("category_score", "agency_score")
-
-
-@dataclass(frozen=True)
-class Slice:
-    """One read task's part of the input: rows `first_row`.. (the numbers users see), found at
-    bytes [start, end) (CSV, JSON Lines) or in row groups [start, end) (Parquet)."""
-
-    first_row: int
-    rows: int
-    start: int
-    end: int
 
 
 @dataclass(frozen=True)
@@ -72,77 +58,17 @@ class RayBatchOptions:
     address: str | None = None
 
 
-def _kind(path: Path) -> str:
-    kind = FORMATS.get(path.suffix.lower())
-    if kind is None:
-        raise BatchError(f"{path}: unsupported file type {path.suffix!r} (use {sorted(FORMATS)})")
-    return kind
-
-
-def plan_slices(path: Path, kind: str, rows_per_task: int) -> tuple[list[Slice], bytes]:
-    """The read tasks of `path` and, for CSV, its header line."""
-    if kind == "parquet":
-        return _parquet_slices(path, rows_per_task), b""
-    with open(path, "rb") as handle:
-        header = handle.readline() if kind == "csv" else b""
-        return _line_slices(handle, kind, rows_per_task, len(header)), header
-
-
-def _parquet_slices(path: Path, rows_per_task: int) -> list[Slice]:
-    import pyarrow.parquet as pq
-
-    meta = pq.ParquetFile(path).metadata
-    slices: list[Slice] = []
-    first, start, rows = first_row_number("parquet"), 0, 0
-    for group in range(meta.num_row_groups):
-        rows += meta.row_group(group).num_rows
-        if rows >= rows_per_task or group == meta.num_row_groups - 1:
-            slices.append(Slice(first, rows, start, group + 1))
-            first, start, rows = first + rows, group + 1, 0
-    return slices
-
-
-def _line_slices(handle: Any, kind: str, rows_per_task: int, offset: int) -> list[Slice]:
-    """Byte ranges of `rows_per_task` records each. A CSV record ends at a line end outside
-    quotes (a quoted field may hold newlines); blank CSV lines are no records, as for pandas.
-    Every JSON Lines line is a record (a blank one is reported as empty text)."""
-    slices: list[Slice] = []
-    first = next_first = first_row_number(kind)
-    start = position = offset
-    rows = 0
-    quoted = False
-    for line in handle:
-        position += len(line)
-        if kind == "csv":
-            blank = not quoted and not line.strip(b"\r\n")
-            if line.count(b'"') % 2:
-                quoted = not quoted
-            if quoted or blank:
-                continue
-        rows += 1
-        if rows == rows_per_task:
-            slices.append(Slice(first, rows, start, position))
-            next_first = first + rows
-            first, start, rows = next_first, position, 0
-    if rows or not slices:
-        slices.append(Slice(first, rows, start, position))
-    return slices
-
-
-def _check_columns(path: Path, kind: str, header: bytes, columns: BatchColumns) -> None:
-    """Fail before any task runs when the text column is missing."""
-    if kind == "parquet":
-        import pyarrow.parquet as pq
-
-        found = list(pq.ParquetFile(path).schema_arrow.names)
-    elif kind == "csv":
-        found = list(pd.read_csv(io.BytesIO(header), dtype=object, nrows=0).columns)
-    else:
-        return  # JSON Lines objects may differ per line; the read task checks each block
-    if columns.text not in found:
-        raise BatchError(
-            f"{path}: no column {columns.text!r}; found {found} (choose one with --text-column)"
+def _check_columns(path: Path, columns: BatchColumns) -> None:
+    """Fail before any task runs when the text column is missing (JSON Lines objects may
+    differ per line: there the read task checks each block)."""
+    found = records.header_columns(path)
+    missing = None
+    if found is not None:
+        missing = records.missing_columns(
+            path, [columns.text], found, "choose one with --text-column"
         )
+    if missing is not None:
+        raise missing
 
 
 def _safe(value: str) -> str:
@@ -153,7 +79,10 @@ def _safe(value: str) -> str:
 def _mark_problems(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows with undecodable bytes are flagged here, where the bytes are still known, and their
     strings made safe for the Arrow blocks Ray Data moves between processes."""
-    reasons = [undecodable_reason(t, a) for t, a in zip(frame.text, frame.address, strict=True)]
+    reasons = [
+        records.undecodable_reason({"text": t, "address": a})
+        for t, a in zip(frame.text, frame.address, strict=True)
+    ]
     frame[PROBLEM] = [reason or "" for reason in reasons]
     for column in ("text", "address", "id"):
         frame[column] = [_safe(v) for v in frame[column]]
@@ -163,54 +92,12 @@ def _mark_problems(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_slice(
-    path: Path, kind: str, piece: Slice, header: bytes, columns: BatchColumns, batch_rows: int
+    path: Path, piece: Span, columns: BatchColumns, batch_rows: int
 ) -> Iterator[pd.DataFrame]:
     """One read task: its rows as blocks of at most `batch_rows` (columns `row`, `text`, `id`,
-    `address`, `problem`)."""
-    first = piece.first_row
-    for frame in _raw_slice(path, kind, piece, header, batch_rows):
-        yield _mark_problems(standard_frame(path, frame, columns, first))
-        first += len(frame)
-
-
-def _raw_slice(
-    path: Path, kind: str, piece: Slice, header: bytes, batch_rows: int
-) -> Iterator[pd.DataFrame]:
-    if kind == "parquet":
-        import pyarrow.parquet as pq
-
-        groups = list(range(piece.start, piece.end))
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, row_groups=groups):
-            yield batch.to_pandas()
-        return
-    with open(path, "rb") as handle:
-        handle.seek(piece.start)
-        data = handle.read(piece.end - piece.start)
-    if kind == "csv":
-        yield from pd.read_csv(
-            io.BytesIO(header + data),
-            dtype=object,
-            keep_default_na=False,
-            chunksize=batch_rows,
-            encoding="utf-8",
-            encoding_errors="surrogateescape",
-        )
-        return
-    records: list[dict[str, Any]] = []
-    for number, raw in enumerate(data.splitlines(), start=piece.first_row):
-        line = raw.decode("utf-8", errors="surrogateescape").strip()
-        try:
-            record = json.loads(line) if line else {}
-        except json.JSONDecodeError as exc:
-            raise BatchError(f"{path}: line {number}: not valid JSON ({exc})") from exc
-        if not isinstance(record, dict):
-            raise BatchError(f"{path}: line {number}: expected a JSON object")
-        records.append(record)
-        if len(records) == batch_rows:
-            yield pd.DataFrame.from_records(records)
-            records = []
-    if records:
-        yield pd.DataFrame.from_records(records)
+    `address`, `problem`), numbered as `aduan batch` numbers them (the same reader)."""
+    for frame in read_chunks(path, batch_rows, columns, piece):
+        yield _mark_problems(frame)
 
 
 class Predictor:
@@ -276,12 +163,12 @@ def classify_file_ray(
     options = options or RayBatchOptions()
     if output.suffix.lower() != ".parquet":
         raise BatchError(f"{output}: the ray engine writes Parquet (give a .parquet output)")
-    kind = _kind(source)
+    records.file_kind(source)
     if not source.is_file():
         raise BatchError(f"{source}: no such file")
     read_config(model_dir)  # refuse a directory without labels before any work
-    slices, header = plan_slices(source, kind, options.rows_per_task)
-    _check_columns(source, kind, header, columns)
+    slices = records.plan_spans(source, options.rows_per_task)
+    _check_columns(source, columns)
     actors, per_actor = _pool(connect(options.address), options)
     started = time.perf_counter()  # from a running cluster on: actors start, then classify
     gazetteer = gazetteer or default_gazetteer()
@@ -289,7 +176,7 @@ def classify_file_ray(
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # output rows in input order
     source_ds = ray.data.read_datasource(
-        _source(source, kind, slices, header, columns, options.batch_rows),
+        _source(source, slices, columns, options.batch_rows),
         ray_remote_args={"num_cpus": READ_TASK_CPUS},
     )
     classified = source_ds.map_batches(
@@ -317,11 +204,13 @@ def classify_file_ray(
     return report
 
 
-def _batch_error(exc: BaseException | None) -> BatchError | None:
+def _batch_error(exc: BaseException | None) -> RecordError | None:
     """The `BatchError` a read task or actor raised, inside Ray's task error."""
     seen = 0
     while exc is not None and seen < 10:
-        if isinstance(exc, BatchError) and type(exc) is BatchError:
+        # Ray re-raises a task's error as a subclass of it: the original is the exact type.
+        if type(exc) in (RecordError, BatchError):
+            assert isinstance(exc, RecordError)
             return exc
         exc = getattr(exc, "cause", None) or exc.__cause__
         seen += 1
@@ -331,8 +220,8 @@ def _batch_error(exc: BaseException | None) -> BatchError | None:
 def _write(dataset: Any, output: Path) -> BatchReport:
     """Stream the classified blocks into `output` and the errors file, in input order."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
+    pq = records.parquet()
     output.parent.mkdir(parents=True, exist_ok=True)
     schema = _schema()
     tmp = output.with_name(output.name + ".tmp")
@@ -353,19 +242,11 @@ def _write(dataset: Any, output: Path) -> BatchReport:
     tmp.replace(output)
     report.classified = report.rows - report.errors
     report.processed = report.rows
-    error_file = output.with_name(output.name + ".errors.csv")
-    if errors:
-        merged = pd.concat(errors)[ERROR_COLUMNS]
-        merged.to_csv(error_file, index=False)
-        log.warning("%d row(s) could not be classified: see %s", len(merged), error_file)
-    elif error_file.exists():
-        error_file.unlink()
+    records.write_errors(output, errors)
     return report
 
 
-def _source(
-    path: Path, kind: str, slices: list[Slice], header: bytes, columns: BatchColumns, rows: int
-) -> Any:
+def _source(path: Path, slices: list[Span], columns: BatchColumns, rows: int) -> Any:
     """The input file as a Ray Data datasource, one read task per `Slice` (the class is made
     here so that importing this module needs no Ray)."""
     from ray.data import Datasource, ReadTask
@@ -380,7 +261,7 @@ def _source(
         ) -> list[Any]:
             return [
                 ReadTask(
-                    partial(read_slice, path, kind, piece, header, columns, rows),
+                    partial(read_slice, path, piece, columns, rows),
                     BlockMetadata(
                         num_rows=piece.rows,
                         size_bytes=None,

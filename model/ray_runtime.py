@@ -1,6 +1,6 @@
-"""Starting or joining a Ray cluster for the optional Ray engines (`aduan serve --engine ray`,
-`aduan batch --engine ray`); Ray comes with the extra `aduan[ray]` and is imported only here
-and by the modules that run on it."""
+"""Starting or joining a Ray cluster for the optional Ray backend (`aduan serve --backend ray`,
+`aduan batch --backend ray`); Ray comes with the extra `aduan[ray]` and is imported only here
+and by the modules that run on it. Also the one reading of the old spelling `--engine ray`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "the ray engine needs the extra: pip install 'aduan[ray]'"
+INSTALL_HINT = "the ray backend needs the extra: pip install 'aduan[ray]'"
+# Where the model calls run (`--backend`); the engine (`--engine`) is what runs them.
+LOCAL, RAY = "local", "ray"
+BACKENDS = (LOCAL, RAY)
+ENGINE_RAY_DEPRECATED = (
+    "--engine ray (ADUAN_ENGINE=ray) is deprecated: use --backend ray (ADUAN_BACKEND=ray); "
+    "--engine now names the model engine only (auto, onnx or torch)"
+)
 # A local instance keeps its shared-memory object store small: the streaming executor holds
 # only a few blocks at a time, and the machine is shared with the service and training.
 LOCAL_OBJECT_STORE_BYTES = 1 << 30
@@ -18,6 +25,17 @@ LOCAL_OBJECT_STORE_BYTES = 1 << 30
 
 class RayMissing(ImportError):
     """Ray is not installed; the message says which extra brings it."""
+
+
+def resolve_backend(engine: str, backend: str | None) -> tuple[str, str]:
+    """(engine, backend) from the options as given. The old `engine=ray` meant the ray backend
+    on the auto engine: it still does, with a deprecation warning."""
+    if engine == RAY:
+        log.warning(ENGINE_RAY_DEPRECATED)
+        return "auto", RAY
+    if backend not in (None, *BACKENDS):
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return engine, backend or LOCAL
 
 
 def require_ray() -> Any:

@@ -82,8 +82,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state.store = await asyncio.to_thread(open_store, state.settings)
     if state.store is not None:
         state.drift.feedback_source = partial(feedback_agreement, state.store)
-    assert state.batcher is not None
-    await state.batcher.start()
+    await state.start()
     tasks: set[asyncio.Task[object]] = {
         asyncio.create_task(_warm_up(state)),
         asyncio.create_task(_watch_database(state)),
@@ -99,8 +98,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in tasks:
             task.cancel()
         state.ready = False
-        await state.batcher.stop()
-        await asyncio.to_thread(state.close)
+        await state.close()
         if state.store is not None:
             state.store.close()
 

@@ -52,28 +52,34 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     engine: Annotated[
         str | None,
+        typer.Option(help="Transformer engine: auto, onnx or torch (ADUAN_ENGINE)"),
+    ] = None,
+    backend: Annotated[
+        str | None,
         typer.Option(
-            help="Transformer engine: auto, onnx or torch; or ray: the model in Ray Serve "
-            "replicas, each on the auto engine (ADUAN_ENGINE)"
+            help="Where classify runs: local (in-process batcher) or ray (Ray Serve replicas, "
+            "each on --engine) (ADUAN_BACKEND)"
         ),
     ] = None,
     replicas: Annotated[
         int | None,
-        typer.Option(min=1, help="--engine ray: replicas kept running (ADUAN_RAY_REPLICAS)"),
+        typer.Option(min=1, help="--backend ray: replicas kept running (ADUAN_RAY_REPLICAS)"),
     ] = None,
     max_replicas: Annotated[
         int | None,
         typer.Option(
-            min=0, help="--engine ray: autoscale up to this many replicas (ADUAN_RAY_MAX_REPLICAS)"
+            min=0,
+            help="--backend ray: autoscale up to this many replicas (ADUAN_RAY_MAX_REPLICAS)",
         ),
     ] = None,
 ) -> None:
     """Serve a model directory, or a registry's live version, over HTTP (FastAPI + uvicorn).
 
     With a registry, the service reloads without a restart when the live pointer moves, on
-    `POST /v1/admin/reload` and on SIGHUP; SIGTERM drains gracefully and exits 0. With --engine
+    `POST /v1/admin/reload` and on SIGHUP; SIGTERM drains gracefully and exits 0. With --backend
     ray (needs `pip install 'aduan[ray]'`) the model runs in Ray Serve replicas on a local Ray
-    instance, or on the cluster at RAY_ADDRESS, behind this same HTTP service."""
+    instance, or on the cluster at RAY_ADDRESS, behind this same HTTP service (the old
+    `--engine ray` still means this, with a deprecation warning)."""
     from aduan.model.artifacts import ModelDirError, verify_model_dir
     from aduan.model.registry import RegistryError
 
@@ -87,9 +93,9 @@ def serve(
     if model and registry:
         raise _fail("give --model or --registry, not both")
     given: dict[str, Any] = {"model_dir": model, "registry": registry, "engine": engine}
-    given |= {"ray_replicas": replicas, "ray_max_replicas": max_replicas}
+    given |= {"backend": backend, "ray_replicas": replicas, "ray_max_replicas": max_replicas}
     settings = Settings(**{k: v for k, v in given.items() if v is not None})
-    if settings.engine == "ray":
+    if settings.backend == "ray":
         from aduan.model.ray_runtime import RayMissing, require_ray
 
         try:

@@ -23,7 +23,7 @@ StateDep = Annotated[ServiceState, Depends(get_state)]
 
 
 def get_ready_state(state: StateDep) -> ServiceState:
-    if not state.ready or state.classifier is None or state.batcher is None:
+    if not state.ready or state.classifier is None or state.backend is None:
         raise not_ready()
     return state
 
@@ -42,10 +42,10 @@ def bearer_token(request: Request) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-def authenticate(request: Request, scopes: tuple[str, ...]) -> ApiKey:
-    """The key the request carries: 401 when missing, wrong or revoked; 403 when it holds none
-    of `scopes`."""
-    token = bearer_token(request)
+def authenticate(request: Request, scopes: tuple[str, ...], token: str | None = None) -> ApiKey:
+    """The key the request carries (`token`, as Open311's api_key field, else its Bearer
+    header): 401 when missing, wrong or revoked; 403 when it holds none of `scopes`."""
+    token = bearer_token(request) if token is None else token
     if not token:
         raise unauthorized("missing API key: send 'Authorization: Bearer <key>'")
     key = get_keys(request).find(token)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 from xml.etree import ElementTree
 
@@ -35,6 +36,14 @@ class ApiError(Exception):
 
 def too_large(message: str) -> ApiError:
     return ApiError(413, "payload_too_large", message)
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "bad_request", message)
+
+
+def not_found(message: str) -> ApiError:
+    return ApiError(404, "not_found", message)
 
 
 def overloaded(
@@ -92,13 +101,24 @@ def error_body(message: str, error_type: str) -> dict[str, str]:
     return {"error": message, "error_type": error_type}
 
 
+# What XML 1.0 cannot hold, even escaped: C0 controls but tab and line breaks, lone surrogates
+# and U+FFFE/U+FFFF. Intake refuses them; rows stored before that are rendered with U+FFFD.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_text(value: str) -> str:
+    """`value` with every character XML cannot hold replaced by U+FFFD, so that one stored
+    character never makes a whole document ill-formed."""
+    return _NOT_XML.sub("\ufffd", value)
+
+
 def open311_error(status: int, description: str, xml: bool = False) -> Response:
     """GeoReport v2's error form: a list of {code, description}, or `<errors>` in XML."""
     if xml:
         root = ElementTree.Element("errors")
         error = ElementTree.SubElement(root, "error")
         ElementTree.SubElement(error, "code").text = str(status)
-        ElementTree.SubElement(error, "description").text = description
+        ElementTree.SubElement(error, "description").text = xml_text(description)
         body = ElementTree.tostring(root, encoding="utf-8", xml_declaration=True)
         return Response(body, status, media_type="application/xml")
     return JSONResponse([{"code": status, "description": description}], status)
@@ -112,6 +132,8 @@ def _respond(
     headers: dict[str, str] | None = None,
 ) -> Response:
     if request.url.path.startswith("/open311/"):
+        # GeoReport v2 has no 422: an invalid field is its 400 (as the guard answers too).
+        status = 400 if status == 422 else status
         response = open311_error(status, message, xml=request.url.path.endswith(".xml"))
         if headers:
             response.headers.update(headers)

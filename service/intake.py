@@ -1,18 +1,24 @@
-"""What the routes share: classifying items through the batcher, shaping results, and building
-and saving stored requests. Routes import this module, never each other."""
+"""What the routes share: classifying items through the classify backend, shaping results,
+and building and saving stored requests (idempotently with a key). Routes import this
+module, never each other."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
+
+from fastapi.responses import Response
+from pydantic_core import to_json
 
 from aduan.model.explain import Explanation, explain
 from aduan.model.pipeline import Routed
 
 from .batcher import BackendUnavailable, QueueFull
 from .errors import ApiError, not_ready, overloaded, too_large
+from .idempotency import save_once
 from .ratelimit import retry_after
-from .schemas import ClassifyItem, ClassifyResult
+from .schemas import ClassifyItem
 from .state import ServiceState
 from .storage import NewRequest
 
@@ -32,25 +38,32 @@ def check_limits(items: Sequence[ClassifyItem], state: ServiceState) -> None:
 
 
 async def classify(items: Sequence[tuple[str, str | None]], state: ServiceState) -> list[Routed]:
-    """(text, address) pairs through the dynamic batcher, all answered by the model version
-    live when the request started; a full queue raises `QueueFull`."""
-    return await state.classify(items)
-
-
-async def classify_items(items: Sequence[ClassifyItem], state: ServiceState) -> list[Routed]:
-    """Limits, then the batcher; a full queue becomes 429, no replica to answer 503."""
-    check_limits(items, state)
+    """(text, address) pairs through the classify backend, all answered by the model version
+    live when the request started; a full queue becomes 429, no replica to answer 503."""
     try:
-        return await classify([(item.text, item.address) for item in items], state)
+        return await state.classify(items)
     except QueueFull as exc:
         raise overloaded(retry_after=retry_after(exc.retry_after)) from exc
     except BackendUnavailable as exc:
         raise not_ready("no model replica could answer; retry shortly") from exc
 
 
-def to_result(item_id: str | None, routed: Routed, top_k: int) -> ClassifyResult:
-    """The API's answer for one classified item, with the top `top_k` labels per head."""
-    return ClassifyResult.model_validate({"id": item_id, **routed.to_dict(top_k)})
+async def classify_items(items: Sequence[ClassifyItem], state: ServiceState) -> list[Routed]:
+    """Limits, then `classify`."""
+    check_limits(items, state)
+    return await classify([(item.text, item.address) for item in items], state)
+
+
+def to_result(item_id: str | None, routed: Routed, top_k: int) -> dict[str, Any]:
+    """The API's answer for one classified item (`schemas.ClassifyResult` documents it), with
+    the top `top_k` labels per head: `Routed.to_dict`, the one shape of an answer."""
+    return {"id": item_id, **routed.to_dict(top_k), "request_id": None}
+
+
+def json_answer(data: Any) -> Response:
+    """An answer shaped by `to_result`, as JSON written the way FastAPI writes its response
+    models (pydantic's serializer), so the bytes are the documented model's."""
+    return Response(to_json(data), media_type="application/json")
 
 
 def new_request(
@@ -92,10 +105,13 @@ def new_request(
     )
 
 
-async def save(state: ServiceState, records: Sequence[NewRequest]) -> list[str]:
-    """Commit the rows (before the caller answers) and return their request ids."""
+async def save(
+    state: ServiceState, records: Sequence[NewRequest], idempotency: str | None = None
+) -> tuple[list[str], bool]:
+    """Commit the rows (before the caller answers) and return (their request ids, False); a
+    retry under the same `idempotency` key returns (the first attempt's ids, True) instead."""
     assert state.store is not None
-    return await asyncio.to_thread(state.store.save_requests, list(records))
+    return await asyncio.to_thread(save_once, state.store, records, idempotency)
 
 
 def check_labels(state: ServiceState, agency: str | None, category: str | None) -> None:

@@ -1,12 +1,13 @@
-"""`aduan serve --engine ray`: the classifier as Ray Serve replicas behind the same FastAPI app.
+"""`aduan serve --backend ray`: the classifier as Ray Serve replicas behind the same FastAPI app.
 
 The FastAPI app stays the HTTP surface: the same routes and answers, storage, the operator
-routes, metrics and reload. Only the model calls move: `ServiceState.classify` hands each
-request's items to the `Classifier` deployment through a deployment handle instead of the
-in-process batcher. Each replica loads the model directory into its own `Pipeline` (the `auto`
-engine: ONNX Runtime when the directory has an exported file) and merges concurrent calls into
-one model call with `@serve.batch`; Ray Serve's autoscaler keeps between `replicas` and
-`max_replicas` of them, adding one when the requests in flight per replica pass the target.
+routes, metrics and reload. Only the model calls move: this is the `ray` `Backend`
+(`backends.py`), which hands each request's items to the `Classifier` deployment through a
+deployment handle instead of the in-process batcher. Each replica loads the model directory
+into its own `Pipeline` (on the configured engine; `auto`: ONNX Runtime when the directory has
+an exported file) and merges concurrent calls into one model call with `@serve.batch`; Ray
+Serve's autoscaler keeps between `replicas` and `max_replicas` of them, adding one when the
+requests in flight per replica pass the target.
 
 A replica that dies mid-request fails the calls it held: each is retried on another replica
 (`retries` times), then answered 503 with Retry-After, so a client that retries loses nothing;
@@ -27,10 +28,11 @@ from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
 
-from aduan.model.pipeline import Pipeline, Routed
+from aduan.model.pipeline import WARM_UP_TEXT, Pipeline, Routed
 from aduan.model.ray_runtime import connect
 
 from .batcher import BackendUnavailable, QueueFull
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ class RayServeOptions:
     retries: int = 2
     address: str | None = None
     gazetteer: Path | None = None
+    engine: str = "auto"
 
 
 class ClassifierReplica:
@@ -61,10 +64,16 @@ class ClassifierReplica:
     `Pipeline.run` (while it runs, the next calls queue: the batch is whatever waited)."""
 
     def __init__(
-        self, model_dir: str, gazetteer: str | None, threads: int, max_size: int, wait_s: float
+        self,
+        model_dir: str,
+        gazetteer: str | None,
+        engine: str,
+        threads: int,
+        max_size: int,
+        wait_s: float,
     ) -> None:
         self.pipeline = Pipeline.load(
-            Path(model_dir), Path(gazetteer) if gazetteer else None, "auto", threads
+            Path(model_dir), Path(gazetteer) if gazetteer else None, engine, threads
         )
         batched: Any = self.run_batch  # the decorator's setters are not in its type
         batched.set_max_batch_size(max_size)
@@ -104,20 +113,46 @@ def build_app(model_dir: Path, options: RayServeOptions) -> Any:
     return deployment.bind(
         str(model_dir.resolve()),
         str(gazetteer) if gazetteer and gazetteer.is_file() else None,
+        options.engine,
         max(1, round(options.cpus_per_replica)),
         options.batch_max_size,
         options.batch_max_wait_ms / 1000,
     )
 
 
-class RayClassifier:
-    """The front's side: deploys the application and sends it requests, with retries."""
+class RayServeBackend:
+    """The `ray` backend, the front's side: deploys the application and sends it requests,
+    with retries."""
+
+    name = "ray"
 
     def __init__(self, options: RayServeOptions) -> None:
         self.options = options
         self.handle: Any = None
         self._started_ray = False
         self.failed_calls = 0  # calls a dying replica dropped (each retried)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RayServeBackend:
+        """The backend `ADUAN_RAY_*` (and the batching and engine settings) describe."""
+        return cls(
+            RayServeOptions(
+                replicas=settings.ray_replicas,
+                max_replicas=settings.ray_max_replicas,
+                cpus_per_replica=settings.ray_cpus_per_replica,
+                target_ongoing_requests=settings.ray_target_ongoing_requests,
+                max_queued_requests=settings.queue_size,
+                batch_max_size=settings.batch_max_size,
+                batch_max_wait_ms=settings.batch_max_wait_ms,
+                retries=settings.ray_retries,
+                address=settings.ray_address or None,
+                gazetteer=settings.gazetteer,
+                engine=settings.engine,
+            )
+        )
+
+    async def start(self) -> None:
+        """Nothing to start: `deploy` started the replicas."""
 
     def deploy(self, model_dir: Path) -> None:
         """Deploy (or roll the replicas over to) `model_dir`; returns when they are running.
@@ -132,8 +167,9 @@ class RayClassifier:
         self.handle = handle.options(method_name="classify")
         log.info("Ray Serve application %r runs %s", APP_NAME, model_dir)
 
-    async def classify(self, items: Sequence[Item]) -> list[Routed]:
-        """Answers from a replica; a dead replica's call is retried on another."""
+    async def classify(self, pipeline: Pipeline, items: Sequence[Item]) -> list[Routed]:
+        """Answers from a replica (each holds its own copy of the deployed model, so the
+        front's `pipeline` is not sent); a dead replica's call is retried on another."""
         assert self.handle is not None, "deploy() first"
         failure: Exception | None = None
         for attempt in range(self.options.retries + 1):
@@ -162,6 +198,12 @@ class RayClassifier:
             if len(seen) >= count:
                 break
         return list(seen.values())
+
+    async def warm_up(self, pipeline: Pipeline) -> None:
+        await self.classify(pipeline, [(WARM_UP_TEXT, None)])
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.shutdown)
 
     def shutdown(self) -> None:
         """Delete the application; stop Ray when this process started it."""

@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Field caps shared by /v1 and Open311: what a client may send for an id, an address, a URL.
+MAX_ID_CHARS = 200
+MAX_ADDRESS_CHARS = 1000
+MAX_URL_CHARS = 2048
+# C0 control characters but tab, line feed and carriage return: XML 1.0 cannot hold them (one
+# in a stored address made the whole Open311 requests.xml ill-formed), PostgreSQL text cannot
+# hold NUL, and no complaint needs them.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def text_problem(value: str) -> str | None:
+    """Why `value` is refused as text at intake (a NUL or another C0 control character), or
+    None; the one rule for /v1 bodies and Open311 fields."""
+    found = _CONTROL.search(value)
+    if found is None:
+        return None
+    if found.group() == "\x00":
+        return "NUL characters are not allowed"
+    return f"control character U+{ord(found.group()):04X} is not allowed (tab and line breaks are)"
 
 
 class StrictModel(BaseModel):
@@ -13,10 +34,10 @@ class StrictModel(BaseModel):
 
     @field_validator("*", mode="after")
     @classmethod
-    def _no_nul(cls, value: object) -> object:
-        # NUL cannot be stored in PostgreSQL text and never belongs in a complaint.
-        if isinstance(value, str) and "\x00" in value:
-            raise ValueError("NUL characters are not allowed")
+    def _no_control(cls, value: object) -> object:
+        problem = text_problem(value) if isinstance(value, str) else None
+        if problem:
+            raise ValueError(problem)
         return value
 
 
@@ -26,10 +47,12 @@ class ClassifyItem(StrictModel):
         description="The citizen's complaint, free text",
         examples=["sampah menumpuk di depan pasar Keputran sudah 3 hari"],
     )
-    id: str | None = Field(None, max_length=200, description="Optional client id, echoed back")
+    id: str | None = Field(
+        None, max_length=MAX_ID_CHARS, description="Optional client id, echoed back"
+    )
     address: str | None = Field(
         None,
-        max_length=1000,
+        max_length=MAX_ADDRESS_CHARS,
         description="Optional address or landmark",
         examples=["Jl. Ngagel Jaya Tengah dekat bengkel"],
     )

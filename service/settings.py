@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from aduan.model.ray_runtime import RAY, resolve_backend
 from aduan.model.resources import default_gazetteer
 
 
@@ -104,26 +106,38 @@ class Settings(BaseSettings):
     database_url: str = Field("", description="SQLAlchemy URL; empty: SQLite in data_dir")
     data_dir: Path = Field(Path("var"), description="Where the embedded SQLite database lives")
     log_level: str = Field("INFO")
-    engine: str = Field(
-        "auto",
-        description="Transformer engine: auto (ONNX when exported), onnx or torch; or ray: the "
-        "model runs in Ray Serve replicas (each on the auto engine), this app fronts them",
+    engine: Literal["auto", "onnx", "torch"] = Field(
+        "auto", description="Transformer engine: auto (ONNX when exported), onnx or torch"
     )
-    ray_replicas: int = Field(2, ge=1, description="engine ray: replicas kept running")
+    backend: Literal["local", "ray"] = Field(
+        "local",
+        description="Where classify runs: local (the in-process dynamic batcher) or ray (Ray "
+        "Serve replicas, each on `engine`; this app fronts them)",
+    )
+    ray_replicas: int = Field(2, ge=1, description="backend ray: replicas kept running")
     ray_max_replicas: int = Field(
-        0, ge=0, description="engine ray: the autoscaler's ceiling (0: no more than ray_replicas)"
+        0, ge=0, description="backend ray: the autoscaler's ceiling (0: no more than ray_replicas)"
     )
-    ray_cpus_per_replica: float = Field(1.0, gt=0, description="engine ray: CPUs per replica")
+    ray_cpus_per_replica: float = Field(1.0, gt=0, description="backend ray: CPUs per replica")
     ray_target_ongoing_requests: float = Field(
-        4.0, gt=0, description="engine ray: requests in flight per replica the autoscaler aims at"
+        4.0, gt=0, description="backend ray: requests in flight per replica the autoscaler aims at"
     )
     ray_retries: int = Field(
-        2, ge=0, description="engine ray: retries on another replica when one dies mid-request"
+        2, ge=0, description="backend ray: retries on another replica when one dies mid-request"
     )
     ray_address: str = Field(
-        "", description="engine ray: the cluster to join (else RAY_ADDRESS, else a local one)"
+        "", description="backend ray: the cluster to join (else RAY_ADDRESS, else a local one)"
     )
     threads: int = Field(0, ge=0, description="Inference threads (0: one per core)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_ray(cls, data: Any) -> Any:
+        # The old spelling ADUAN_ENGINE=ray (or engine="ray"): the ray backend, with a warning.
+        if isinstance(data, dict) and str(data.get("engine", "")).lower() == RAY:
+            engine, backend = resolve_backend(RAY, data.get("backend"))
+            data = {**data, "engine": engine, "backend": backend}
+        return data
 
     @field_validator("keys_file", mode="before")
     @classmethod

@@ -1,5 +1,6 @@
-"""What the running service holds: the loaded pipeline (model, resolver, taxonomy), the batcher
-that runs it, the drift monitor, and the hot reload that replaces the pipeline.
+"""What the running service holds: the loaded pipeline (model, resolver, taxonomy), the
+classify backend that runs it, the drift monitor, and the hot reload that replaces the
+pipeline.
 
 A reload loads the new model directory beside the old one (in a worker thread, while the old
 keeps answering), warms it with one prediction, and swaps the one `pipeline` reference. Every
@@ -7,9 +8,10 @@ request captures the pipeline once when it starts, so it finishes on the model i
 with; the old pipeline is freed when the last such request is done. A directory that fails to
 load or to predict is refused and the old model keeps serving.
 
-With the `ray` engine the model calls go to Ray Serve replicas (`ray_serve.py`) instead of the
-batcher; this process keeps a pipeline of the same directory for what the routes read (labels,
-thresholds, explanations), and a reload rolls the replicas over to the new directory.
+The backend (`backends.py`: the in-process batcher, or Ray Serve replicas) is chosen once at
+start; a reload deploys the new directory to it (for Ray, a rolling update of the replicas).
+This process always keeps a pipeline of the directory for what the routes read (labels,
+thresholds, explanations).
 """
 
 from __future__ import annotations
@@ -24,23 +26,18 @@ from pathlib import Path
 from typing import Any
 
 from aduan.model.classifier import ComplaintClassifier
-from aduan.model.pipeline import Pipeline, Routed
+from aduan.model.pipeline import WARM_UP_TEXT, Pipeline, Routed
 from aduan.model.registry import Registry, RegistryError
 from aduan.model.taxonomy import Taxonomy
 
-from .batcher import DynamicBatcher
+from .backends import Backend, make_backend
 from .drift import DriftMonitor
 from .observability import Metrics
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-WARM_UP_TEXT = "warm-up: lampu jalan padam"
-RAY = "ray"  # the engine setting that puts the model in Ray Serve replicas
 RELOADED, UNCHANGED, REFUSED = "reloaded", "unchanged", "refused"
-
-# What the batcher carries: the pipeline a request started with, the text and the address.
-Item = tuple[Pipeline, str, str | None]
 
 
 @dataclass(frozen=True)
@@ -69,7 +66,7 @@ class ServiceState:
     settings: Settings
     metrics: Metrics = field(default_factory=Metrics)
     pipeline: Pipeline | None = None
-    batcher: DynamicBatcher[Routed] | None = None
+    backend: Backend | None = None  # where classify runs: chosen once, in `load`
     ready: bool = False
     draining: bool = False  # SIGTERM received: readiness fails while in-flight requests finish
     store: Any = None  # service.storage.Store, when persistence is configured
@@ -77,7 +74,6 @@ class ServiceState:
     source: str | None = None  # the registry version (or directory) the pipeline came from
     loaded_at: datetime | None = None
     refused: str | None = None  # the last target refused; the watcher does not retry it
-    remote: Any = None  # ray_serve.RayClassifier with the ray engine: it answers, not the batcher
     _reload_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
@@ -116,53 +112,29 @@ class ServiceState:
         return str(self.settings.model_dir), self.settings.model_dir
 
     def load(self) -> None:
-        """Load the model at start-up; raises `ModelDirError`/`RegistryError` (the service
-        must not start)."""
-        settings = self.settings
+        """Load the model and deploy it to the configured backend at start-up; raises
+        `ModelDirError`/`RegistryError` (the service must not start)."""
         name, path = self.target()
         pipeline = self._load_pipeline(path)
-        if settings.engine == RAY:
-            self.remote = self._ray_classifier()
-            self.remote.deploy(path)
+        backend = make_backend(self.settings, self.metrics.batch_size.observe)
+        backend.deploy(path)
+        self.backend = backend
         self._install(pipeline, name)
-        self.batcher = DynamicBatcher(
-            self.classify_batch,
-            max_size=settings.batch_max_size if settings.batching else 1,
-            max_wait=settings.batch_max_wait_ms / 1000 if settings.batching else 0.0,
-            queue_size=settings.queue_size,
-            max_queue_wait=settings.max_queue_wait_s,
-            on_batch=self.metrics.batch_size.observe,
-        )
+
+    async def start(self) -> None:
+        """Let the backend take calls (the lifespan, after `load`)."""
+        assert self.backend is not None
+        await self.backend.start()
 
     def _load_pipeline(self, path: Path) -> Pipeline:
         settings = self.settings
-        engine = "auto" if settings.engine == RAY else settings.engine
-        return Pipeline.load(path, settings.gazetteer, engine, settings.threads)
+        return Pipeline.load(path, settings.gazetteer, settings.engine, settings.threads)
 
-    def _ray_classifier(self) -> Any:
-        from .ray_serve import RayClassifier, RayServeOptions
-
-        settings = self.settings
-        return RayClassifier(
-            RayServeOptions(
-                replicas=settings.ray_replicas,
-                max_replicas=settings.ray_max_replicas,
-                cpus_per_replica=settings.ray_cpus_per_replica,
-                target_ongoing_requests=settings.ray_target_ongoing_requests,
-                max_queued_requests=settings.queue_size,
-                batch_max_size=settings.batch_max_size,
-                batch_max_wait_ms=settings.batch_max_wait_ms,
-                retries=settings.ray_retries,
-                address=settings.ray_address or None,
-                gazetteer=settings.gazetteer,
-            )
-        )
-
-    def close(self) -> None:
-        """Release what serving holds outside this process (the Ray Serve application)."""
-        if self.remote is not None:
-            self.remote.shutdown()
-            self.remote = None
+    async def close(self) -> None:
+        """Stop the backend and release what it holds (the Ray Serve application)."""
+        if self.backend is not None:
+            await self.backend.close()
+            self.backend = None
 
     def _install(self, pipeline: Pipeline, name: str) -> None:
         # One reference assignment: a request sees the old pipeline or the new, never a mix.
@@ -173,42 +145,18 @@ class ServiceState:
         self.metrics.model_loaded_now(pipeline.version)
 
     async def classify(self, items: Sequence[tuple[str, str | None]]) -> list[Routed]:
-        """(text, address) pairs through the batcher, all answered by the pipeline that is
+        """(text, address) pairs through the backend, all answered by the pipeline that is
         live now, even when a reload swaps it meanwhile; a full queue raises `QueueFull`."""
-        assert self.batcher is not None
-        pipeline = self.pipeline
-        assert pipeline is not None
-        if self.remote is not None:
-            answers = await self.remote.classify(items)
-        else:
-            answers = await self.batcher.submit(
-                [(pipeline, text, address) for text, address in items]
-            )
+        backend, pipeline = self.backend, self.pipeline
+        assert backend is not None and pipeline is not None
+        answers = await backend.classify(pipeline, items)
         self.drift.observe(answers)
         return answers
 
     async def warm_up(self) -> None:
-        """One prediction through the batcher (its thread and the model's first call), or
-        through the replicas."""
-        assert self.batcher is not None and self.pipeline is not None
-        if self.remote is not None:
-            await self.remote.classify([(WARM_UP_TEXT, None)])
-            return
-        await self.batcher.submit([(self.pipeline, WARM_UP_TEXT, None)])
-
-    def classify_batch(self, items: list[Item]) -> list[Routed]:
-        """Blocking inference for one merged batch; runs in the batcher's worker thread. Items
-        that started on different pipelines (a reload happened) run on their own one each."""
-        groups: dict[int, list[int]] = {}
-        for i, (pipeline, _, _) in enumerate(items):
-            groups.setdefault(id(pipeline), []).append(i)
-        out: list[Routed | None] = [None] * len(items)
-        for indices in groups.values():
-            pipeline = items[indices[0]][0]
-            answers = pipeline.run([(items[i][1], items[i][2]) for i in indices])
-            for i, answer in zip(indices, answers, strict=True):
-                out[i] = answer
-        return [answer for answer in out if answer is not None]
+        """One prediction through the backend (its threads and the model's first call)."""
+        assert self.backend is not None and self.pipeline is not None
+        await self.backend.warm_up(self.pipeline)
 
     def _load_and_warm(self, path: Path) -> Pipeline:
         pipeline = self._load_pipeline(path)
@@ -232,8 +180,8 @@ class ServiceState:
                 return ReloadOutcome(UNCHANGED, previous, previous, name)
             try:
                 pipeline = await asyncio.to_thread(self._load_and_warm, path)
-                if self.remote is not None:  # a rolling update of the replicas
-                    await asyncio.to_thread(self.remote.deploy, path)
+                assert self.backend is not None
+                await asyncio.to_thread(self.backend.deploy, path)  # Ray: a rolling update
             except Exception as exc:  # ModelDirError, corrupt weights, a failing prediction
                 return self._refuse(name, previous, str(exc), reason)
             self._install(pipeline, name)

@@ -89,6 +89,8 @@ class StoredRequest(Base):
     corrected_agency: Mapped[str | None] = mapped_column(String(200))
     corrected_by: Mapped[str | None] = mapped_column(String(200))
     corrected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Added by migration 0003: `<digest of caller and Idempotency-Key>:<item>`, unique.
+    idempotency_key: Mapped[str | None] = mapped_column(String(80), unique=True)
 
 
 class Feedback(Base):
@@ -145,6 +147,7 @@ class NewRequest:
     unit_source: str | None = None
     unit_confidence: float | None = None
     predictions: dict[str, Any] | None = None
+    idempotency_key: str | None = None
 
 
 def database_url(url: str, data_dir: Path) -> str:
@@ -280,6 +283,12 @@ class Store:
         with self._session() as session:
             session.add_all(rows)
         return [row.id for row in rows]
+
+    def by_idempotency_keys(self, keys: Sequence[str]) -> dict[str, StoredRequest]:
+        """The stored requests whose idempotency key is among `keys`, by key."""
+        query = select(StoredRequest).where(StoredRequest.idempotency_key.in_(list(keys)))
+        with self._session() as session:
+            return {str(row.idempotency_key): row for row in session.scalars(query)}
 
     def get_request(self, request_id: str) -> StoredRequest | None:
         with self._session() as session:

@@ -41,8 +41,8 @@ def test_artifacts_directory_written_before_format_versions_still_loads(tiny_mod
     old = _copy(tiny_model, tmp_path, format_version=None)
     texts = ["lampu jalan mati gelap"]
     assert (
-        ComplaintClassifier.load(old).predict(texts)[0].to_dict()
-        == ComplaintClassifier.load(tiny_model).predict(texts)[0].to_dict()
+        ComplaintClassifier.load(old).predict(texts)[0]
+        == ComplaintClassifier.load(tiny_model).predict(texts)[0]
     )
 
 

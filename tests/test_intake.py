@@ -88,12 +88,16 @@ def test_intake_open311_create_form_and_read_back(client):
     [created] = response.json()
     assert set(created) == {"service_request_id", "service_notice", "account_id"}
     assert "Dinas Perhubungan" in created["service_notice"]
-    [read] = client.get(f"/open311/v2/requests/{created['service_request_id']}.json").json()
+    path = f"/open311/v2/requests/{created['service_request_id']}.json"
+    [read] = client.get(f"{path}?api_key=k1").json()  # an operator's key: the exact location
     assert read["service_code"] == "PJU" and read["service_name"] == "Penerangan jalan umum"
     assert read["agency_responsible"] == "Dinas Perhubungan"
     assert (read["lat"], read["long"]) == (-7.29, 112.71)
     assert read["address"] == "Jalan Raya Darmo Indah" and read["status"] == "open"
     assert read["requested_datetime"].endswith("+00:00")
+    [public] = client.get(path).json()  # anonymous: no street, no coordinates
+    assert (public["lat"], public["long"], public["description"]) == (None, None, None)
+    assert public["address"] != read["address"] and public["service_code"] == "PJU"
 
 
 def test_intake_open311_json_with_service_code(client):
@@ -217,3 +221,70 @@ def test_intake_nul_characters_are_refused_not_stored(client):
         },
     )
     assert feedback.status_code == 422
+
+
+def test_intake_classify_retry_with_an_idempotency_key_stores_once(client, make_client):
+    """Issue 19 item 17: a retry of `POST /v1/classify` with `store` and the same
+    Idempotency-Key (after an answer lost past the commit) returns the first request ids and
+    stores nothing again; other texts under the key are refused; keys are per caller."""
+    body = {"items": [{"text": "lampu padam"}, {"text": "sampah menumpuk"}], "store": True}
+    retry = {**KEY, "Idempotency-Key": "batch-2026-12-03-001"}
+    first = client.post("/v1/classify", json=body, headers=retry)
+    again = client.post("/v1/classify", json=body, headers=retry)
+    assert first.status_code == again.status_code == 200
+    ids = [r["request_id"] for r in first.json()["results"]]
+    assert [r["request_id"] for r in again.json()["results"]] == ids and None not in ids
+    assert again.headers["idempotent-replayed"] == "true"
+    store = client.app.state.service.store
+    assert store.counts()["requests"] == 2
+    fewer = client.post("/v1/classify", json={**body, "items": body["items"][:1]}, headers=retry)
+    other = client.post(
+        "/v1/classify", json={**body, "items": [{"text": "x"}, {"text": "y"}]}, headers=retry
+    )
+    assert fewer.status_code == other.status_code == 422
+    assert "Idempotency-Key" in other.json()["error"]
+    client.post("/v1/classify", json=body, headers=KEY)  # no key: stored again
+    assert store.counts()["requests"] == 4
+    bad = client.post("/v1/classify", json=body, headers={**KEY, "Idempotency-Key": "k" * 256})
+    assert bad.status_code == 422 and "visible ASCII" in bad.json()["error"]
+
+
+def test_intake_idempotency_key_is_scoped_to_the_caller_and_survives_a_race(client, monkeypatch):
+    from starlette.requests import Request
+
+    from aduan.service import idempotency
+    from aduan.service.keys import ApiKey
+    from aduan.service.storage import NewRequest
+
+    store = client.app.state.service.store
+    record = NewRequest(
+        text="banjir",
+        category="DRAINASE",
+        category_score=0.9,
+        agency="A",
+        agency_score=0.9,
+        model_version="m",
+        route="auto",
+    )
+    request = Request({"type": "http", "headers": [(b"idempotency-key", b"attempt-1")]})
+    siti, budi = (ApiKey(name, "0" * 64, frozenset({"classify"})) for name in ("siti", "budi"))
+    mine = idempotency.idempotency_key(request, siti)
+    assert mine not in (idempotency.idempotency_key(request, budi), None)
+    [first], replayed = idempotency.save_once(store, [record], mine)
+    assert not replayed
+    assert idempotency.save_once(store, [record], mine) == ([first], True)
+    theirs = idempotency.idempotency_key(request, budi)  # the same header from another key
+    assert idempotency.save_once(store, [record], theirs)[0] != [first]
+    # A concurrent attempt that looked before the first committed: the unique key refuses
+    # its insert and it answers with the first request.
+    real = idempotency._earlier
+    calls = []
+
+    def late(store_, key, records):
+        calls.append(key)
+        return None if len(calls) == 1 else real(store_, key, records)
+
+    monkeypatch.setattr(idempotency, "_earlier", late)
+    assert idempotency.save_once(store, [record], mine) == ([first], True)
+    assert len(calls) == 2
+    assert store.counts()["requests"] == 2

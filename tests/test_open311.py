@@ -4,6 +4,7 @@ listing with the spec's filters and reading requests, JSON and XML, following th
 from xml.etree import ElementTree
 
 import pytest
+import sqlalchemy as sa
 
 KEY = {"Authorization": "Bearer k1"}
 
@@ -121,3 +122,131 @@ def test_open311_post_body_is_documented(client):
     assert form["required"] == ["description"]
     assert {"service_code", "lat", "long", "address_string", "api_key"} <= set(form["properties"])
     assert {"apiKey": []} in post["security"]
+
+
+def _stored_rows(client):
+    return client.app.state.service.store.counts()["requests"]
+
+
+@pytest.mark.parametrize("keys", ["none", "configured"])
+def test_open311_anonymous_list_shows_no_text_street_or_coordinates(
+    make_client, database_url, keys
+):
+    """Issue 19 item 3: with or without keys configured, an anonymous caller reading the
+    list gets no complaint text, no street address and no exact coordinates; an operator's
+    key gets all three."""
+    client = make_client(
+        api_keys="siti:k1" if keys == "configured" else "", database_url=database_url
+    )
+    form = {
+        "description": "sampah menumpuk di TPS Keputran",
+        "address_string": "Jalan Keputran Kejambon no 12",
+        "lat": "-7.2756",
+        "long": "112.7403",
+    }
+    created = client.post("/open311/v2/requests.json", data={**form, "api_key": "k1"})
+    assert created.status_code == 201, created.text
+    for path in ("/open311/v2/requests.json", "/open311/v2/requests.xml"):
+        answer = client.get(path)
+        assert answer.status_code == 200
+        assert form["description"] not in answer.text and "Kejambon" not in answer.text
+        assert "7.2756" not in answer.text and "112.7403" not in answer.text
+    [public] = client.get("/open311/v2/requests.json").json()
+    assert public["description"] is None and (public["lat"], public["long"]) == (None, None)
+    assert public["address"] == "Kelurahan Keputran, Kecamatan Tegalsari"  # the kelurahan only
+    if keys == "configured":
+        [full] = client.get("/open311/v2/requests.json?api_key=k1").json()
+        assert full["description"] == form["description"]
+        assert (full["address"], full["lat"]) == (form["address_string"], -7.2756)
+        wrong = client.get("/open311/v2/requests.json?api_key=guess")
+        assert wrong.status_code == 403 and wrong.json()[0]["code"] == 403
+
+
+def test_open311_anonymous_list_is_rate_limited(make_client):
+    client = make_client(rate_limit=0.01, rate_burst=2)
+    answers = [client.get("/open311/v2/requests.xml") for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    refused = ElementTree.fromstring(answers[2].content)
+    assert refused.findtext("error/code") == "429" and answers[2].headers["retry-after"]
+
+
+def test_open311_xml_stays_well_formed_with_stored_control_characters(client):
+    """Issue 19 item 10: intake refuses C0 controls; a row stored before that (or by another
+    path) is rendered with U+FFFD, never making the whole document ill-formed."""
+    refused = client.post(
+        "/open311/v2/requests.xml",
+        data={"description": "lampu\x0cmati", "api_key": "k1"},
+    )
+    assert refused.status_code == 400
+    assert "U+000C" in ElementTree.fromstring(refused.content).findtext("error/description")
+    rid = _create(client, "lampu jalan mati", address_string="Jalan Darmo")
+    store = client.app.state.service.store
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.text("update requests set address = :a, note = :n where id = :i"),
+            {"a": "Jalan\x0bDarmo", "n": "catatan\x1b", "i": rid},
+        )
+    root = ElementTree.fromstring(client.get("/open311/v2/requests.xml?api_key=k1").content)
+    assert root.find("request").findtext("address") == "Jalan\ufffdDarmo"
+    assert root.find("request").findtext("status_notes") == "catatan\ufffd"
+
+
+def test_open311_media_url_must_be_http_or_https(client):
+    for bad in ("javascript:alert(1)", "data:text/html,<script>x</script>", "//no-scheme/a.jpg"):
+        answer = client.post(
+            "/open311/v2/requests.json",
+            data={"description": "jalan rusak", "media_url": bad, "api_key": "k1"},
+        )
+        assert answer.status_code == 400, bad
+        assert "http or https" in answer.json()[0]["description"]
+    rid = _create(client, "jalan rusak", media_url="https://foto.example/jalan.jpg")
+    [read] = client.get(f"/open311/v2/requests/{rid}.json").json()
+    assert read["media_url"] == "https://foto.example/jalan.jpg"
+
+
+def test_open311_retry_with_an_idempotency_key_returns_the_first_request(client):
+    form = {"description": "lampu PJU padam gelap", "api_key": "k1"}
+    retry = {"Idempotency-Key": "qlue-7781-attempt"}
+    first = client.post("/open311/v2/requests.json", data=form, headers=retry)
+    again = client.post("/open311/v2/requests.xml", data=form, headers=retry)
+    assert first.status_code == again.status_code == 201
+    rid = first.json()[0]["service_request_id"]
+    assert ElementTree.fromstring(again.content).findtext("request/service_request_id") == rid
+    assert again.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    assert _stored_rows(client) == 1
+    other = client.post(
+        "/open311/v2/requests.json", data={**form, "description": "sampah"}, headers=retry
+    )
+    assert other.status_code == 400 and "Idempotency-Key" in other.json()[0]["description"]
+    fresh = client.post("/open311/v2/requests.json", data=form)  # no key: a new request
+    assert fresh.json()[0]["service_request_id"] != rid and _stored_rows(client) == 2
+
+
+def test_open311_errors_are_the_services_api_errors(client):
+    """Readiness and a backend with no replica answer as on /v1 (503, Retry-After), in the
+    spec's form: Open311 raises the same ApiError the /v1 routes raise."""
+    from aduan.service.batcher import BackendUnavailable
+
+    state = client.app.state.service
+    state.ready = False
+    try:
+        for path in ("/open311/v2/services.json", "/open311/v2/requests.xml"):
+            answer = client.get(path)
+            assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+    finally:
+        state.ready = True
+
+    class Unavailable:
+        async def classify(self, pipeline, items):
+            raise BackendUnavailable("no classifier replica answered")
+
+    local, state.backend = state.backend, Unavailable()
+    try:
+        answer = client.post(
+            "/open311/v2/requests.json", data={"description": "lampu mati", "api_key": "k1"}
+        )
+    finally:
+        state.backend = local
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+    assert "replica" in answer.json()[0]["description"]

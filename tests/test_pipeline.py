@@ -6,23 +6,41 @@ import pytest
 from typer.testing import CliRunner
 
 from aduan.cli import app as cli
+from aduan.model.classifier import Scored
 from aduan.model.pipeline import Pipeline, decide_route
 
 
 @pytest.mark.parametrize(
-    ("agency", "office", "confident", "expected"),
+    ("agency", "score", "office", "expected"),
     [
-        ("Dinas Perhubungan", None, True, ("auto", "confident")),
-        ("Dinas Perhubungan", None, False, ("review", "low_confidence")),
-        ("Lainnya", None, True, ("review", "no_concrete_agency")),
-        ("Kelurahan", None, True, ("review", "unit_unresolved")),
-        ("Kecamatan", None, True, ("review", "unit_unresolved")),
-        ("Kelurahan", "Kelurahan Keputran", True, ("auto", "confident")),
-        ("Kecamatan", "Kecamatan Gubeng", False, ("review", "low_confidence")),
+        ("Dinas Perhubungan", 0.9, None, ("auto", "confident")),
+        ("Dinas Perhubungan", 0.8, None, ("auto", "confident")),  # the threshold itself passes
+        ("Dinas Perhubungan", 0.79, None, ("review", "low_confidence")),
+        ("Lainnya", 0.99, None, ("review", "no_concrete_agency")),
+        ("Kelurahan", 0.99, None, ("review", "unit_unresolved")),
+        ("Kecamatan", 0.99, None, ("review", "unit_unresolved")),
+        ("Kelurahan", 0.99, "Kelurahan Keputran", ("auto", "confident")),
+        ("Kecamatan", 0.5, "Kecamatan Gubeng", ("review", "low_confidence")),
     ],
 )
-def test_pipeline_route_reasons(agency, office, confident, expected):
-    assert decide_route(agency, office, confident) == expected
+def test_pipeline_route_reasons(agency, score, office, expected):
+    assert decide_route(Scored(agency, score), 0.8, office) == expected
+
+
+def test_pipeline_route_follows_the_models_threshold(tiny_model):
+    """The route is decided once, in `Pipeline.run`, from the classifier's scores and its
+    threshold: moving the threshold moves the route, the scores stay."""
+    pipeline = Pipeline.load(tiny_model)
+    items = [("lampu PJU padam gelap", None)]
+    [before] = pipeline.run(items)
+    score = before.prediction.best("agency").score
+    pipeline.classifier.thresholds["agency"] = score
+    [at] = pipeline.run(items)
+    pipeline.classifier.thresholds["agency"] = min(score + 1e-6, 1.0 + 1e-6)
+    [above] = pipeline.run(items)
+    assert (at.route, above.route) == ("auto", "review")
+    assert above.route_reason == "low_confidence"
+    assert at.prediction == above.prediction
 
 
 def test_pipeline_classify_command_gives_the_service_answer(tiny_model, gazetteer_csv, monkeypatch):

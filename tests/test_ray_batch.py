@@ -1,4 +1,4 @@
-"""`aduan batch --engine ray` (`aduan.model.ray_batch`): Ray Data read tasks that keep row
+"""`aduan batch --backend ray` (`aduan.model.ray_batch`): Ray Data read tasks that keep row
 numbers, a pool of classifier actors, and the same output as the single-process `aduan batch`."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 from aduan.cli import app
 from aduan.model.batch import BatchColumns, classify_file, read_chunks
 from aduan.model.pipeline import Pipeline
-from aduan.model.ray_batch import RayBatchOptions, classify_file_ray, plan_slices, read_slice
+from aduan.model.ray_batch import RayBatchOptions, classify_file_ray, read_slice
+from aduan.model.records import plan_spans
 
 runner = CliRunner()
 COLUMNS = BatchColumns("isi", "nomor", "alamat")
@@ -40,12 +41,10 @@ def _read_back(path):
 
 
 def test_ray_batch_slices_end_on_record_boundaries(awkward_csv):
-    slices, header = plan_slices(awkward_csv, "csv", rows_per_task=4)
+    slices = plan_spans(awkward_csv, rows_per_span=4)
     assert [s.rows for s in slices] == [4, 4, 4, 2]
     pieces = [
-        frame
-        for piece in slices
-        for frame in read_slice(awkward_csv, "csv", piece, header, COLUMNS, batch_rows=3)
+        frame for piece in slices for frame in read_slice(awkward_csv, piece, COLUMNS, batch_rows=3)
     ]
     ours = pd.concat(pieces, ignore_index=True)
     whole = pd.concat(read_chunks(awkward_csv, 100, COLUMNS), ignore_index=True)
@@ -58,7 +57,7 @@ def test_ray_batch_slices_end_on_record_boundaries(awkward_csv):
 def test_ray_batch_jsonl_slices_count_every_line(tmp_path):
     path = tmp_path / "in.jsonl"
     path.write_text('{"text": "a"}\n\n{"text": "b"}\n{"text": "c"}\n{"text": "d"}\n')
-    slices, _ = plan_slices(path, "jsonl", rows_per_task=2)
+    slices = plan_spans(path, rows_per_span=2)
     assert [(s.first_row, s.rows) for s in slices] == [(1, 2), (3, 2), (5, 1)]
 
 
@@ -92,7 +91,8 @@ def test_ray_batch_equals_single_process_batch(ray_cluster, tiny_model, gazettee
     }
 
 
-def test_ray_batch_parquet_row_groups_keep_row_numbers(ray_cluster, tiny_model, tmp_path):
+def test_ray_batch_parquet_row_groups_keep_row_numbers(ray_cluster, tiny_model, tmp_path, caplog):
+    """Also the old spelling `--engine ray`: the ray backend, with a deprecation warning."""
     texts = [f"{PHRASES[i % 3]} no {i}" for i in range(23)]
     source = tmp_path / "in.parquet"
     pd.DataFrame({"text": texts, "id": [f"x{i}" for i in range(23)]}).to_parquet(
@@ -104,6 +104,8 @@ def test_ray_batch_parquet_row_groups_keep_row_numbers(ray_cluster, tiny_model, 
         [
             "batch",
             "--engine",
+            "ray",
+            "--backend",
             "ray",
             "--model",
             str(tiny_model),
@@ -119,6 +121,7 @@ def test_ray_batch_parquet_row_groups_keep_row_numbers(ray_cluster, tiny_model, 
     )
     assert result.exit_code == 0, result.output
     assert "23 of 23 row(s) classified" in result.output
+    assert "--engine ray (ADUAN_ENGINE=ray) is deprecated: use --backend ray" in caplog.text
     frame = pd.read_parquet(output)
     assert frame["row"].tolist() == list(range(1, 24))
     assert frame["id"].tolist() == [f"x{i}" for i in range(23)]
@@ -135,7 +138,7 @@ def test_ray_batch_refuses_other_outputs_and_missing_columns(tiny_model, tmp_pat
         app,
         [
             "batch",
-            "--engine",
+            "--backend",
             "ray",
             "--model",
             str(tiny_model),
@@ -151,7 +154,7 @@ def test_ray_batch_refuses_other_outputs_and_missing_columns(tiny_model, tmp_pat
         app,
         [
             "batch",
-            "--engine",
+            "--backend",
             "ray",
             "--model",
             str(tiny_model),
@@ -172,7 +175,7 @@ def test_ray_batch_a_read_task_error_names_the_file(ray_cluster, tiny_model, tmp
         app,
         [
             "batch",
-            "--engine",
+            "--backend",
             "ray",
             "--model",
             str(tiny_model),

@@ -1,4 +1,4 @@
-"""`aduan serve --engine ray --registry DIR`: a reload rolls the Ray Serve replicas over to the new
+"""`aduan serve --backend ray --registry DIR`: a reload rolls the Ray Serve replicas over to the new
 live version, and the answers name it (a real local Ray instance, one replica)."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def test_ray_reload_rolls_the_replicas_to_the_new_version(
         data_dir=tmp_path / "var",
         admin_keys="adm-1",
         reload_interval_s=3600,  # only the admin route reloads here
-        engine="ray",
+        backend="ray",
         ray_replicas=1,
         ray_cpus_per_replica=0.5,
     )
@@ -47,6 +47,6 @@ def test_ray_reload_rolls_the_replicas_to_the_new_version(
         after = client.post("/v1/classify", json=BODY).json()
         assert after["model_version"] == "v2"  # answered by a replica that loaded v2
         assert after["results"][0] != before["results"][0]  # v2's scores differ from v1's
-        replicas = client.app.state.service.remote.replicas()
+        replicas = client.app.state.service.backend.replicas()
         assert {r["model_version"] for r in replicas} == {"v2"}
         assert client.get("/v1/info").json()["model_version"] == "v2"

@@ -1,4 +1,4 @@
-"""`aduan serve --engine ray` (`aduan.service.ray_serve`): the same HTTP contract with the model
+"""`aduan serve --backend ray` (`aduan.service.ray_serve`): the same HTTP contract with the model
 in Ray Serve replicas on a real local Ray instance (2 replicas, half a CPU each)."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def ray_client(ray_cluster, tiny_model, gazetteer_csv, tmp_path_factory):
         model_dir=tiny_model,
         gazetteer=gazetteer_csv,
         data_dir=tmp_path_factory.mktemp("ray-var"),
-        engine="ray",
+        backend="ray",
         ray_replicas=2,
         ray_cpus_per_replica=0.5,
         batch_max_wait_ms=2,
@@ -70,13 +70,14 @@ def test_ray_serve_answers_equal_the_single_process_service(ray_client, make_cli
     assert [_results(r) for r in ours] == [_results(r) for r in theirs]
     assert ray_client.get("/v1/labels").json() == single.get("/v1/labels").json()
     info = ray_client.get("/v1/info").json()
-    assert info["engine"] == "ray" and info["limits"]["ray_replicas"] == 2
+    assert (info["backend"], info["engine"]) == ("ray", "auto")
+    assert info["limits"]["ray_replicas"] == 2
     assert info["model_version"] == single.get("/v1/info").json()["model_version"]
     assert ray_client.get("/health/live").status_code == 200
 
 
 def test_ray_serve_runs_two_replicas_in_their_own_processes(ray_client):
-    replicas = ray_client.app.state.service.remote.replicas()
+    replicas = ray_client.app.state.service.backend.replicas()
     assert len(replicas) == 2
     pids = {r["pid"] for r in replicas}
     assert len(pids) == 2 and os.getpid() not in pids
@@ -96,7 +97,7 @@ def _replicas_running(remote, count: int, timeout: float) -> list[dict]:
 
 
 def test_ray_serve_killing_a_replica_loses_no_retried_request(ray_client):
-    remote = ray_client.app.state.service.remote
+    remote = ray_client.app.state.service.backend
     victim = remote.replicas()[0]["pid"]
     expected = {
         text: result
@@ -169,13 +170,14 @@ class _DyingHandle:
 
 
 def test_ray_serve_front_retries_a_dead_replica_then_answers_503(make_client):
-    from aduan.service.ray_serve import RayClassifier, RayServeOptions
+    from aduan.service.ray_serve import RayServeBackend, RayServeOptions
 
     client = make_client()
     state = client.app.state.service
     [answer] = state.pipeline.run([("lampu PJU padam", None)])
-    remote = RayClassifier(RayServeOptions(retries=2))
-    state.remote = remote
+    local = state.backend
+    remote = RayServeBackend(RayServeOptions(retries=2))
+    state.backend = remote
     remote.handle = _DyingHandle(deaths=2, answer=[answer])  # the third try answers
     response = client.post("/v1/classify", json=_body([("lampu PJU padam", None)]))
     assert response.status_code == 200
@@ -186,4 +188,4 @@ def test_ray_serve_front_retries_a_dead_replica_then_answers_503(make_client):
     assert response.json()["error_type"] == "not_ready"
     assert response.headers["retry-after"] == "1"
     assert remote.handle.calls == 3
-    state.remote = None
+    state.backend = local

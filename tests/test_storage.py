@@ -22,6 +22,18 @@ def _request(text="sampah menumpuk", **extra):
     return NewRequest(**values)
 
 
+def _insert_old_request(conn, rid: str, text: str) -> None:
+    """A request row as migration 0001 wrote it (the ORM model has newer columns)."""
+    conn.execute(
+        sa.text(
+            "insert into requests (id, received_at, text, category, category_score, agency,"
+            " agency_score, model_version, route) values (:i, :t, :x, 'SAMPAH', 0.5,"
+            " 'Dinas Lingkungan Hidup', 0.5, 'm-0', 'review')"
+        ),
+        {"i": rid, "x": text, "t": datetime(2023, 5, 1, tzinfo=UTC)},
+    )
+
+
 def _store(url) -> Store:
     upgrade(url)
     return Store(make_engine(url))
@@ -38,7 +50,7 @@ def test_storage_migrates_and_round_trips(database_url):
     assert stored.kelurahan == "Keputran" and stored.route == "auto"
     assert store.get_request("missing") is None
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0002"
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0003"
     store.close()
 
 
@@ -82,14 +94,7 @@ def test_storage_migration_0002_keeps_earlier_corrections_and_reverts(database_u
     upgrade(database_url, "0001")
     engine = make_engine(database_url)
     with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "insert into requests (id, received_at, text, category, category_score, agency,"
-                " agency_score, model_version, route) values ('r1', :t, 'banjir', 'SAMPAH', 0.5,"
-                " 'Dinas Lingkungan Hidup', 0.5, 'm-0', 'review')"
-            ),
-            {"t": datetime(2023, 5, 1, tzinfo=UTC)},
-        )
+        _insert_old_request(conn, "r1", "banjir")
         for fid, (category, operator) in enumerate([("JALAN", "op1"), ("DRAINASE", "op2")], 1):
             conn.execute(
                 sa.text(
@@ -109,6 +114,35 @@ def test_storage_migration_0002_keeps_earlier_corrections_and_reverts(database_u
     assert "request_events" not in sa.inspect(engine).get_table_names()
     assert "status" not in {c["name"] for c in sa.inspect(engine).get_columns("requests")}
     engine.dispose()
+    upgrade(database_url)
+
+
+def test_storage_migration_0003_idempotency_key_is_unique_and_reverts(database_url):
+    """0003 adds the unique idempotency key without touching earlier rows; a second row with
+    the same key is refused by the database; the downgrade drops the column and keeps the
+    requests with their feedback (no table copy that would cascade-delete them)."""
+    upgrade(database_url, "0002")
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        _insert_old_request(conn, "r1", "genangan")
+    engine.dispose()
+    rid = "r1"
+    store = _store(database_url)
+    assert store.get_request(rid).idempotency_key is None
+    store.add_feedback(rid, category="DRAINASE", agency="X", operator="op1")
+    store.save_requests([_request("a", idempotency_key="k:0"), _request("b")])
+    with pytest.raises(sa.exc.IntegrityError):
+        store.save_requests([_request("c", idempotency_key="k:0")])
+    assert set(store.by_idempotency_keys(["k:0", "k:1"])) == {"k:0"}
+    store.close()
+    downgrade(database_url, "0002")
+    engine = make_engine(database_url)
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("requests")}
+    with engine.connect() as conn:
+        feedback = conn.execute(sa.text("select count(*) from feedback")).scalar()
+        requests = conn.execute(sa.text("select count(*) from requests")).scalar()
+    engine.dispose()
+    assert "idempotency_key" not in columns and (requests, feedback) == (3, 1)
     upgrade(database_url)
 
 

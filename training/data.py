@@ -8,9 +8,6 @@ ties go to the most recent row, whose routing reflects the newest practice.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import re
 from collections import Counter
@@ -20,15 +17,18 @@ from typing import Any
 
 import pandas as pd
 
+from aduan.model import records
 from aduan.model.labels import LabelSet
+from aduan.model.records import RecordError
 from aduan.model.taxonomy import OTHER_AGENCY, Taxonomy, agency_class
-from aduan.model.text import MAX_TEXT_CHARS, normalize_text, undecodable
+from aduan.model.text import MAX_TEXT_CHARS, normalize_text
 
 from .config import TrainConfig
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = {".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+# Rows read at a time: the whole file ends up in memory, but never twice (raw and prepared).
+CHUNK_ROWS = 10_000
 _STANDARD = (
     "text",
     "agency",
@@ -80,114 +80,60 @@ class Splits:
     files: dict[str, int] = field(default_factory=dict)
 
 
-def _row_number(kind: str, index: int) -> int:
-    # CSV row numbers count the header line, as a spreadsheet shows them.
-    return index + 2 if kind == "csv" else index + 1
-
-
-def _check_bytes(path: Path) -> None:
-    data = path.read_bytes()
-    if not data.strip():
-        raise DataError(f"{path}: the file is empty")
-    kind = SUFFIXES[path.suffix.lower()]
-    if kind == "parquet":
-        return
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        where = _undecodable_cell(data, kind) or f"line {line}"
-        raise DataError(
-            f"{path}: {where}: bytes that are not UTF-8 (byte {exc.start}: "
-            f"{data[exc.start : exc.start + 4]!r}); the file mixes encodings: save it as UTF-8"
-        ) from exc
-
-
-def _bad(value: object) -> bool:
-    return isinstance(value, str) and undecodable(value)
-
-
-def _undecodable_cell(data: bytes, kind: str) -> str | None:
-    """ "row R, column 'C'" of the first cell holding bytes that are not UTF-8."""
-    text = data.decode("utf-8", errors="surrogateescape")
-    if kind == "json":
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not _bad(line):
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                return f"row {number}"
-            bad = [k for k, v in record.items() if _bad(v)] if isinstance(record, dict) else []
-            return f"row {number}, column {bad[0]!r}" if bad else f"row {number}"
-        return None
-    limit = csv.field_size_limit()
-    csv.field_size_limit(2**31 - 1)
-    try:
-        reader = csv.reader(io.StringIO(text, newline=""))
-        header = next(reader, [])
-        for number, record in enumerate(reader, start=2):
-            for i, value in enumerate(record):
-                if _bad(value):
-                    name = header[i] if i < len(header) else f"#{i + 1}"
-                    return f"row {number}, column {name!r}"
-    except csv.Error:
-        return None
-    finally:
-        csv.field_size_limit(limit)
-    return None
-
-
-def _csv_header(path: Path) -> list[str]:
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        return next(csv.reader(io.StringIO(handle.readline())), [])
-
-
-def read_table(path: Path | str) -> tuple[pd.DataFrame, str]:
-    """Read a CSV, JSON Lines or Parquet file through `datasets`; every column as text."""
-    import datasets
-
+def read_table(path: Path | str, columns: ColumnMap) -> pd.DataFrame:
+    """The file's records in the standard columns (stripped strings, "" where missing) with
+    `source_row`, the row number a user sees, read by the project's one record reader
+    (`aduan.model.records`). `DataError` names the file, and the row and column where it can."""
     path = Path(path)
+    fields = {name: getattr(columns, name) for name in _STANDARD}
+    found: dict[str, None] = {}  # every column seen, in file order (JSON Lines may vary)
+    parts = []
+    try:
+        _check_file(path)
+        # A label file's `NA` or `N/A` cell means "no value", as pandas reads it by default.
+        for first, frame in records.read_frames(path, CHUNK_ROWS, na_markers=True):
+            _refuse_undecodable(path, frame, first)
+            found.update(dict.fromkeys(str(c) for c in frame.columns))
+            parts.append(records.pick(frame, fields, first))
+    except RecordError as exc:
+        raise DataError(str(exc)) from exc
+    if not sum(len(part) for part in parts):
+        raise DataError(f"{path}: the file has no rows")
+    missing = [c for c in columns.required() if c not in found]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {missing}; found {list(found)} "
+            "(map them with --column FIELD=NAME)"
+        )
+    out = pd.concat(parts, ignore_index=True)
+    for name in _STANDARD:
+        out[name] = out[name].map(str.strip)
+    return out.rename(columns={"row": "source_row"}).astype({"source_row": "int64"})
+
+
+def _check_file(path: Path) -> None:
+    kind = records.file_kind(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    kind = SUFFIXES.get(path.suffix.lower())
-    if kind is None:
-        raise DataError(f"{path}: unsupported file type {path.suffix!r} (use {sorted(SUFFIXES)})")
-    _check_bytes(path)
-    kwargs: dict[str, Any] = {}
-    if kind == "csv":
-        header = _csv_header(path)
-        if not header:
-            raise DataError(f"{path}: the file has no header row")
-        kwargs["features"] = datasets.Features({c: datasets.Value("string") for c in header})
-    datasets.disable_progress_bars()
-    try:
-        table = datasets.load_dataset(
-            kind, data_files=str(path), split="train", keep_in_memory=True, **kwargs
-        )
-    except Exception as exc:  # datasets wraps parser errors in several types
-        cause = _root_cause(exc)
-        if "corresponds to no data" in cause:  # a header and nothing else
-            raise DataError(f"{path}: the file has no rows") from exc
-        raise DataError(f"{path}: cannot be parsed as {kind}: {cause}") from exc
-    frame = table.to_pandas()
-    assert isinstance(frame, pd.DataFrame)
-    if frame.empty:
-        raise DataError(f"{path}: the file has no rows")
-    return frame, kind
+    if records.is_blank(path):
+        raise DataError(f"{path}: the file is empty")
+    if kind == "csv" and not records.header_columns(path):
+        raise DataError(f"{path}: the file has no header row")
 
 
-def _root_cause(exc: BaseException) -> str:
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-
-
-def _text_column(frame: pd.DataFrame, column: str) -> pd.Series:
-    if column not in frame.columns:
-        return pd.Series([""] * len(frame), index=frame.index, dtype="object")
-    values = frame[column].astype("object")
-    return values.where(values.notna(), "").map(lambda v: str(v).strip())
+def _refuse_undecodable(path: Path, frame: pd.DataFrame, first_row: int) -> None:
+    """Training refuses a file with bytes that are not UTF-8 (a backfill lists such rows in
+    its errors file instead): its labels cannot be trusted either."""
+    found = records.first_undecodable(frame, first_row)
+    if found is None:
+        return
+    row, column = found
+    value = frame[column].iat[row - first_row]
+    raw = bytes(ord(ch) - 0xDC00 for ch in value if "\udc80" <= ch <= "\udcff")[:4]
+    raise DataError(
+        f"{path}: row {row}, column {column!r}: bytes that are not UTF-8 ({raw!r}); the file "
+        "mixes encodings: save it as UTF-8"
+    )
 
 
 def load_complaints(path: Path | str, columns: ColumnMap | None = None) -> pd.DataFrame:
@@ -197,15 +143,7 @@ def load_complaints(path: Path | str, columns: ColumnMap | None = None) -> pd.Da
     """
     columns = columns or ColumnMap()
     path = Path(path)
-    frame, kind = read_table(path)
-    missing = [c for c in columns.required() if c not in frame.columns]
-    if missing:
-        raise DataError(
-            f"{path}: missing column(s) {missing}; found {list(frame.columns)} "
-            "(map them with --column FIELD=NAME)"
-        )
-    out = pd.DataFrame({name: _text_column(frame, getattr(columns, name)) for name in _STANDARD})
-    out["source_row"] = [_row_number(kind, i) for i in range(len(frame))]
+    out = read_table(path, columns)
     out["source_file"] = str(path)
     _check_lengths(out, path, columns.text)
     if (out["agency"] == "").all():

@@ -45,6 +45,7 @@ def info(state: ReadyStateDep) -> dict[str, Any]:
         },
         "model_type": classifier.config["model_type"],
         "engine": settings.engine,
+        "backend": settings.backend,
         "base_encoder": classifier.config.get("base_encoder"),
         "labels": {head: list(labels) for head, labels in classifier.classes_.items()},
         "thresholds": classifier.thresholds,
@@ -62,7 +63,7 @@ def info(state: ReadyStateDep) -> dict[str, Any]:
                     "ray_replicas": settings.ray_replicas,
                     "ray_max_replicas": max(settings.ray_max_replicas, settings.ray_replicas),
                 }
-                if settings.engine == "ray"
+                if settings.backend == "ray"
                 else {}
             ),
         },

@@ -2,8 +2,12 @@
 service requests, each in JSON or XML (`.json`/`.xml`). Read requests follow the operators'
 review (status, note, corrected category and agency, expected date).
 
-Errors use the spec's form, `[{"code": ..., "description": ...}]` (or `<errors>` in XML), with
-the matching status.
+The same key, rate-limit and readiness checks as `/v1` (`deps.authenticate`, `deps.throttle`,
+`deps.ReadyStateDep`), taking the spec's `api_key` (form field or query parameter) as well as a
+Bearer header. Errors are `ApiError`s, which `errors.py` renders in the spec's form for these
+paths, `[{"code": ..., "description": ...}]` (or `<errors>` in XML), with the matching status.
+Reading is public, but only an operator's key sees complaint texts, street addresses and exact
+coordinates (`open311_format.request_fields`).
 """
 
 from __future__ import annotations
@@ -13,23 +17,33 @@ import math
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
 from aduan.service import intake
-from aduan.service.batcher import QueueFull
-from aduan.service.deps import BearerDep, StateDep, bearer_token, get_keys, throttle
-from aduan.service.errors import ApiError, open311_error
-from aduan.service.keys import CLASSIFY, OPERATOR
+from aduan.service.deps import (
+    BearerDep,
+    ReadyStateDep,
+    authenticate,
+    bearer_token,
+    get_keys,
+    throttle,
+)
+from aduan.service.errors import ApiError, bad_request, not_found, not_ready, too_large
+from aduan.service.idempotency import idempotency_key, mark_replayed
+from aduan.service.keys import CLASSIFY, OPERATOR, ApiKey
 from aduan.service.open311_format import (
+    FIELD_CHARS,
+    FIELDS,
     create_body_openapi,
+    media_url_problem,
     render,
     render_one,
     request_fields,
 )
 from aduan.service.open311_format import notice as service_notice
-from aduan.service.ratelimit import retry_after
 from aduan.service.review import ReviewError, open311_requests, parse_moment
+from aduan.service.schemas import text_problem
 from aduan.service.state import ServiceState
 from aduan.service.storage import utcnow
 
@@ -37,38 +51,78 @@ router = APIRouter(prefix="/open311/v2", tags=["open311"])
 DEFAULT_WINDOW = timedelta(days=90)
 MAX_REQUESTS = 1000
 
-_FIELDS = (
-    "description",
-    "service_code",
-    "lat",
-    "long",
-    "address_string",
-    "media_url",
-    "api_key",
-    "email",
-    "first_name",
-    "last_name",
-    "phone",
-    "device_id",
-    "account_id",
-)
-
-
-class Open311Error(Exception):
-    def __init__(self, status: int, description: str, headers: dict[str, str] | None = None):
-        super().__init__(description)
-        self.status = status
-        self.description = description
-        self.headers = headers or {}
-
-
 Fmt = Annotated[Literal["json", "xml"], Path(description="json or xml")]
 
 
+def _caller(request: Request, token: str | None, scopes: tuple[str, ...]) -> ApiKey | None:
+    """The key behind `token` (else the Bearer header), checked as /v1 checks it, then the
+    rate limit. GeoReport answers a missing or wrong api_key with 403."""
+    key = None
+    if get_keys(request).protects_api():
+        try:
+            key = authenticate(request, scopes, token or None)
+        except ApiError as exc:
+            if exc.status != 401:
+                raise
+            raise ApiError(403, "forbidden", "a valid api_key is required") from exc
+    throttle(request, key)
+    return key
+
+
+def reader(
+    request: Request,
+    credentials: BearerDep,
+    api_key: Annotated[
+        str | None, Query(description="An operator's key shows texts and exact locations")
+    ] = None,
+) -> ApiKey | None:
+    """Reading is public and rate-limited; a key sent must be valid."""
+    if not (api_key or bearer_token(request)):
+        throttle(request, None)
+        return None
+    return _caller(request, api_key, (CLASSIFY, OPERATOR))
+
+
+ReaderDep = Annotated[ApiKey | None, Depends(reader)]
+
+
+async def read_fields(request: Request) -> dict[str, str]:
+    """The POST body's GeoReport fields (form-encoded or JSON), each within its cap and free
+    of control characters (400 otherwise, before any key check or model work)."""
+    content_type = request.headers.get("content-type", "")
+    try:
+        raw = (
+            await request.json()
+            if content_type.startswith("application/json")
+            else dict(await request.form())
+        )
+    except Exception as exc:
+        raise bad_request(f"unreadable body: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise bad_request("the JSON body must be an object")
+    fields = {k: str(v).strip() for k, v in raw.items() if k in FIELDS and v is not None}
+    for name, value in fields.items():
+        limit = FIELD_CHARS.get(name)
+        if limit is not None and len(value) > limit:
+            raise bad_request(f"{name} is longer than {limit} characters")
+        problem = text_problem(value)
+        if problem:
+            raise bad_request(f"{name}: {problem}")
+    return fields
+
+
+FieldsDep = Annotated[dict[str, str], Depends(read_fields)]
+
+
+def creator(request: Request, fields: FieldsDep, credentials: BearerDep) -> ApiKey | None:
+    """Creating a request needs a key with the classify scope once the API is protected, as
+    `POST /v1/classify` does; every caller is rate-limited."""
+    return _caller(request, fields.get("api_key"), (CLASSIFY,))
+
+
 @router.get("/services.{fmt}", summary="One service per complaint category (JSON or XML)")
-def services(state: StateDep, fmt: Fmt) -> Response:
-    if state.taxonomy is None:
-        return open311_error(503, "the model is not loaded yet", xml=fmt == "xml")
+def services(state: ReadyStateDep, caller: ReaderDep, fmt: Fmt) -> Response:
+    assert state.taxonomy is not None
     return render(
         [
             {
@@ -92,31 +146,13 @@ def services(state: StateDep, fmt: Fmt) -> Response:
     "/services/{service_code}.{fmt}",
     summary="A service definition: no service asks extra questions, so attributes are empty",
 )
-def service_definition(service_code: str, state: StateDep, fmt: Fmt) -> Response:
-    if state.taxonomy is None:
-        return open311_error(503, "the model is not loaded yet", xml=fmt == "xml")
+def service_definition(
+    service_code: str, state: ReadyStateDep, caller: ReaderDep, fmt: Fmt
+) -> Response:
+    assert state.taxonomy is not None
     if state.taxonomy.category(service_code) is None:
-        return open311_error(404, f"no service {service_code!r}", xml=fmt == "xml")
+        raise not_found(f"no service {service_code!r}")
     return render_one({"service_code": service_code, "attributes": []}, fmt, "service_definition")
-
-
-async def _read_fields(request: Request) -> dict[str, str]:
-    content_type = request.headers.get("content-type", "")
-    try:
-        if content_type.startswith("application/json"):
-            raw = await request.json()
-            if not isinstance(raw, dict):
-                raise Open311Error(400, "the JSON body must be an object")
-        else:
-            raw = dict(await request.form())
-    except Open311Error:
-        raise
-    except Exception as exc:
-        raise Open311Error(400, f"unreadable body: {exc}") from exc
-    fields = {k: str(v).strip() for k, v in raw.items() if k in _FIELDS and v is not None}
-    if any("\x00" in v for v in fields.values()):
-        raise Open311Error(400, "NUL characters are not allowed")
-    return fields
 
 
 def _coordinate(fields: dict[str, str], name: str, limit: float) -> float | None:
@@ -126,70 +162,53 @@ def _coordinate(fields: dict[str, str], name: str, limit: float) -> float | None
     try:
         number = float(value)
     except ValueError as exc:
-        raise Open311Error(400, f"{name} must be a number, got {value!r}") from exc
+        raise bad_request(f"{name} must be a number, got {value!r}") from exc
     if not math.isfinite(number) or abs(number) > limit:
-        raise Open311Error(400, f"{name} must lie within ±{limit}")
+        raise bad_request(f"{name} must lie within ±{limit}")
     return number
 
 
-def _check_key(request: Request, fields: dict[str, str]) -> None:
-    """Creating a request needs a key with the classify scope once the API is protected; every
-    caller is rate-limited."""
-    keys = get_keys(request)
-    key = None
-    if keys.protects_api():
-        key = keys.find(fields.get("api_key") or bearer_token(request))
-        if key is None:
-            raise Open311Error(403, "a valid api_key is required")
-        if not key.allows(CLASSIFY):
-            raise Open311Error(403, f"the key {key.name!r} lacks the classify scope")
-    try:
-        throttle(request, key)
-    except ApiError as exc:
-        raise Open311Error(exc.status, exc.message, exc.headers) from exc
+def _checked(fields: dict[str, str], state: ServiceState) -> str:
+    """The description, once every field passed the checks that need the model."""
+    description = fields.get("description", "")
+    if not description:
+        raise bad_request("description is required")
+    if len(description) > state.settings.max_chars:
+        raise too_large(f"description is longer than {state.settings.max_chars} characters")
+    code = fields.get("service_code")
+    assert state.taxonomy is not None
+    if code and state.taxonomy.category(code) is None:
+        raise bad_request(f"unknown service_code {code!r} (see services.json)")
+    media_url = fields.get("media_url")
+    problem = media_url_problem(media_url) if media_url else None
+    if problem:
+        raise bad_request(problem)
+    return description
 
 
 @router.post(
     "/requests.{fmt}",
-    summary="Create a service request (form-encoded or JSON)",
+    summary="Create a service request (form-encoded or JSON); a retry with the same "
+    "Idempotency-Key header returns the first request",
     status_code=201,
     openapi_extra=create_body_openapi(),
     responses={201: {"description": "[{service_request_id, service_notice, account_id}]"}},
 )
 async def create_request(
-    request: Request, state: StateDep, fmt: Fmt, credentials: BearerDep
+    request: Request,
+    fields: FieldsDep,
+    caller: Annotated[ApiKey | None, Depends(creator)],
+    state: ReadyStateDep,
+    fmt: Fmt,
 ) -> Response:
-    try:
-        return await _create(request, state, fmt)
-    except Open311Error as exc:
-        response = open311_error(exc.status, exc.description, xml=fmt == "xml")
-        response.headers.update(exc.headers)
-        return response
-
-
-async def _create(request: Request, state: ServiceState, fmt: str) -> Response:
-    fields = await _read_fields(request)
-    _check_key(request, fields)
-    if not state.ready or state.batcher is None or state.store is None:
-        raise Open311Error(503, "the model is not loaded yet")
-    description = fields.get("description", "")
-    if not description:
-        raise Open311Error(400, "description is required")
-    if len(description) > state.settings.max_chars:
-        raise Open311Error(413, f"description is longer than {state.settings.max_chars} characters")
-    assert state.taxonomy is not None and state.classifier is not None
-    code = fields.get("service_code") or None
-    if code is not None and state.taxonomy.category(code) is None:
-        raise Open311Error(400, f"unknown service_code {code!r} (see services.json)")
+    if state.store is None:
+        raise not_ready("the request database is not open yet")
+    description = _checked(fields, state)
+    idempotency = idempotency_key(request, caller)
     lat, lon = _coordinate(fields, "lat", 90), _coordinate(fields, "long", 180)
     address = fields.get("address_string") or None
-    try:
-        [classified] = await intake.classify([(description, address)], state)
-    except QueueFull as exc:
-        wait = {"Retry-After": retry_after(exc.retry_after)}
-        raise Open311Error(429, "the service is overloaded; retry shortly", wait) from exc
+    [classified] = await intake.classify([(description, address)], state)
     request.state.model_version = classified.model_version  # the X-Model-Version header
-    result = intake.to_result(None, classified, 1)
     record = intake.new_request(
         description,
         classified,
@@ -197,35 +216,32 @@ async def _create(request: Request, state: ServiceState, fmt: str) -> Response:
         latitude=lat,
         longitude=lon,
         media_url=fields.get("media_url") or None,
-        service_code=code,
+        service_code=fields.get("service_code") or None,
     )
-    [request_id] = await intake.save(state, [record])
-    office = result.unit.office if result.unit and result.unit.office else result.agency.label
-    notice = service_notice(result.route, False, office)
+    [request_id], replayed = await intake.save(state, [record], idempotency)
+    office = classified.office or classified.prediction.best("agency").label
+    notice = service_notice(classified.route, False, office)
     answer = {"service_request_id": request_id, "service_notice": notice, "account_id": None}
-    return render([answer], fmt, "service_requests", "request", status=201)
-
-
-def _may_read_text(request: Request, api_key: str | None) -> bool:
-    """Descriptions are complaint texts (personal data): with keys configured, only a caller
-    with a valid operator key (api_key or Bearer) gets them."""
-    keys = get_keys(request)
-    if not keys.protects_api():
-        return True
-    key = keys.find(api_key or bearer_token(request))
-    return key is not None and key.allows(OPERATOR)
+    response = render([answer], fmt, "service_requests", "request", status=201)
+    mark_replayed(response, replayed)
+    return response
 
 
 def _csv(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
+def _private(caller: ApiKey | None) -> bool:
+    """Complaint texts, street addresses and coordinates are personal data: only for an
+    operator's key, in every configuration (with no keys configured: for nobody)."""
+    return caller is not None and caller.allows(OPERATOR)
+
+
 @router.get("/requests.{fmt}", summary="Service requests by id list, service, status and date")
 async def list_requests(
-    request: Request,
-    state: StateDep,
+    state: ReadyStateDep,
+    caller: ReaderDep,
     fmt: Fmt,
-    credentials: BearerDep,
     service_request_id: Annotated[
         str | None, Query(description="Comma-separated ids; other filters are then ignored")
     ] = None,
@@ -235,19 +251,17 @@ async def list_requests(
         str | None, Query(description="W3C date-time, earliest requested")
     ] = None,
     end_date: Annotated[str | None, Query(description="W3C date-time, latest requested")] = None,
-    api_key: Annotated[str | None, Query(description="Needed to see descriptions")] = None,
 ) -> Response:
-    xml = fmt == "xml"
     if state.store is None or state.taxonomy is None:
-        return open311_error(503, "the service is not ready", xml=xml)
+        raise not_ready("the service is not ready")
     statuses = _csv(status)
     if any(s not in ("open", "closed") for s in statuses):
-        return open311_error(400, "status must be open, closed or both", xml=xml)
+        raise bad_request("status must be open, closed or both")
     try:
         start = parse_moment(start_date, "start_date") if start_date else None
         end = parse_moment(end_date, "end_date", end_of_day=True) if end_date else None
     except ReviewError as exc:
-        return open311_error(400, str(exc), xml=xml)
+        raise bad_request(str(exc)) from exc
     if start is None and end is None:
         start = utcnow() - DEFAULT_WINDOW  # the spec's default: the last 90 days
     rows = await asyncio.to_thread(
@@ -260,27 +274,22 @@ async def list_requests(
         end=end,
         limit=MAX_REQUESTS,
     )
-    readable = _may_read_text(request, api_key)
-    items = [request_fields(r, state.taxonomy, readable) for r in rows]
+    items = [request_fields(r, state.taxonomy, _private(caller)) for r in rows]
     return render(items, fmt, "service_requests", "request")
 
 
 @router.get("/requests/{request_id}.{fmt}", summary="One service request")
 async def get_request(
-    request_id: str,
-    request: Request,
-    state: StateDep,
-    fmt: Fmt,
-    credentials: BearerDep,
-    api_key: Annotated[str | None, Query(description="Needed to see the description")] = None,
+    request_id: str, state: ReadyStateDep, caller: ReaderDep, fmt: Fmt
 ) -> Response:
-    xml = fmt == "xml"
     if state.store is None or state.taxonomy is None:
-        return open311_error(503, "the service is not ready", xml=xml)
+        raise not_ready("the service is not ready")
     stored = await asyncio.to_thread(state.store.get_request, request_id)
     if stored is None:
-        return open311_error(404, f"no service request {request_id!r}", xml=xml)
-    readable = _may_read_text(request, api_key)
+        raise not_found(f"no service request {request_id!r}")
     return render(
-        [request_fields(stored, state.taxonomy, readable)], fmt, "service_requests", "request"
+        [request_fields(stored, state.taxonomy, _private(caller))],
+        fmt,
+        "service_requests",
+        "request",
     )
