@@ -3,6 +3,7 @@ environment with no repository beside it, and no generic top-level names install
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import site
@@ -148,10 +149,9 @@ def test_wheel_trains_evaluates_and_serves_without_a_checkout(venv, tmp_path, co
         "--data",
         str(complaints_csv),
         "--json",
-        "ev.json",
     )
     assert evaluated.returncode == 0, evaluated.stderr
-    assert (tmp_path / "ev.json").is_file()
+    assert json.loads(evaluated.stdout)["rows"] == 360
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
