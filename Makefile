@@ -15,16 +15,21 @@ PACKAGES := aduan model service training data
 # checkers see `aduan.*` like an installed wheel; it is refreshed when files are added/removed.
 EDITABLE := --no-build-isolation --config-settings editable_mode=strict
 
-.PHONY: install run train serve test lint bench audit reliability clean FORCE
+.PHONY: install install-run run train serve test lint bench audit reliability clean FORCE
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# The ray extra too, so that the Ray Serve, Ray Data and their tests run in CI (they skip
-# where Ray is missing).
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q --upgrade pip 'setuptools>=68'
-	$(BIN)/python -m pip install -q $(FIND_LINKS) $(EDITABLE) -e '.[dev,ray]'
+# What each entry point installs beside the core (pyproject.toml): `make run|train|serve`
+# serve and train; `make test` adds what the tests use (PostgreSQL, Ray, the dev tools; the
+# Ray and MLflow tests skip where their extra is missing). A server alone needs only the
+# core: `pip install .` (ONNX and TF-IDF models, no torch).
+EXTRAS_run := train
+EXTRAS_test := train,postgres,ray,dev
+
+$(VENV)/.deps-%: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip 'setuptools>=77'
+	$(BIN)/python -m pip install -q $(FIND_LINKS) $(EDITABLE) -e '.[$(EXTRAS_$*)]'
 	touch $@
 
 # The list of package files; rewritten only when it changes, so the link tree is rebuilt only
@@ -33,21 +38,25 @@ $(VENV)/.files: FORCE | $(BIN)/python
 	@find $(PACKAGES) -type f -not -path '*/__pycache__/*' | sort > $@.new
 	@cmp -s $@.new $@ && rm $@.new || mv $@.new $@
 
-$(VENV)/.linked: $(VENV)/.installed $(VENV)/.files
+$(VENV)/.linked-%: $(VENV)/.deps-% $(VENV)/.files
 	$(BIN)/python -m pip install -q --no-deps $(EDITABLE) -e .
 	touch $@
 
-install: $(VENV)/.linked
+# Stamps, not intermediate files: make would delete them after each run and reinstall.
+.PRECIOUS: $(VENV)/.deps-% $(VENV)/.linked-%
+
+install: $(VENV)/.linked-test
+install-run: $(VENV)/.linked-run
 
 # Serve at once (the baseline, trained first when the registry is empty) and swap in $(PRESET)
 # when its background training is done (hot reload): see `aduan up --help`.
-run: install
+run: install-run
 	$(BIN)/aduan up --registry $(REGISTRY) --preset $(PRESET) --host $(HOST) --port $(PORT)
 
-train: install
+train: install-run
 	$(BIN)/aduan train --preset $(PRESET) --registry $(REGISTRY) --promote
 
-serve: install
+serve: install-run
 	$(BIN)/aduan serve --registry $(REGISTRY) --host $(HOST) --port $(PORT)
 
 lint: install

@@ -1,5 +1,5 @@
 """`python -m aduan`: the same command line as `aduan`."""
 
-from aduan.cli import app
+from aduan.cli import main
 
-app()
+main()

@@ -3,6 +3,9 @@
 `aduan train|retrain|evaluate|data|base` come from `aduan.training.cli`, `aduan
 serve|db|requests|feedback` from `aduan.service.cli`, `aduan models` (registry and drift, which
 need both sides) from `aduan.models_cli`; `classify` needs only `aduan.model`.
+
+Every command writes its data to stdout and its logs to stderr (`aduan.model.logs`), so a
+command's output can be piped; a usage error (an unknown option value) exits 2.
 """
 
 from __future__ import annotations
@@ -10,11 +13,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from aduan import __version__
+from aduan.model.extras import explain
+from aduan.model.logs import FORMAT_ENV, LEVEL_ENV, LogFormat, LogLevel, configure_logging
+from aduan.model.registry import DEFAULT_ROOT, ROOT_ENV
+from aduan.model.transformer import EngineName
 from aduan.models_cli import app as models_app
 from aduan.service.cli import app as service_app
 from aduan.training.cli import app as training_app
@@ -29,26 +39,19 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # one of two cores, a text took 100x longer (3.5 ms -> 356 ms). Set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+log = logging.getLogger("aduan.cli")
+
+# rich_markup_mode=None: help texts print as written (Rich markup ate `aduan[ray]`), and
+# usage errors are plain lines a script can read.
 app = typer.Typer(
     help="aduan: route Indonesian citizen complaints to a category and agency.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 app.add_typer(training_app)
 app.add_typer(service_app)
 app.add_typer(models_app, name="models")
-
-
-def _setup_logging(verbose: bool = False) -> None:
-    from rich.logging import RichHandler
-
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
-    )  # no force: handlers already installed (an embedding app, pytest) keep working
-    for noisy in ("httpx", "urllib3", "datasets", "filelock", "fsspec", "matplotlib", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -56,49 +59,131 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"aduan {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    _setup_logging(verbose)
+def root(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log at DEBUG (same as --log-level DEBUG)")
+    ] = False,
+    log_level: Annotated[
+        LogLevel, typer.Option(envvar=LEVEL_ENV, case_sensitive=False, help="Log level")
+    ] = LogLevel.INFO,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(
+            envvar=FORMAT_ENV,
+            case_sensitive=False,
+            help="Logs on stderr as plain lines or JSON objects, with the time zone",
+        ),
+    ] = LogFormat.PLAIN,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    configure_logging(LogLevel.DEBUG if verbose else log_level, log_format)
 
 
+def main() -> None:
+    """The `aduan` executable: the app, with a missing optional dependency reported as the
+    extra to install (exit 2) instead of a traceback."""
+    try:
+        app()
+    except ImportError as exc:
+        missing = explain(exc)
+        if missing is None:
+            raise
+        typer.secho(f"error: {missing}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+
+
+ModelOpt = Annotated[
+    Path | None, typer.Option(help="Model directory (default: the live version of --registry)")
+]
+RegistryOpt = Annotated[
+    Path,
+    typer.Option(envvar=ROOT_ENV, help="Model registry whose live version is used without --model"),
+]
 EngineOpt = Annotated[
-    str,
+    EngineName,
     typer.Option(
         envvar="ADUAN_ENGINE",
+        case_sensitive=False,
         help="Transformer engine: auto (ONNX Runtime when exported, else PyTorch), onnx, torch",
     ),
 ]
 
 
-# `serve` and `batch` spread the work over Ray (replicas or actors) with `--backend ray`; the
-# old `--engine ray` still means that (`ray_runtime.resolve_backend`).
+# The transformer engine of `batch`; `ray` is the old spelling of `--backend ray` (kept,
+# with a deprecation warning: `ray_runtime.resolve_backend`).
+class BatchEngine(StrEnum):
+    AUTO = "auto"
+    ONNX = "onnx"
+    TORCH = "torch"
+    RAY = "ray"
+
+
+class Backend(StrEnum):
+    LOCAL = "local"
+    RAY = "ray"
+
+
+BatchEngineOpt = Annotated[
+    BatchEngine,
+    typer.Option(
+        envvar="ADUAN_ENGINE",
+        case_sensitive=False,
+        help="Transformer engine: auto (ONNX Runtime when exported, else PyTorch), onnx, torch",
+    ),
+]
 BackendOpt = Annotated[
-    str | None,
+    Backend | None,
     typer.Option(
         envvar="ADUAN_BACKEND",
+        case_sensitive=False,
         help="local (this process) or ray (Ray Data actors, each on --engine; Parquet output)",
     ),
 ]
 
 
+def _model_dir(model: Path | None, registry: Path) -> Path:
+    """--model, else the registry's live version; exit 2 naming both when there is none."""
+    from aduan.model.registry import RegistryError, model_dir_or_live
+
+    try:
+        return model_dir_or_live(model, registry)
+    except RegistryError as exc:
+        raise _fail(f"{exc}; or give --model DIR") from exc
+
+
 @app.command()
 def classify(
     text: Annotated[str, typer.Argument(help="The complaint text")],
-    model: Annotated[Path, typer.Option(help="Model directory")] = Path("models/default"),
+    model: ModelOpt = None,
+    registry: RegistryOpt = DEFAULT_ROOT,
     address: Annotated[str | None, typer.Option(help="Optional address or landmark")] = None,
     top_k: Annotated[int, typer.Option(min=1, max=10)] = 3,
-    engine: EngineOpt = "auto",
+    engine: EngineOpt = EngineName.AUTO,
 ) -> None:
-    """Classify one complaint and print what the HTTP service answers: category, agency,
-    top-k, route and unit."""
+    """Classify one complaint and print, as JSON on stdout, what the HTTP service answers:
+    category, agency, top-k, route and unit."""
     from aduan.model.artifacts import ModelDirError
+    from aduan.model.extras import MissingExtra
     from aduan.model.pipeline import Pipeline
 
     if not text.strip():
         raise _fail("the complaint text is empty")
+    directory = _model_dir(model, registry)
     try:
-        pipeline = Pipeline.load(model, engine=engine)
-    except (ModelDirError, ValueError) as exc:
+        pipeline = Pipeline.load(directory, engine=engine)
+    except (ModelDirError, ValueError, MissingExtra) as exc:
         raise _fail(str(exc)) from exc
     [answer] = pipeline.run([(text, address)], top_k=top_k)
     typer.echo(json.dumps(answer.to_dict(top_k), indent=2, ensure_ascii=False))
@@ -106,7 +191,9 @@ def classify(
 
 @app.command()
 def up(
-    registry: Annotated[Path, typer.Option(help="Model registry to serve")] = Path("models"),
+    registry: Annotated[
+        Path, typer.Option(envvar=ROOT_ENV, help="Model registry to serve")
+    ] = DEFAULT_ROOT,
     preset: Annotated[str, typer.Option(help="The preset to serve once trained")] = "fast",
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
@@ -124,7 +211,6 @@ def up(
     process (log in REGISTRY/logs/) and is promoted when done: the running service swaps it in
     without a restart. A version of `--preset` that exists but is not live is promoted."""
     import subprocess
-    import sys
 
     from aduan.model.registry import Registry
     from aduan.service.cli import serve
@@ -135,7 +221,7 @@ def up(
     files = [str(p) for p in data] if data else None
     wanted = store.newest(preset)
     if wanted is None and store.live() is None:
-        typer.echo(f"{registry} is empty: training the baseline first (about a minute)")
+        log.info("%s is empty: training the baseline first (about a minute)", registry)
         train_version(load_config("baseline", data=files), store, promote=True)
         wanted = store.newest(preset)  # `--preset baseline`: the version just trained
     if wanted is not None and not wanted.live:
@@ -150,16 +236,18 @@ def up(
         command += [arg for item in set_ or [] for arg in ("--set", item)]
         with open(log_file, "ab") as handle:
             subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
-        typer.echo(
-            f"training `{preset}` in the background (log: {log_file}); the service answers "
-            f"with {store.live()} until it is promoted"
+        log.info(
+            "training `%s` in the background (log: %s); the service answers with %s until it "
+            "is promoted",
+            preset,
+            log_file,
+            store.live(),
         )
     serve(model=None, registry=registry, host=host, port=port, engine=None)
 
 
 @app.command()
 def batch(
-    model: Annotated[Path, typer.Option(help="Model directory")],
     input: Annotated[Path, typer.Option("--input", help="CSV, JSON Lines or Parquet file")],
     output: Annotated[Path, typer.Option(help="Where to write (.csv, .jsonl or .parquet)")],
     text_column: Annotated[str, typer.Option(help="Column holding the complaint")] = "text",
@@ -167,7 +255,9 @@ def batch(
     address_column: Annotated[str, typer.Option(help="Optional address column")] = "address",
     chunk_rows: Annotated[int, typer.Option(min=1, help="Rows read and written at a time")] = 2048,
     top_k: Annotated[int, typer.Option(min=1, max=10)] = 3,
-    engine: EngineOpt = "auto",
+    model: ModelOpt = None,
+    registry: RegistryOpt = DEFAULT_ROOT,
+    engine: BatchEngineOpt = BatchEngine.AUTO,
     backend: BackendOpt = None,
     actors: Annotated[
         int, typer.Option(min=0, help="--backend ray: classifier actors (0: one per CPU)")
@@ -188,19 +278,22 @@ def batch(
     from aduan.model.ray_runtime import RAY, resolve_backend
 
     columns = BatchColumns(text_column, id_column, address_column)
+    model = _model_dir(model, registry)
     try:
-        engine, backend = resolve_backend(engine, backend)
-        if backend == RAY:
+        engine_name, backend_name = resolve_backend(engine, backend)
+        if backend_name == RAY:
             report = _batch_on_ray(
-                model, input, output, columns, top_k, actors, cpus_per_actor, engine
+                model, input, output, columns, top_k, actors, cpus_per_actor, engine_name
             )
         else:
-            pipeline = Pipeline.load(model, engine=engine)
+            pipeline = Pipeline.load(model, engine=engine_name)
             report = classify_file(
                 pipeline, input, output, columns=columns, chunk_rows=chunk_rows, top_k=top_k
             )
-    except (ModelDirError, BatchError, ValueError, ImportError) as exc:
+    except (ModelDirError, BatchError, ValueError) as exc:
         raise _fail(str(exc)) from exc
+    except ImportError as exc:  # Ray, or pyarrow for Parquet, not installed
+        raise _fail(str(explain(exc, "aduan batch") or exc)) from exc
     typer.echo(
         f"{report.classified} of {report.rows} row(s) classified into {output} "
         f"({report.texts_per_second:.0f} texts/s"
@@ -228,18 +321,27 @@ def _batch_on_ray(
     )
 
 
+class Quantization(StrEnum):
+    INT8 = "int8"
+    FP32 = "fp32"
+
+
 @app.command()
 def export(
-    model: Annotated[Path, typer.Option(help="Transformer model directory")],
+    model: ModelOpt = None,
+    registry: RegistryOpt = DEFAULT_ROOT,
     quantize: Annotated[
-        str, typer.Option(help="int8 (dynamic quantisation, the fast CPU engine) or fp32")
-    ] = "int8",
+        Quantization,
+        typer.Option(help="int8 (dynamic quantisation, the fast CPU engine) or fp32"),
+    ] = Quantization.INT8,
 ) -> None:
     """Export a transformer directory's network to ONNX (model.onnx, and model.int8.onnx with
-    --quantize int8) and record it in config.json: the `onnx` engine then serves it."""
+    --quantize int8) and record it in config.json: the `onnx` engine then serves it. Needs
+    `pip install 'aduan[train]'` (torch and onnx); the exported directory serves without."""
     from aduan.model.artifacts import ModelDirError
     from aduan.model.onnx import export_model_dir
 
+    model = _model_dir(model, registry)
     try:
         entry = export_model_dir(model, quantize)
     except (ModelDirError, ValueError) as exc:
@@ -248,4 +350,4 @@ def export(
 
 
 if __name__ == "__main__":
-    app()
+    main()

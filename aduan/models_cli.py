@@ -11,14 +11,33 @@ from typing import Annotated, Any
 
 import typer
 
-from aduan.model.registry import DEFAULT_KEEP, Registry, RegistryError
+from aduan.model.registry import (
+    DEFAULT_KEEP,
+    DEFAULT_ROOT,
+    ROOT_ENV,
+    Registry,
+    RegistryError,
+    model_dir_or_live,
+)
 
 app = typer.Typer(
     help="The model registry: versions, promotion, rollback, pruning and drift.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
-RegistryOpt = Annotated[Path, typer.Option(help="Model registry folder (versions + live pointer)")]
+RegistryOpt = Annotated[
+    Path,
+    typer.Option(envvar=ROOT_ENV, help="Model registry folder (versions + live pointer)"),
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print JSON on stdout instead of the text summary")
+]
+# A model directory as an argument; without it, the registry's live version.
+ModelArg = Annotated[
+    Path | None,
+    typer.Argument(help="Model directory (default: the live version of --registry)"),
+]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -33,10 +52,7 @@ def _fmt(value: Any, percent: bool = False) -> str:
 
 
 @app.command("list")
-def list_versions(
-    registry: RegistryOpt = Path("models"),
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list")] = False,
-) -> None:
+def list_versions(registry: RegistryOpt = DEFAULT_ROOT, as_json: JsonOpt = False) -> None:
     """Versions, oldest first: data range, preset, key validation figures, which is live."""
     try:
         versions = [v.summary() for v in Registry(registry).versions()]
@@ -71,7 +87,7 @@ def list_versions(
 
 @app.command()
 def path(
-    registry: RegistryOpt = Path("models"),
+    registry: RegistryOpt = DEFAULT_ROOT,
     preset: Annotated[
         str | None, typer.Option(help="The newest version of this preset instead of the live one")
     ] = None,
@@ -93,7 +109,7 @@ def path(
 @app.command()
 def promote(
     version: Annotated[str, typer.Argument(help="The version to make live")],
-    registry: RegistryOpt = Path("models"),
+    registry: RegistryOpt = DEFAULT_ROOT,
     verify: Annotated[
         bool, typer.Option(help="Load the version and predict once before promoting it")
     ] = True,
@@ -107,7 +123,7 @@ def promote(
 
 
 @app.command()
-def rollback(registry: RegistryOpt = Path("models")) -> None:
+def rollback(registry: RegistryOpt = DEFAULT_ROOT) -> None:
     """Make the previously live version live again."""
     try:
         version = Registry(registry).rollback()
@@ -118,7 +134,7 @@ def rollback(registry: RegistryOpt = Path("models")) -> None:
 
 @app.command()
 def prune(
-    registry: RegistryOpt = Path("models"),
+    registry: RegistryOpt = DEFAULT_ROOT,
     keep: Annotated[
         int, typer.Option(min=0, help="Versions kept besides the live one")
     ] = DEFAULT_KEEP,
@@ -131,12 +147,20 @@ def prune(
     typer.echo(f"pruned {len(removed)} version(s){': ' + ', '.join(removed) if removed else ''}")
 
 
+def _model_dir(model: Path | None, registry: Path) -> Path:
+    try:
+        return model_dir_or_live(model, registry)
+    except RegistryError as exc:
+        raise _fail(f"{exc}; or give the model directory") from exc
+
+
 @app.command()
-def verify(model: Annotated[Path, typer.Argument(help="Model directory")]) -> None:
+def verify(model: ModelArg = None, registry: RegistryOpt = DEFAULT_ROOT) -> None:
     """Check a model directory without loading it: config.json, the kind's files, no pickle
     files, every file as manifest.json recorded it. Exit 2 naming the file that is wrong."""
     from aduan.model.artifacts import MANIFEST, ModelDirError, verify_model_dir
 
+    model = _model_dir(model, registry)
     try:
         verify_model_dir(model)  # checks every file manifest.json lists, when there is one
     except ModelDirError as exc:
@@ -146,11 +170,12 @@ def verify(model: Annotated[Path, typer.Argument(help="Model directory")]) -> No
 
 
 @app.command()
-def rehash(model: Annotated[Path, typer.Argument(help="Model directory")]) -> None:
+def rehash(model: ModelArg = None, registry: RegistryOpt = DEFAULT_ROOT) -> None:
     """Record the files' checksums again in manifest.json, after a deliberate edit (e.g. of
     routing.json). Refuses a directory holding pickle files or without valid labels."""
     from aduan.model.artifacts import ModelDirError, read_config, refuse_pickles, write_manifest
 
+    model = _model_dir(model, registry)
     try:
         read_config(model)
         refuse_pickles(model)
@@ -172,7 +197,7 @@ def _date(value: str, name: str) -> datetime:
 def drift(
     since: Annotated[str, typer.Option(help="Stored requests received on/after this date")],
     until: Annotated[str | None, typer.Option(help="... and before this date")] = None,
-    registry: RegistryOpt = Path("models"),
+    registry: RegistryOpt = DEFAULT_ROOT,
     model: Annotated[
         Path | None,
         typer.Option(help="Compare with this model directory (default: the registry's live one)"),
@@ -181,12 +206,16 @@ def drift(
         str | None,
         typer.Option(help="SQLAlchemy URL (default: ADUAN_DATABASE_URL, else SQLite in var/)"),
     ] = None,
-    plot: Annotated[Path | None, typer.Option(help="Write the drift plot (PNG) here")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the figures here")] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="Write the drift plot (PNG) here; needs aduan[plots] (matplotlib)"),
+    ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Drift of the stored traffic against the model's training reference: predicted-agency
     PSI, review share, words outside the vocabulary and feedback disagreement, overall, per
-    week and per model version that answered."""
+    week and per model version that answered. With --json the figures go to stdout as JSON
+    (and the summary to stderr)."""
     from aduan.model.artifacts import ModelDirError
     from aduan.service.drift import drift_report
     from aduan.service.settings import Settings
@@ -195,7 +224,7 @@ def drift(
     start = _date(since, "--since")
     end = _date(until, "--until") if until else None
     try:
-        model_dir = model or Registry(registry).live_path()
+        model_dir = model_dir_or_live(model, registry)
     except RegistryError as exc:
         raise _fail(f"{exc}; or give --model DIR") from exc
     settings = Settings(database_url=database_url) if database_url else Settings()
@@ -206,13 +235,12 @@ def drift(
         raise _fail(str(exc)) from exc
     finally:
         store.close()
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    _print_drift(report)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
+    _print_drift(report, err=as_json)
 
 
-def _print_drift(report: dict[str, Any]) -> None:
+def _print_drift(report: dict[str, Any], err: bool = False) -> None:
     feedback = report["feedback"]
     lines = [
         f"{report['predictions']} stored requests since {report['since']}, "
@@ -241,4 +269,4 @@ def _print_drift(report: dict[str, Any]) -> None:
         )
     if report.get("plot"):
         lines.append(f"plot: {report['plot']}")
-    typer.echo("\n".join(lines))
+    typer.echo("\n".join(lines), err=err)

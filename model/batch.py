@@ -200,7 +200,7 @@ def classify_file(
     progress: bool = True,
 ) -> BatchReport:
     """Classify `source` into `output` (format by suffix), resuming an interrupted run."""
-    from tqdm import tqdm
+    from .progress import progress as progress_bar
 
     columns = columns or BatchColumns()
     kind = records.file_kind(output)
@@ -222,7 +222,7 @@ def classify_file(
     started = time.perf_counter()
     parts: list[Path] = []
     errors: list[Path] = []
-    bar = tqdm(desc=f"classifying {source.name}", unit=" texts", disable=not progress)
+    bar = progress_bar(desc=f"classifying {source.name}", unit=" texts", disable=not progress)
     for number, frame in enumerate(read_chunks(source, chunk_rows, columns)):
         part = parts_dir / f"part-{number:06d}.{kind}"
         part_errors = parts_dir / f"errors-{number:06d}.csv"

@@ -37,6 +37,7 @@ from .batch import (
     read_chunks,
 )
 from .pipeline import Pipeline
+from .progress import on_terminal
 from .ray_runtime import connect, require_ray
 from .records import RecordError, Span
 from .resources import default_gazetteer
@@ -175,6 +176,7 @@ def classify_file_ray(
     log.info("%d read task(s), %d actor(s) with %.2f CPU each", len(slices), actors, per_actor)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # output rows in input order
+    context.enable_progress_bars = on_terminal()  # bars redrawn into a log file pile up
     source_ds = ray.data.read_datasource(
         _source(source, slices, columns, options.batch_rows),
         ray_remote_args={"num_cpus": READ_TASK_CPUS},

@@ -26,13 +26,14 @@ from typing import Any, BinaryIO
 
 import pandas as pd
 
+from .extras import install_hint
 from .text import undecodable
 
 log = logging.getLogger(__name__)
 
 KINDS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 # pyarrow is an optional dependency: only Parquet files need it.
-PARQUET_HINT = "Parquet files need pyarrow: pip install 'aduan[train]' (or pip install pyarrow)"
+PARQUET_HINT = f"Parquet files need pyarrow: {install_hint('pyarrow')}"
 ERROR_COLUMNS = ("row", "id", "reason")
 _BLOCK = 1 << 16
 

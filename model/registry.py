@@ -41,6 +41,10 @@ STAGING = ".staging"
 LOCK = ".lock"
 HISTORY_LIMIT = 50  # earlier live versions remembered for rollback
 DEFAULT_KEEP = 5
+# Where every command looks for the registry unless told: `--registry`, else ADUAN_REGISTRY,
+# else models/ (what `make run` fills).
+DEFAULT_ROOT = Path("models")
+ROOT_ENV = "ADUAN_REGISTRY"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -293,6 +297,14 @@ class Registry:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def model_dir_or_live(model: Path | None, registry: Path | str | None) -> Path:
+    """The model directory a command works on: `model` when given, else the live version of
+    `registry` (default models/); raises `RegistryError` when that has none."""
+    if model is not None:
+        return model
+    return Registry(registry if registry is not None else DEFAULT_ROOT).live_path()
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -23,9 +23,11 @@ model in the final probabilities) and `onnx` (the exported files, when there are
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,6 +35,7 @@ import numpy as np
 
 from .artifacts import ModelDirError, head_labels
 from .calibration import softmax
+from .extras import MissingExtra, install_hint
 from .labels import LabelSet
 from .layout import ENCODER_DIR, HEADS_FILE, LEGACY_WEIGHTS, MODEL_TYPE, ROUTING, is_legacy
 from .tfidf import TfidfBackend
@@ -40,7 +43,18 @@ from .tfidf import TfidfBackend
 log = logging.getLogger(__name__)
 
 ROUTED_HEADS = ("category", "agency")
-ENGINES = ("auto", "torch", "onnx")
+
+
+class EngineName(StrEnum):
+    """What runs the network: `auto` (ONNX Runtime when the directory holds an exported file,
+    else PyTorch), `onnx` or `torch`."""
+
+    AUTO = "auto"
+    ONNX = "onnx"
+    TORCH = "torch"
+
+
+ENGINES = tuple(EngineName)
 
 # input ids (batch, length) and attention mask -> logits per head
 Engine = Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]
@@ -219,6 +233,20 @@ def resolve_engine(config: dict[str, Any], engine: str) -> str:
     return engine
 
 
+def require_engine(model_dir: Path, config: dict[str, Any], engine: str) -> None:
+    """Raise `MissingExtra` when `engine` would run this directory on PyTorch and torch is not
+    installed (the core install serves exported models only): checked before loading, and by
+    `aduan serve` before it binds its port."""
+    if config.get("model_type") != MODEL_TYPE or resolve_engine(config, engine) != "torch":
+        return
+    if importlib.util.find_spec("torch") is None:
+        raise MissingExtra(
+            f"{model_dir}: the torch engine needs torch, which is not installed: "
+            f"{install_hint('torch')}; or export the model (`aduan export --model DIR`, where "
+            "aduan[train] is installed) and serve it on the onnx engine"
+        )
+
+
 class TransformerBackend:
     """The `aduan-transformer` kind: runs the network on its engine and mixes in the routing
     table and the TF-IDF model. Saves and loads its own files."""
@@ -319,6 +347,7 @@ class TransformerBackend:
 
             run = OnnxEngine.load(model_dir, config, threads)
         else:
+            require_engine(model_dir, config, name)
             from .network import TorchEngine, load_network
 
             network = load_network(model_dir, config, labels)

@@ -4,6 +4,7 @@ operator feedback. The root `aduan` app (`aduan/cli.py`) assembles this sub-app.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -12,17 +13,33 @@ import typer
 if TYPE_CHECKING:
     from .storage import Store
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
-db_app = typer.Typer(help="The request database (SQLite by default).", no_args_is_help=True)
+# rich_markup_mode=None: help texts print as written (see aduan/cli.py)
+PLAIN: dict[str, Any] = {"no_args_is_help": True, "rich_markup_mode": None}
+app = typer.Typer(pretty_exceptions_enable=False, **PLAIN)
+db_app = typer.Typer(help="The request database (SQLite by default).", **PLAIN)
 app.add_typer(db_app, name="db")
-requests_app = typer.Typer(help="Stored requests and their retention.", no_args_is_help=True)
+requests_app = typer.Typer(help="Stored requests and their retention.", **PLAIN)
 app.add_typer(requests_app, name="requests")
-feedback_app = typer.Typer(help="Operator feedback for retraining.", no_args_is_help=True)
+feedback_app = typer.Typer(help="Operator feedback for retraining.", **PLAIN)
 app.add_typer(feedback_app, name="feedback")
 keys_app = typer.Typer(
-    help="API keys: make one, or hash an existing one, for ADUAN_KEYS_FILE.", no_args_is_help=True
+    help="API keys: make one, or hash an existing one, for ADUAN_KEYS_FILE.", **PLAIN
 )
 app.add_typer(keys_app, name="keys")
+
+
+# `ray` is the old spelling of `--backend ray` (kept, with a deprecation warning).
+class ServeEngine(StrEnum):
+    AUTO = "auto"
+    ONNX = "onnx"
+    TORCH = "torch"
+    RAY = "ray"
+
+
+class ServeBackend(StrEnum):
+    LOCAL = "local"
+    RAY = "ray"
+
 
 DbOpt = Annotated[
     str | None,
@@ -45,20 +62,25 @@ def serve(
         Path | None,
         typer.Option(
             help="Serve the live version of this registry (ADUAN_REGISTRY), reloaded "
-            "when its pointer moves"
+            "when its pointer moves; without either, the registry models/"
         ),
     ] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     engine: Annotated[
-        str | None,
-        typer.Option(help="Transformer engine: auto, onnx or torch (ADUAN_ENGINE)"),
+        ServeEngine | None,
+        typer.Option(
+            case_sensitive=False,
+            help="Transformer engine: auto, onnx or torch (ADUAN_ENGINE; the old `ray` means "
+            "--backend ray)",
+        ),
     ] = None,
     backend: Annotated[
-        str | None,
+        ServeBackend | None,
         typer.Option(
+            case_sensitive=False,
             help="Where classify runs: local (in-process batcher) or ray (Ray Serve replicas, "
-            "each on --engine) (ADUAN_BACKEND)"
+            "each on --engine) (ADUAN_BACKEND)",
         ),
     ] = None,
     replicas: Annotated[
@@ -80,12 +102,14 @@ def serve(
     ray (needs `pip install 'aduan[ray]'`) the model runs in Ray Serve replicas on a local Ray
     instance, or on the cluster at RAY_ADDRESS, behind this same HTTP service (the old
     `--engine ray` still means this, with a deprecation warning)."""
-    from aduan.model.artifacts import ModelDirError, verify_model_dir
-    from aduan.model.registry import RegistryError
+    from aduan.model.artifacts import ModelDirError, read_config, verify_model_dir
+    from aduan.model.extras import MissingExtra
+    from aduan.model.logs import configure_logging
+    from aduan.model.registry import DEFAULT_ROOT, RegistryError
+    from aduan.model.transformer import require_engine
 
     from .app import create_app
     from .keys import KeysFileError
-    from .observability import configure_logging
     from .server import run
     from .settings import Settings
     from .state import ServiceState
@@ -94,7 +118,13 @@ def serve(
         raise _fail("give --model or --registry, not both")
     given: dict[str, Any] = {"model_dir": model, "registry": registry, "engine": engine}
     given |= {"backend": backend, "ray_replicas": replicas, "ray_max_replicas": max_replicas}
-    settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    overrides = {k: v for k, v in given.items() if v is not None}
+    if model is not None:  # an explicit directory wins over ADUAN_REGISTRY
+        overrides["registry"] = None
+    settings = Settings(**overrides)
+    if settings.registry is None and "model_dir" not in settings.model_fields_set:
+        # neither flag nor setting names a model: the registry `make run` and `aduan train` fill
+        settings = Settings(**overrides, registry=DEFAULT_ROOT)
     if settings.backend == "ray":
         from aduan.model.ray_runtime import RayMissing, require_ray
 
@@ -107,10 +137,15 @@ def serve(
         # file, before binding the port.
         _, path = ServiceState(settings).target()
         verify_model_dir(path)
-    except (ModelDirError, RegistryError) as exc:
+        # a transformer without an ONNX export needs torch: say so before binding the port
+        require_engine(path, read_config(path), settings.engine)
+    except (ModelDirError, RegistryError, MissingExtra) as exc:
         where = settings.registry or settings.model_dir
         raise _fail(f"cannot serve {where}: {exc}") from exc
-    configure_logging(settings.log_level)
+    try:
+        configure_logging(settings.log_level, settings.log_format, replace=True)
+    except ValueError as exc:  # ADUAN_LOG_LEVEL / ADUAN_LOG_FORMAT from a .env file
+        raise _fail(str(exc)) from exc
     try:
         application = create_app(settings)
     except KeysFileError as exc:

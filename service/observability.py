@@ -1,4 +1,10 @@
-"""Prometheus metrics and structured JSON request logs (never the complaint text)."""
+"""Prometheus metrics and structured JSON request logs (never the complaint text).
+
+Names follow Prometheus' conventions: the `aduan_` prefix, base units in the name
+(`_seconds`), `_total` on every counter. HTTP metrics are labelled `method`, `handler` (the
+route template, so cardinality stays bounded) and `status`; `route` is only ever the routing
+decision (`auto` or `review`).
+"""
 
 from __future__ import annotations
 
@@ -30,12 +36,15 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "aduan_requests_total", "HTTP requests", ["route", "status"], registry=self.registry
+            "aduan_http_requests_total",
+            "HTTP requests answered",
+            ["method", "handler", "status"],
+            registry=self.registry,
         )
-        self.latency = Histogram(
-            "aduan_request_latency_seconds",
-            "HTTP request latency",
-            ["route", "status"],
+        self.duration = Histogram(
+            "aduan_http_request_duration_seconds",
+            "Time from a request's arrival to its answer",
+            ["method", "handler", "status"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
@@ -55,7 +64,10 @@ class Metrics:
             "aduan_predictions_total", "Predicted labels", ["head", "label"], registry=self.registry
         )
         self.routes = Counter(
-            "aduan_route_total", "Routing decisions", ["route"], registry=self.registry
+            "aduan_route_decisions_total",
+            "Classified complaints by routing decision (auto or review)",
+            ["route"],
+            registry=self.registry,
         )
         self.model_info = Gauge(
             "aduan_model_info",
@@ -96,7 +108,7 @@ class Metrics:
         self.auto_share.set(self._auto / self._total)
 
 
-def _route_of(request: Request) -> str:
+def _handler_of(request: Request) -> str:
     # The route template keeps label cardinality bounded ("/v1/x/{id}", not every id).
     route = request.scope.get("route")
     return getattr(route, "path", None) or "unmatched"
@@ -125,16 +137,17 @@ def install_observability(
             status = response.status_code
         finally:
             elapsed = time.perf_counter() - started
-            route = _route_of(request)
+            handler = _handler_of(request)
             version = request.state.model_version or (serving() if serving else None)
-            metrics.requests.labels(route, str(status)).inc()
-            metrics.latency.labels(route, str(status)).observe(elapsed)
+            labels = (request.method, handler, str(status))
+            metrics.requests.labels(*labels).inc()
+            metrics.duration.labels(*labels).observe(elapsed)
             record: dict[str, Any] = {
                 "trace_id": trace_id,
                 "method": request.method,
-                "route": route,
+                "handler": handler,
                 "status": status,
-                "latency_ms": round(elapsed * 1000, 2),
+                "duration_ms": round(elapsed * 1000, 2),
                 "model_version": version,
                 **request.state.log_extra,
             }
@@ -143,31 +156,3 @@ def install_observability(
         if version:
             response.headers["X-Model-Version"] = version
         return response
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger and the message (already JSON or text)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        try:
-            payload = json.loads(message) if message.startswith("{") else {"message": message}
-        except json.JSONDecodeError:
-            payload = {"message": message}
-        out = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname,
-            "logger": record.name,
-            **payload,
-        }
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
-
-
-def configure_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())

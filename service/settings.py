@@ -105,7 +105,10 @@ class Settings(BaseSettings):
     )
     database_url: str = Field("", description="SQLAlchemy URL; empty: SQLite in data_dir")
     data_dir: Path = Field(Path("var"), description="Where the embedded SQLite database lives")
-    log_level: str = Field("INFO")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR (stderr)")
+    log_format: str = Field(
+        "plain", description="plain (lines with the time zone) or json (one object a line)"
+    )
     engine: Literal["auto", "onnx", "torch"] = Field(
         "auto", description="Transformer engine: auto (ONNX when exported), onnx or torch"
     )

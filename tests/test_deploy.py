@@ -79,5 +79,6 @@ def test_deploy_retrain_job_reports_refusals_as_failures():
     assert spec["backoffLimit"] == 0  # exit 3 (refused) / 2 (failed) is not retried
     [container] = spec["template"]["spec"]["containers"]
     assert "aduan retrain" in " ".join(container["command"])
+    assert container["image"].startswith("aduan-train:")  # the service image has no torch
     [models] = [m for m in container["volumeMounts"] if m["name"] == "models"]
     assert not models.get("readOnly", False)  # the job writes the registry the pods read

@@ -114,7 +114,7 @@ def test_drift_feedback_disagreement_rate(make_client, database_url):
     assert _metric(metrics, "aduan_feedback_disagreement_rate") == 0.5
 
     settings = client.app.state.service.settings
-    plot, out = settings.data_dir / "drift.png", settings.data_dir / "drift.json"
+    plot = settings.data_dir / "drift.png"
     result = runner.invoke(
         app,
         [
@@ -129,11 +129,10 @@ def test_drift_feedback_disagreement_rate(make_client, database_url):
             "--plot",
             str(plot),
             "--json",
-            str(out),
         ],
     )
     assert result.exit_code == 0, result.output
-    report = json.loads(out.read_text())
+    report = json.loads(result.stdout)  # the figures on stdout, the summary on stderr
     assert report["predictions"] == 3
     assert report["feedback"]["feedback"] == 2
     assert report["feedback"]["agency_disagreement_rate"] == 0.5
@@ -142,7 +141,7 @@ def test_drift_feedback_disagreement_rate(make_client, database_url):
     [(version, figures)] = report["versions"].items()
     assert version.startswith("baseline-") and figures["predictions"] == 3
     assert plot.stat().st_size > 1000
-    assert "agency PSI" in result.output and "disagreement 50.0%" in result.output
+    assert "agency PSI" in result.stderr and "disagreement 50.0%" in result.stderr
     assert "bansos" not in result.output  # figures, never complaint text
     none = runner.invoke(
         app,

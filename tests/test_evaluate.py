@@ -28,12 +28,11 @@ def later_csv(tmp_path_factory):
 
 
 def _evaluate(model, data, tmp_path, *extra):
-    out = tmp_path / "ev.json"
     result = runner.invoke(
-        app, ["evaluate", "--model", str(model), "--data", str(data), "--json", str(out), *extra]
+        app, ["evaluate", "--model", str(model), "--data", str(data), "--json", *extra]
     )
     assert result.exit_code == 0, result.output
-    return json.loads(out.read_text()), result
+    return json.loads(result.stdout), result
 
 
 def test_evaluate_warns_when_rows_fall_in_the_training_period(tiny_model, later_csv, tmp_path):
@@ -78,7 +77,7 @@ def test_evaluate_writes_plots_only_where_asked(tiny_model, later_csv, tmp_path)
     assert "plots" not in report["agency"]
     assert sorted(p.name for p in (tiny_model / "plots").iterdir()) == before
     plots = tmp_path / "figures"
-    report, _ = _evaluate(tiny_model, later_csv, tmp_path, "--plots", str(plots))
+    report, _ = _evaluate(tiny_model, later_csv, tmp_path, "--plot", str(plots))
     assert sorted(p.name for p in plots.iterdir()) == [
         "eval_confusion_agency.png",
         "eval_confusion_category.png",

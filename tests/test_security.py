@@ -257,6 +257,7 @@ def test_security_no_complaint_text_or_address_in_any_log_line(tiny_model, gazet
         "ADUAN_DATA_DIR": str(tmp_path / "var"),
         "ADUAN_API_KEYS": "siti:rahasia-log",
         "ADUAN_LOG_LEVEL": "DEBUG",
+        "ADUAN_LOG_FORMAT": "json",
     }
     log_file = tmp_path / "server.log"
     proc = subprocess.Popen(
@@ -334,7 +335,8 @@ def test_security_no_complaint_text_or_address_in_any_log_line(tiny_model, gazet
         proc.wait(timeout=30)
     output = log_file.read_text(errors="replace")
     assert '"level": "DEBUG"' in output or '"level": "INFO"' in output
-    assert '"route": "/v1/classify"' in output and '"route": "/ui/requests/{request_id}"' in output
+    assert '"handler": "/v1/classify"' in output
+    assert '"handler": "/ui/requests/{request_id}"' in output
     leaked = {name: value for name, value in secrets_.items() if value in output}
     # parts of texts too (a tokeniser or a truncated message could leak a piece)
     words = {w for v in secrets_.values() for w in v.split() if len(w) >= 5 and w[0].isupper()}

@@ -69,7 +69,7 @@ def test_server_process_serves_classify(tiny_model, server_env):
     # uvicorn shuts down gracefully, then re-raises SIGTERM (exit -15) as recent versions do
     assert proc.returncode in (0, -15)
     log = proc.stdout.read().decode()
-    assert '"route": "/v1/classify"' in log and "padam" not in log
+    assert '"handler": "/v1/classify"' in log and "padam" not in log
 
 
 def test_server_process_refuses_model_without_labels(tmp_path, server_env):

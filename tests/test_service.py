@@ -186,14 +186,34 @@ def test_service_labels_and_info(make_client):
     assert info["validation_metrics"]["agency"]["accuracy"] > 0.5
 
 
+def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """Every sample called `name` in a /metrics page, as (labels, value)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [
+        (sample.labels, sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
+
+
+def _sample(text: str, name: str, **labels: str) -> float | None:
+    return next((v for found, v in _samples(text, name) if found == labels), None)
+
+
 def test_service_metrics_count_requests_and_predictions(make_client):
     client = make_client()
     _classify(client, "lampu PJU padam gelap", "lampu jalan mati gelap")
     _classify(client, {"text": ""})
     text = client.get("/metrics").text
-    assert 'aduan_requests_total{route="/v1/classify",status="200"} 1.0' in text
-    assert 'aduan_requests_total{route="/v1/classify",status="422"} 1.0' in text
-    assert 'aduan_request_latency_seconds_count{route="/v1/classify",status="200"} 1.0' in text
+    http = {"method": "POST", "handler": "/v1/classify"}
+    assert _sample(text, "aduan_http_requests_total", **http, status="200") == 1.0
+    assert _sample(text, "aduan_http_requests_total", **http, status="422") == 1.0
+    assert _sample(text, "aduan_http_request_duration_seconds_count", **http, status="200") == 1.0
+    decisions = _samples(text, "aduan_route_decisions_total")
+    assert {labels["route"] for labels, _ in decisions} <= {"auto", "review"}
+    assert sum(value for _, value in decisions) == 2.0
     assert 'aduan_predictions_total{head="category",label="PJU"} 2.0' in text
     assert "aduan_inference_batch_size_bucket" in text
     assert "aduan_auto_route_share" in text
@@ -211,8 +231,8 @@ def test_service_logs_labels_never_text(make_client, caplog):
     records = [json.loads(r.getMessage()) for r in caplog.records if r.name == "aduan.access"]
     entry = next(r for r in records if r["trace_id"] == "trace-42")
     assert entry["request_ids"] == [request_id] != ["trace-42"]
-    assert entry["route"] == "/v1/classify" and entry["status"] == 200
-    assert entry["predictions"][0]["category"] == "PJU" and "latency_ms" in entry
+    assert entry["handler"] == "/v1/classify" and entry["status"] == 200
+    assert entry["predictions"][0]["category"] == "PJU" and "duration_ms" in entry
     assert all("Budi" not in r.getMessage() for r in caplog.records)
 
 

@@ -50,11 +50,10 @@ def test_train_loaded_model_matches_training_metrics(tiny_model, complaints_csv)
             "--data",
             str(complaints_csv),
             "--json",
-            str(tiny_model / "ev.json"),
         ],
     )
     assert result.exit_code == 0, result.output
-    report = json.loads((tiny_model / "ev.json").read_text())
+    report = json.loads(result.stdout)
     assert report["rows"] == 360
     for head in ("agency", "category"):
         assert set(report[head]) >= {
@@ -84,11 +83,10 @@ def test_evaluate_reports_unknown_categories(tiny_model, tmp_path):
             "--data",
             str(path),
             "--json",
-            str(tmp_path / "e.json"),
         ],
     )
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "e.json").read_text())["category"]["accuracy"] == 0.0
+    assert json.loads(result.stdout)["category"]["accuracy"] == 0.0
     assert "KODE_BARU" in result.output
 
 
@@ -135,7 +133,7 @@ def test_config_overrides_are_typed_and_checked():
 
 def test_data_stats_writes_chart(complaints_csv, tmp_path):
     chart = tmp_path / "balance.png"
-    result = runner.invoke(app, ["data", "stats", str(complaints_csv), "--chart", str(chart)])
+    result = runner.invoke(app, ["data", "stats", str(complaints_csv), "--plot", str(chart)])
     assert result.exit_code == 0, result.output
     stats = json.loads(result.stdout)
     assert stats["rows"] == 360

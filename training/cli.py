@@ -10,19 +10,24 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from aduan.model.registry import DEFAULT_KEEP
+from aduan.model.registry import DEFAULT_KEEP, DEFAULT_ROOT, ROOT_ENV
+from aduan.model.transformer import EngineName
 
 from .config import TrainConfig, settings
 from .data import ColumnMap, DataError
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
-data_app = typer.Typer(help="Inspect labelled complaint files.", no_args_is_help=True)
+log = logging.getLogger(__name__)
+
+# rich_markup_mode=None: help texts print as written (see aduan/cli.py)
+PLAIN: dict[str, Any] = {"no_args_is_help": True, "rich_markup_mode": None}
+app = typer.Typer(pretty_exceptions_enable=False, **PLAIN)
+data_app = typer.Typer(help="Inspect labelled complaint files.", **PLAIN)
 app.add_typer(data_app, name="data")
-base_app = typer.Typer(help="Base encoders for fine-tuning.", no_args_is_help=True)
+base_app = typer.Typer(help="Base encoders for fine-tuning.", **PLAIN)
 app.add_typer(base_app, name="base")
 
 ColumnOpt = Annotated[
@@ -67,23 +72,42 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def deprecated_alias(value: Path | None, old: Path | None, name: str, old_name: str) -> Path | None:
+    """The value of `name`, or of its hidden former spelling `old_name` (with a warning)."""
+    if old is None:
+        return value
+    if value is not None:
+        raise typer.BadParameter(f"give {name} only ({old_name} is its former spelling)")
+    log.warning("%s is deprecated: use %s", old_name, name)
+    return old
+
+
 @data_app.command("stats")
 def data_stats_cmd(
     file: Annotated[Path, typer.Argument(help="CSV, JSON Lines or Parquet file")],
-    chart: Annotated[Path | None, typer.Option(help="Where to write the class-balance PNG")] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="Where to write the class-balance PNG (needs aduan[plots])"),
+    ] = None,
     column: ColumnOpt = None,
+    chart: Annotated[Path | None, typer.Option(hidden=True)] = None,
 ) -> None:
-    """Rows, classes per head, duplicates, text lengths and a class-balance chart."""
+    """Rows, classes per head, duplicates, text lengths (JSON on stdout) and a class-balance
+    plot."""
     from .stats import data_stats
 
+    plot = deprecated_alias(plot, chart, "--plot", "--chart")
     try:
-        stats = data_stats(file, columns=_columns(column), chart=chart)
+        stats = data_stats(file, columns=_columns(column), chart=plot)
     except DataError as exc:
         raise _fail(str(exc)) from exc
     typer.echo(json.dumps(stats, indent=2, ensure_ascii=False))
 
 
-RegistryOpt = Annotated[Path, typer.Option(help="Model registry folder (versions + live pointer)")]
+RegistryOpt = Annotated[
+    Path,
+    typer.Option(envvar=ROOT_ENV, help="Model registry folder (versions + live pointer)"),
+]
 KeepOpt = Annotated[
     int, typer.Option(min=0, help="Versions kept besides the live one when pruning")
 ]
@@ -120,7 +144,7 @@ def train(
         Path | None,
         typer.Option(help="Model directory to write; without it a new version goes to --registry"),
     ] = None,
-    registry: RegistryOpt = Path("models"),
+    registry: RegistryOpt = DEFAULT_ROOT,
     promote: Annotated[
         bool | None,
         typer.Option(
@@ -183,7 +207,7 @@ def retrain(
         list[Path], typer.Option(help="Labelled file(s): the export, operators' feedback, ...")
     ],
     preset: Annotated[str, typer.Option(help="Preset in training/presets/")] = "baseline",
-    registry: RegistryOpt = Path("models"),
+    registry: RegistryOpt = DEFAULT_ROOT,
     gate: Annotated[
         list[str] | None,
         typer.Option("--gate", help="Override a gate setting: --gate max_accuracy_drop=0.005"),
@@ -242,12 +266,20 @@ def retrain(
 
 @app.command()
 def evaluate(
-    model: Annotated[Path, typer.Option(help="Model directory")],
     data: Annotated[list[Path], typer.Option(help="Labelled file(s) in the training format")],
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics here")] = None,
-    plots: Annotated[
+    model: Annotated[
+        Path | None, typer.Option(help="Model directory (default: the live version of --registry)")
+    ] = None,
+    registry: RegistryOpt = DEFAULT_ROOT,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the metrics as JSON on stdout")
+    ] = False,
+    plot: Annotated[
         Path | None,
-        typer.Option(help="Write confusion matrices and reliability diagrams into this folder"),
+        typer.Option(
+            help="Write confusion matrices and reliability diagrams into this folder (needs "
+            "aduan[plots])"
+        ),
     ] = None,
     after: Annotated[
         str | None,
@@ -255,34 +287,46 @@ def evaluate(
     ] = None,
     column: ColumnOpt = None,
     engine: Annotated[
-        str, typer.Option(envvar="ADUAN_ENGINE", help="Transformer engine: auto, onnx, torch")
-    ] = "auto",
+        EngineName,
+        typer.Option(
+            envvar="ADUAN_ENGINE",
+            case_sensitive=False,
+            help="Transformer engine: auto (ONNX Runtime when exported, else PyTorch), onnx, torch",
+        ),
+    ] = EngineName.AUTO,
+    plots: Annotated[Path | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Accuracy, macro-F1, top-3, ECE, auto-route share, per-class scores, confusion counts
-    and reliability bins on a file; warns when rows fall in the model's training period."""
+    and reliability bins on a file; warns when rows fall in the model's training period. The
+    summary table goes to stderr; --json prints every figure on stdout."""
     from aduan.model.artifacts import ModelDirError
+    from aduan.model.extras import MissingExtra
+    from aduan.model.registry import RegistryError, model_dir_or_live
 
     from .evaluate import evaluate as run_evaluation
 
+    plot = deprecated_alias(plot, plots, "--plot", "--plots")
     try:
+        directory = model_dir_or_live(model, registry)
         result = run_evaluation(
-            model, data, columns=_columns(column), plots_dir=plots, after=after, engine=engine
+            directory, data, columns=_columns(column), plots_dir=plot, after=after, engine=engine
         )
-    except (DataError, ModelDirError) as exc:
+    except (DataError, ModelDirError, RegistryError, MissingExtra) as exc:
         raise _fail(str(exc)) from exc
     details = result.pop("details")
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
     print_summary(details, f"{result['rows']} rows, model {result['model_version']}")
     for warning in result["warnings"]:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     for head in ("category", "agency"):
         if details[head]["unknown_label_rows"]:
-            typer.echo(
-                f"{head}: {details[head]['unknown_label_rows']} row(s) with labels the "
-                f"model does not know (counted as errors): "
-                f"{details[head]['unknown_labels']}"
+            typer.secho(
+                f"warning: {head}: {details[head]['unknown_label_rows']} row(s) with labels "
+                f"the model does not know (counted as errors): "
+                f"{details[head]['unknown_labels']}",
+                fg=typer.colors.YELLOW,
+                err=True,
             )
 
 

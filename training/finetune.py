@@ -37,10 +37,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from sklearn.metrics import f1_score
 from torch import nn
-from tqdm import tqdm
 
 from aduan.model.labels import LabelSet
 from aduan.model.network import MultiHeadClassifier, TorchEngine, load_encoder
+from aduan.model.progress import progress
 from aduan.model.tfidf import TfidfBackend
 from aduan.model.transformer import TokenIds, TransformerBackend
 
@@ -120,7 +120,7 @@ class LowerCache:
         device = next(model.parameters()).device
         ids = tokenizer(missing)
         order = np.argsort([len(x) for x in ids], kind="stable")
-        steps = tqdm(
+        steps = progress(
             range(0, len(ids), 64),
             desc="lower layers (once)",
             unit="batch",
@@ -321,7 +321,7 @@ class _Trainer:
             batches = distributed.shard(
                 bucketed_batches(lengths, config.batch_size, random.Random(config.seed + epoch))
             )
-            bar = tqdm(
+            bar = progress(
                 batches,
                 desc=f"epoch {epoch + 1}/{self.epochs}",
                 unit="batch",

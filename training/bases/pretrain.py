@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
+from aduan.model.progress import progress
 from aduan.training.batches import bucketed_batches
 from aduan.training.data import check_date
 from aduan.training.distributed import use_bf16
@@ -211,7 +211,7 @@ def _warm_up_head(
     head = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(head, lr=config.head_lr)
     batches = bucketed_batches(lengths, config.batch_size, random.Random(config.seed - 1))
-    bar = tqdm(total=config.head_warmup_steps, desc="warming up the MLM head", unit="step")
+    bar = progress(total=config.head_warmup_steps, desc="warming up the MLM head", unit="step")
     losses = []
     for n in range(config.head_warmup_steps):
         batch = collator([{"input_ids": ids[i]} for i in batches[n % len(batches)]])
@@ -270,7 +270,7 @@ def mlm_train(
         head_losses = _warm_up_head(model, ids, lengths, collator, config)
         report = {"head_first_loss": head_losses[0], "head_last_loss": head_losses[-1]}
     losses: list[float] = []
-    bar = tqdm(total=total, initial=step, desc=desc, unit="step")
+    bar = progress(total=total, initial=step, desc=desc, unit="step")
     while step < total:
         epoch = step // steps_per_epoch
         batches = bucketed_batches(lengths, config.batch_size, random.Random(config.seed + epoch))

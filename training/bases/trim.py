@@ -15,7 +15,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+
+from aduan.model.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +50,18 @@ def used_ids(tokenizer_file: Path, texts: Iterable[str], batch: int = 2048) -> s
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
     seen: set[int] = set()
     chunk: list[str] = []
-    progress = tqdm(desc="tokenizing", unit=" texts")
+    bar = progress(desc="tokenizing", unit=" texts")
     for text in texts:
         chunk.append(text)
         if len(chunk) == batch:
             for enc in tokenizer.encode_batch(chunk):
                 seen.update(enc.ids)
-            progress.update(len(chunk))
+            bar.update(len(chunk))
             chunk = []
     for enc in tokenizer.encode_batch(chunk):
         seen.update(enc.ids)
-    progress.update(len(chunk))
-    progress.close()
+    bar.update(len(chunk))
+    bar.close()
     return seen
 
 
