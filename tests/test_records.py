@@ -121,7 +121,7 @@ def test_records_parquet_without_pyarrow_names_the_extra(tmp_path, monkeypatch):
     path = tmp_path / "in.parquet"
     pd.DataFrame({"text": ["lampu mati"]}).to_parquet(path)
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # import fails as if missing
-    with pytest.raises(ParquetMissing, match=r"pip install 'aduan\[train\]'"):
+    with pytest.raises(ParquetMissing, match=r"pip install 'aduan\[parquet\]'"):
         _rows(path)
     # CSV needs no pyarrow
     csv = tmp_path / "in.csv"
