@@ -171,6 +171,9 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA foreign_keys=ON")
+            # Deleted rows (the retention purge, a replaced note) are overwritten with zeros,
+            # not left readable in free pages of the file.
+            cursor.execute("PRAGMA secure_delete=ON")
             cursor.close()
 
         return engine
@@ -331,8 +334,13 @@ class Store:
             ]
 
     def purge(self, before: datetime) -> int:
-        """Delete requests received before `before`, with their feedback and audit events;
-        returns the count."""
+        """Delete requests received before `before` (any zone; naive means UTC), with their
+        feedback and audit events; returns the count. Under SQLite the deleted texts are
+        zeroed in the file (`secure_delete`) and the write-ahead log, which still holds
+        their earlier pages, is checkpointed and truncated."""
+        # SQLite compares the stored UTC text with the bound's text: it must be UTC too, or
+        # 17:00+07:00 would be read as 17:00 UTC.
+        before = as_utc(before)
         with self._session() as session:
             old = select(StoredRequest.id).where(StoredRequest.received_at < before)
             session.execute(delete(Feedback).where(Feedback.request_id.in_(old)))
@@ -340,7 +348,19 @@ class Store:
             result = session.execute(
                 delete(StoredRequest).where(StoredRequest.received_at < before)
             )
-            return int(getattr(result, "rowcount", 0) or 0)
+            deleted = int(getattr(result, "rowcount", 0) or 0)
+        if self.engine.dialect.name == "sqlite":
+            self._truncate_wal()
+        return deleted
+
+    def _truncate_wal(self) -> None:
+        with self.engine.connect() as connection:
+            busy = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").scalar()
+        if busy:
+            log.warning(
+                "the write-ahead log could not be truncated (another connection is reading): "
+                "purged texts stay in it until the next checkpoint"
+            )
 
     def counts(self) -> dict[str, int]:
         with self._session() as session:

