@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from .pipeline import Pipeline
+from .spreadsheet import write_csv
 from .text import MAX_TEXT_CHARS, normalize_text, undecodable
 
 log = logging.getLogger(__name__)
@@ -237,8 +238,8 @@ def _write_part(path: Path, kind: str, answers: list[dict[str, Any]]) -> None:
         tmp.write_text(lines, encoding="utf-8")
     else:
         frame = pd.DataFrame([flat_answer(a) for a in answers], columns=list(FLAT_COLUMNS))
-        if kind == "csv":
-            frame.to_csv(tmp, index=False, header=False)
+        if kind == "csv":  # ids and labels opened in a spreadsheet: no live formulas
+            write_csv(frame, tmp, header=False)
         else:
             frame.to_parquet(tmp, index=False)
     tmp.replace(path)  # a part exists only when complete
@@ -334,7 +335,7 @@ def classify_file(
     frames = [pd.read_csv(p, dtype=str, keep_default_na=False) for p in errors]
     merged = pd.concat(frames) if frames else pd.DataFrame(columns=ERROR_COLUMNS)
     if len(merged):
-        merged.to_csv(error_file, index=False)
+        write_csv(merged, error_file)
         log.warning("%d row(s) could not be classified: see %s", len(merged), error_file)
     elif error_file.exists():
         error_file.unlink()

@@ -42,6 +42,7 @@ from .batch import (
 from .pipeline import Pipeline
 from .ray_runtime import connect, require_ray
 from .resources import default_gazetteer
+from .spreadsheet import write_csv
 
 log = logging.getLogger(__name__)
 
@@ -356,7 +357,7 @@ def _write(dataset: Any, output: Path) -> BatchReport:
     error_file = output.with_name(output.name + ".errors.csv")
     if errors:
         merged = pd.concat(errors)[ERROR_COLUMNS]
-        merged.to_csv(error_file, index=False)
+        write_csv(merged, error_file)
         log.warning("%d row(s) could not be classified: see %s", len(merged), error_file)
     elif error_file.exists():
         error_file.unlink()

