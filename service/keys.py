@@ -137,9 +137,11 @@ def parse_keys_file(text: str, path: Path | str) -> list[ApiKey]:
 
 class KeyRing:
     """Every configured key; the keys file is read again when it changes (checked on each
-    lookup: one `stat`). A file that turns unreadable keeps the last good keys (logged), so
-    a half-written edit neither locks everyone out nor lets anyone in. The environment's
-    keys are read from `settings` (`api_keys`, `admin_keys`, `keys_file`)."""
+    lookup: one `stat`). A file that turns unreadable or disappears fails closed: none of
+    its keys is accepted any more (the last good set would keep revoked keys alive), every
+    route stays protected, and each change is logged as an ERROR until the file parses
+    again (`broken` says why meanwhile; readiness shows it). The environment's keys are
+    read from `settings` (`api_keys`, `admin_keys`, `keys_file`)."""
 
     def __init__(self, settings: Any) -> None:
         self.settings = settings
@@ -147,6 +149,7 @@ class KeyRing:
         self._static: list[ApiKey] = []
         self._from_file: list[ApiKey] = []
         self._stamp: tuple[int, int, int] | None = None
+        self.broken: str | None = None  # why the keys file cannot be used, while it cannot
         self._lock = threading.Lock()
         path = self.keys_file
         if path is not None:
@@ -173,9 +176,9 @@ class KeyRing:
         try:
             stat = path.stat()
         except FileNotFoundError:
-            if self._stamp is not None:
-                log.warning("keys file %s is gone: its keys are revoked", path)
-            self._from_file, self._stamp = [], None
+            if self.broken is None:
+                self._fail(f"{path}: keys file not found")
+            self._stamp = None
             return
         stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         if stamp == self._stamp:
@@ -188,11 +191,19 @@ class KeyRing:
             except (OSError, UnicodeDecodeError, KeysFileError) as exc:
                 if strict:
                     raise KeysFileError(str(exc)) from exc
-                log.error("keys file %s not reloaded, the previous keys stay: %s", path, exc)
+                self._fail(str(exc))
                 self._stamp = stamp
                 return
-            self._from_file, self._stamp = keys, stamp
+            self._from_file, self._stamp, self.broken = keys, stamp, None
             log.info("keys file %s read: %d key(s)", path, len(keys))
+
+    def _fail(self, why: str) -> None:
+        self._from_file, self.broken = [], why
+        log.error(
+            "keys file unusable, NONE of its keys is accepted until it is fixed "
+            "(the routes stay protected): %s",
+            why,
+        )
 
     def keys(self) -> list[ApiKey]:
         self._refresh()
@@ -216,9 +227,16 @@ class KeyRing:
         return None
 
     def any_with(self, scope: str) -> bool:
-        return any(key.allows(scope) for key in self.keys())
+        """Whether a key with `scope` is configured; a broken keys file counts as holding
+        every scope, so no route it guarded turns open or off meanwhile."""
+        keys = self.keys()
+        return self.broken is not None or any(key.allows(scope) for key in keys)
 
     def protects_api(self) -> bool:
-        """`/v1` needs a key as soon as any classify or operator key exists; admin keys alone
-        leave it open (as `ADUAN_ADMIN_KEYS` always did)."""
-        return any(key.allows(CLASSIFY) or key.allows(OPERATOR) for key in self.keys())
+        """`/v1` needs a key as soon as any classify or operator key exists (or a keys file
+        is configured but broken); admin keys alone leave it open (as `ADUAN_ADMIN_KEYS`
+        always did)."""
+        keys = self.keys()
+        return self.broken is not None or any(
+            k.allows(CLASSIFY) or k.allows(OPERATOR) for k in keys
+        )

@@ -80,10 +80,47 @@ def test_security_keys_file_changes_apply_without_restart(make_client, keys_file
     write_keys(keys_file, f"late classify {hash_key(late)}")
     revoked = client.post("/v1/classify", json=TEXT, headers=bearer(CLERK))
     assert revoked.status_code == 401 and "revoked" in revoked.json()["error"]
-    # a broken edit keeps the last good keys rather than opening or closing everything
-    write_keys(keys_file, "late classify not-a-hash")
-    assert client.post("/v1/classify", json=TEXT, headers=bearer(late)).status_code == 200
+
+
+
+def test_security_a_broken_keys_file_fails_closed_and_loudly(make_client, keys_file, caplog):
+    """A syntax error in the keys file: none of its keys is accepted (the previous set would
+    keep a key revoked in the same edit alive), the API stays protected, readiness and the
+    log say so; fixing the file restores the keys."""
+    client = make_client(keys_file=keys_file)
+    assert client.post("/v1/classify", json=TEXT, headers=bearer(CLERK)).status_code == 200
+    # revoke siti and break the syntax in the same edit
+    write_keys(keys_file, f"clerk classify {hash_key(CLERK)}", "late classify not-a-hash")
+    with caplog.at_level("ERROR", logger="aduan.service.keys"):
+        refused = {
+            "classify": client.post("/v1/classify", json=TEXT, headers=bearer(CLERK)),
+            "revoked": client.get("/v1/requests", headers=bearer(SITI)),
+            "anonymous": client.post("/v1/classify", json=TEXT),
+            "admin": client.post("/v1/admin/reload", headers=bearer(ROOT)),
+        }
+    assert {name: r.status_code for name, r in refused.items()} == dict.fromkeys(refused, 401)
+    assert any("NONE of its keys is accepted" in r.message for r in caplog.records)
+    ready = client.get("/health/ready").json()
+    assert ready["status"] == "degraded" and ready["keys_file"] == "unusable"
+    write_keys(keys_file, f"clerk classify {hash_key(CLERK)}")
+    assert client.post("/v1/classify", json=TEXT, headers=bearer(CLERK)).status_code == 200
+    assert "keys_file" not in client.get("/health/ready").json()
+    # a keys file that disappears fails closed too (the API does not turn open)
+    keys_file.unlink()
     assert client.post("/v1/classify", json=TEXT).status_code == 401
+    assert client.post("/v1/classify", json=TEXT, headers=bearer(CLERK)).status_code == 401
+    record(
+        "security_keys_file_fails_closed",
+        "the keys file gets a syntax error in the edit that revokes a key, then disappears: "
+        "no key of it is accepted (revoked or not), nothing turns open, readiness and an "
+        "ERROR log say so",
+        {
+            "requests refused (401)": len(refused) + 2,
+            "accepted": 0,
+            "error logged": "yes",
+        },
+        "pytest tests/test_security.py -k fails_closed",
+    )
 
 
 def test_security_revoking_an_operator_key_ends_its_workbench_session(make_client, keys_file):

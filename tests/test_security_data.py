@@ -179,3 +179,51 @@ def test_security_batch_csv_output_holds_no_live_formula(tiny_model, tmp_path):
     cells = _cells(output)
     assert [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")] == []
     assert "'" + FORMULAS[0] in cells
+
+
+def test_security_audit_with_nothing_looked_up_says_not_audited(tmp_path):
+    """pip-audit's report when the advisory service answered for no package: the row must
+    not read "vulnerabilities: 0"."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    skipped = "Dependency not found on PyPI and could not be audited: x"
+    report = {
+        "dependencies": [
+            {"name": f"pkg{i}", "version": "1.0", "skip_reason": skipped} for i in range(5)
+        ]
+    }
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(root / "bench" / "audit.py"),
+            "--report",
+            str(tmp_path / "report.json"),
+        ],
+        env={**os.environ, "ADUAN_FIGURES": str(tmp_path / "figures")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "NOT AUDITED" in proc.stdout and "no known vulnerability" not in proc.stdout
+    row = json.loads((tmp_path / "figures" / "dependency_audit.json").read_text())
+    assert row["figures"]["audited"] == 0
+    assert row["figures"]["vulnerabilities"] == "not audited"
+    strict = subprocess.run(
+        [
+            sys.executable,
+            str(root / "bench" / "audit.py"),
+            "--report",
+            str(tmp_path / "report.json"),
+        ],
+        env={**os.environ, "AUDIT_STRICT": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert strict.returncode == 2
