@@ -176,7 +176,8 @@ def test_review_feedback_route_also_sets_corrected_labels(client):
     }
     assert client.post("/v1/feedback", json=body, headers=SITI).status_code == 201
     item = client.get(f"/v1/requests/{rid}", headers=SITI).json()
-    assert (item["corrected_category"], item["corrected_by"]) == ("DRAINASE", "op1")
+    # recorded under the key's name, not the body's "operator" (issue 19: a forgeable audit trail)
+    assert (item["corrected_category"], item["corrected_by"]) == ("DRAINASE", "siti")
 
 
 def test_review_explanation_names_the_driving_words(client):

@@ -82,7 +82,6 @@ def test_security_keys_file_changes_apply_without_restart(make_client, keys_file
     assert revoked.status_code == 401 and "revoked" in revoked.json()["error"]
 
 
-
 def test_security_a_broken_keys_file_fails_closed_and_loudly(make_client, keys_file, caplog):
     """A syntax error in the keys file: none of its keys is accepted (the previous set would
     keep a key revoked in the same edit alive), the API stays protected, readiness and the

@@ -227,3 +227,50 @@ def test_security_audit_with_nothing_looked_up_says_not_audited(tmp_path):
         timeout=60,
     )
     assert strict.returncode == 2
+
+
+def test_security_feedback_records_the_keys_name_not_the_body_s(
+    make_client, database_url, tmp_path
+):
+    """The key "op" sends a correction claiming `operator: kepala-dinas`: the request, its
+    history, the feedback row and the export all name "op"."""
+    from aduan.cli import app
+
+    client = make_client(api_keys="op:op-secret", database_url=database_url)
+    auth = {"Authorization": "Bearer op-secret"}
+    stored = client.post(
+        "/v1/classify",
+        json={"items": [{"text": "lampu PJU padam gelap"}], "store": True},
+        headers=auth,
+    ).json()["results"][0]
+    rid = stored["request_id"]
+    body = {
+        "request_id": rid,
+        "agency": stored["agency"]["label"],
+        "category": "PJU",
+        "operator": "kepala-dinas",
+    }
+    answer = client.post("/v1/feedback", json=body, headers=auth)
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["operator"] == "op"
+    detail = client.get(f"/v1/requests/{rid}", headers=auth).json()
+    assert detail["corrected_by"] == "op"
+    assert {event["actor"] for event in detail["history"]} == {"op"}
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        operators = {r[0] for r in conn.execute(sa.text("SELECT operator FROM feedback"))}
+    engine.dispose()
+    assert operators == {"op"}
+    output = tmp_path / "export.jsonl"
+    exported = CliRunner().invoke(
+        app, ["feedback", "export", "--output", str(output), "--database-url", database_url]
+    )
+    assert exported.exit_code == 0, exported.output
+    assert '"operator":"op"' in output.read_text() and "kepala-dinas" not in output.read_text()
+    record(
+        f"security_feedback_names_the_key_{database_url.split(':')[0].split('+')[0]}",
+        "the key 'op' posts feedback naming operator 'kepala-dinas': the request, its "
+        "history, the feedback row and the export record 'op'",
+        {"places checked": 4, "forged names recorded": 0},
+        "pytest tests/test_security_data.py -k keys_name",
+    )
