@@ -31,9 +31,10 @@ log = logging.getLogger(__name__)
 DESCRIPTION = """
 Routes Indonesian citizen complaints ("sampah menumpuk di depan pasar", "jukir liar di trotoar
 Jl. Tunjungan") to a category and the responsible agency, with calibrated probabilities and a
-route-or-review decision. When `ADUAN_API_KEYS` is set, every `/v1` route needs
-`Authorization: Bearer <key>` ("Authorize" above); the review routes (`/v1/requests`) and the
-operators' workbench (`/ui/`) need it set; `/v1/admin` routes need an admin key
+route-or-review decision. When classify or operator keys are configured (`ADUAN_API_KEYS`,
+`ADUAN_OPERATOR_KEYS` or the keys file), every `/v1` route needs `Authorization: Bearer <key>`
+("Authorize" above) holding its scope; the review routes (`/v1/requests`, `/v1/feedback`) and
+the operators' workbench (`/ui/`) need an operator key; `/v1/admin` routes need an admin key
 (`ADUAN_ADMIN_KEYS`). Errors are JSON `{"error", "error_type"}`; each answer carries its trace
 id in `X-Trace-ID` and names the model version that gave it in `X-Model-Version`.
 """

@@ -76,8 +76,8 @@ def throttle(request: Request, key: ApiKey | None) -> None:
 bearer = HTTPBearer(
     auto_error=False,
     scheme_name="apiKey",
-    description="An API key (ADUAN_API_KEYS or the keys file), sent as 'Authorization: Bearer "
-    "<key>'",
+    description="An API key (ADUAN_API_KEYS, ADUAN_OPERATOR_KEYS, ADUAN_ADMIN_KEYS or the keys "
+    "file), sent as 'Authorization: Bearer <key>'",
 )
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
@@ -117,8 +117,8 @@ def require_operator(request: Request, credentials: BearerDep) -> str:
         raise ApiError(
             403,
             "forbidden",
-            "the review routes are disabled because no API keys are configured; "
-            "set ADUAN_API_KEYS (or add an operator key to the keys file) to enable them",
+            "the review routes are disabled because no operator keys are configured; "
+            "set ADUAN_OPERATOR_KEYS (or add an operator key to the keys file) to enable them",
         )
     key = authenticate(request, (OPERATOR,))
     throttle(request, key)

@@ -1,6 +1,7 @@
 """API keys: who may call what. Keys are kept as SHA-256 hashes, carry scopes, and come from
-the environment (`ADUAN_API_KEYS`, `ADUAN_ADMIN_KEYS`) and an optional keys file that is read
-again whenever it changes, so a key is added or revoked without a restart.
+the environment (`ADUAN_API_KEYS`, `ADUAN_OPERATOR_KEYS`, `ADUAN_ADMIN_KEYS`) and an optional
+keys file that is read again whenever it changes, so a key is added or revoked without a
+restart.
 
 The keys file holds one key a line, `name scopes hash [rate=N]`, e.g.
 
@@ -9,9 +10,11 @@ The keys file holds one key a line, `name scopes hash [rate=N]`, e.g.
     qlue     classify            sha256:...   rate=20
 
 Scopes: `classify` (classify, labels, info, creating Open311 requests), `operator` (the review
-queue, feedback, the workbench, Open311 descriptions) and `admin` (`/v1/admin`). A plain key in
-`ADUAN_API_KEYS` (`key` or `name:key`, as before) holds `classify` and `operator`; one in
-`ADUAN_ADMIN_KEYS` holds `admin`; either may also be given hashed (`name:sha256:<hex>`).
+queue, feedback, the workbench, Open311 descriptions) and `admin` (`/v1/admin`). Each key holds
+the least scope its setting names: one in `ADUAN_API_KEYS` (`key` or `name:key`) holds
+`classify` only (an intake partner's key reads no stored complaint), one in
+`ADUAN_OPERATOR_KEYS` holds `operator`, one in `ADUAN_ADMIN_KEYS` `admin`; a key listed in
+several settings holds their scopes together. Any may be given hashed (`name:sha256:<hex>`).
 
 API keys are long random tokens, not passwords, so one SHA-256 is the right hash: it cannot be
 reversed for a key with 256 bits of entropy, and it costs a microsecond per request (a slow
@@ -98,6 +101,19 @@ def env_keys(entries: str, scopes: frozenset[str]) -> list[ApiKey]:
     return out
 
 
+def merge_scopes(keys: list[ApiKey]) -> list[ApiKey]:
+    """One key per secret: a key listed in several settings holds their scopes together
+    (under the name it was first given)."""
+    merged: dict[str, ApiKey] = {}
+    for key in keys:
+        seen = merged.get(key.digest)
+        if seen is None:
+            merged[key.digest] = key
+        else:
+            merged[key.digest] = ApiKey(seen.name, seen.digest, seen.scopes | key.scopes, seen.rate)
+    return list(merged.values())
+
+
 def parse_keys_file(text: str, path: Path | str) -> list[ApiKey]:
     """The keys of a keys file; `KeysFileError` names the line that is wrong."""
     out = []
@@ -141,7 +157,7 @@ class KeyRing:
     its keys is accepted any more (the last good set would keep revoked keys alive), every
     route stays protected, and each change is logged as an ERROR until the file parses
     again (`broken` says why meanwhile; readiness shows it). The environment's keys are
-    read from `settings` (`api_keys`, `admin_keys`, `keys_file`)."""
+    read from `settings` (`api_keys`, `operator_keys`, `admin_keys`, `keys_file`)."""
 
     def __init__(self, settings: Any) -> None:
         self.settings = settings
@@ -163,10 +179,19 @@ class KeyRing:
         return Path(path) if path else None
 
     def _static_keys(self) -> list[ApiKey]:
-        env = (self.settings.api_keys, self.settings.admin_keys)
+        settings = self.settings
+        env = (
+            settings.api_keys,
+            getattr(settings, "operator_keys", ""),
+            settings.admin_keys,
+        )
         if env != self._env:
-            static = env_keys(env[0], frozenset({CLASSIFY, OPERATOR}))
-            self._static, self._env = static + env_keys(env[1], frozenset({ADMIN})), env
+            found = [
+                *env_keys(env[0], frozenset({CLASSIFY})),
+                *env_keys(env[1], frozenset({OPERATOR})),
+                *env_keys(env[2], frozenset({ADMIN})),
+            ]
+            self._static, self._env = merge_scopes(found), env
         return self._static
 
     def _refresh(self, strict: bool = False) -> None:

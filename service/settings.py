@@ -45,8 +45,13 @@ class Settings(BaseSettings):
     queue_size: int = Field(1024, ge=1, description="Texts waiting before 429")
     api_keys: str = Field(
         "",
-        description="Comma-separated API keys, each optionally named ('siti:key'); empty: /v1 is "
-        "open and the review routes are off",
+        description="Comma-separated API keys with the classify scope only, each optionally "
+        "named ('qlue:key'); empty (and no other keys): /v1 is open",
+    )
+    operator_keys: str = Field(
+        "",
+        description="Comma-separated operator keys ('siti:key'): the review queue, feedback and "
+        "the workbench; empty (and no operator key in the keys file): those are off",
     )
     session_secret: str = Field(
         "",

@@ -63,7 +63,7 @@ def _csrf(html: str) -> str:
 def test_faults_database_outage_answers_503_and_recovers_by_itself(make_client, postgres_schema):
     proxy = TcpProxy(("127.0.0.1", 5432)).start()
     url = f"postgresql+psycopg://127.0.0.1:{proxy.port}/test?options=-csearch_path%3D{postgres_schema}"
-    client = make_client(api_keys=KEY, database_url=url, db_check_interval_s=0.2)
+    client = make_client(api_keys=KEY, operator_keys=KEY, database_url=url, db_check_interval_s=0.2)
     try:
         stored = client.post(
             "/v1/classify", json=items("lampu PJU padam", store=True), headers=AUTH

@@ -50,6 +50,7 @@ def served(tiny_model: Path, gazetteer_csv: Path, tmp_path_factory: pytest.TempP
         "ADUAN_GAZETTEER": str(gazetteer_csv),
         "ADUAN_DATA_DIR": str(folder / "var"),
         "ADUAN_API_KEYS": KEY,
+        "ADUAN_OPERATOR_KEYS": KEY,
         "ADUAN_ADMIN_KEYS": ADMIN,
         "ADUAN_LOG_LEVEL": "WARNING",
     }
@@ -88,7 +89,7 @@ def _openapi() -> dict:
     from aduan.service.app import create_app
     from aduan.service.settings import Settings
 
-    return create_app(Settings(api_keys=KEY, admin_keys=ADMIN)).openapi()
+    return create_app(Settings(api_keys=KEY, operator_keys=KEY, admin_keys=ADMIN)).openapi()
 
 
 OPENAPI = _openapi()

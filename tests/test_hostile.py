@@ -329,7 +329,7 @@ def run_case(client: Any, case: Case, rid: str) -> str | None:
 
 
 def test_hostile_catalogue_gets_its_statuses_and_error_bodies(make_client, database_url):
-    client = make_client(api_keys=KEY, database_url=database_url)
+    client = make_client(api_keys=KEY, operator_keys=KEY, database_url=database_url)
     stored = client.post(
         "/v1/classify", json={**items("lampu PJU padam"), "store": True}, headers=AUTH
     )

@@ -142,14 +142,53 @@ def test_security_classify_key_cannot_log_in_to_the_workbench(make_client, keys_
 
 def test_security_env_keys_may_be_hashes_and_plain_keys_keep_working(make_client):
     client = make_client(
-        api_keys=f"siti:{hash_key(SITI)},plain-key", admin_keys=f"root:{hash_key(ROOT)}"
+        api_keys=f"siti:{hash_key(SITI)},plain-key",
+        operator_keys="plain-key",
+        admin_keys=f"root:{hash_key(ROOT)}",
     )
     assert client.post("/v1/classify", json=TEXT, headers=bearer(SITI)).status_code == 200
     assert client.post("/v1/classify", json=TEXT, headers=bearer("plain-key")).status_code == 200
-    # plain ADUAN_API_KEYS keys hold classify and operator, as before
+    # a key in ADUAN_API_KEYS and ADUAN_OPERATOR_KEYS holds both scopes
     assert client.get("/v1/requests", headers=bearer("plain-key")).status_code == 200
     assert client.post("/v1/admin/reload", headers=bearer(ROOT)).status_code == 200
     assert client.post("/v1/admin/reload", headers=bearer(SITI)).status_code == 403
+
+
+def test_security_api_keys_hold_the_classify_scope_only(make_client):
+    """An intake partner's key from ADUAN_API_KEYS classifies; it reads no stored complaint,
+    corrects nothing and cannot open the workbench."""
+    client = make_client(api_keys="qlue:qlue-secret", operator_keys="siti:siti-secret")
+    partner = bearer("qlue-secret")
+    stored = client.post("/v1/classify", json={**TEXT, "store": True}, headers=partner)
+    assert stored.status_code == 200
+    rid = stored.json()["results"][0]["request_id"]
+    refused = {
+        "queue": client.get("/v1/requests", headers=partner),
+        "one": client.get(f"/v1/requests/{rid}", headers=partner),
+        "feedback": client.post(
+            "/v1/feedback",
+            json={"request_id": rid, "agency": "Dinas Perhubungan", "category": "PJU"},
+            headers=partner,
+        ),
+    }
+    assert {k: r.status_code for k, r in refused.items()} == dict.fromkeys(refused, 403)
+    form = client.get("/ui/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+    login = client.post(
+        "/ui/login", data={"key": "qlue-secret", "csrf": csrf}, follow_redirects=False
+    )
+    assert "failed=1" in login.headers["location"]
+    described = client.get(f"/open311/v2/requests/{rid}.json?api_key=qlue-secret").json()[0]
+    assert described["description"] is None
+    assert client.get("/v1/requests", headers=bearer("siti-secret")).status_code == 200
+    record(
+        "security_api_keys_least_scope",
+        "a key from ADUAN_API_KEYS (an intake partner's) classifies and stores, and is "
+        "refused the review queue, a stored request, feedback, the workbench and Open311 "
+        "descriptions",
+        {"refused": len(refused) + 2, "allowed": 1},
+        "pytest tests/test_security.py -k classify_scope_only",
+    )
 
 
 def test_security_open311_create_needs_the_classify_scope(make_client, keys_file):
@@ -292,6 +331,7 @@ def test_security_no_complaint_text_or_address_in_any_log_line(tiny_model, gazet
         "ADUAN_GAZETTEER": str(gazetteer_csv),
         "ADUAN_DATA_DIR": str(tmp_path / "var"),
         "ADUAN_API_KEYS": "siti:rahasia-log",
+        "ADUAN_OPERATOR_KEYS": "siti:rahasia-log",
         "ADUAN_LOG_LEVEL": "DEBUG",
     }
     log_file = tmp_path / "server.log"

@@ -236,7 +236,9 @@ def test_security_feedback_records_the_keys_name_not_the_body_s(
     history, the feedback row and the export all name "op"."""
     from aduan.cli import app
 
-    client = make_client(api_keys="op:op-secret", database_url=database_url)
+    client = make_client(
+        api_keys="op:op-secret", operator_keys="op:op-secret", database_url=database_url
+    )
     auth = {"Authorization": "Bearer op-secret"}
     stored = client.post(
         "/v1/classify",

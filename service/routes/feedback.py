@@ -57,8 +57,8 @@ def feedback_enabled(request: Request) -> None:
         raise ApiError(
             403,
             "forbidden",
-            "feedback is disabled because no API keys are "
-            "configured; set ADUAN_API_KEYS to enable it",
+            "feedback is disabled because no operator keys are configured; set "
+            "ADUAN_OPERATOR_KEYS (or add an operator key to the keys file) to enable it",
         )
 
 
