@@ -39,7 +39,7 @@ def test_train_writes_a_self_describing_model_directory(tiny_model):
     assert "## Validation metrics" in (tiny_model / "README.md").read_text()
 
 
-def test_train_loaded_model_matches_training_metrics(tiny_model, complaints_csv):
+def test_train_loaded_model_matches_training_metrics(tiny_model, complaints_csv, tmp_path):
     """A saved-and-loaded model predicts what the trained one measured (weights round-trip)."""
     result = runner.invoke(
         app,
@@ -50,11 +50,11 @@ def test_train_loaded_model_matches_training_metrics(tiny_model, complaints_csv)
             "--data",
             str(complaints_csv),
             "--json",
-            str(tiny_model / "ev.json"),
+            str(tmp_path / "ev.json"),  # not into the model directory: a file it does not list
         ],
     )
     assert result.exit_code == 0, result.output
-    report = json.loads((tiny_model / "ev.json").read_text())
+    report = json.loads((tmp_path / "ev.json").read_text())
     assert report["rows"] == 360
     for head in ("agency", "category"):
         assert set(report[head]) >= {
