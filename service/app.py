@@ -12,6 +12,7 @@ from functools import partial
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import Counter
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from .deps import require_api_key, require_reader
 from .drift import feedback_agreement
@@ -120,6 +121,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     state = app.state.service = ServiceState(settings)
     app.state.keys = KeyRing(settings)
     app.state.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+    app.state.auth_failures = RateLimiter(
+        settings.auth_failures / settings.auth_failure_period_s, settings.auth_failures
+    )
     app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
     # Innermost: the body is capped and checked before any route parses it, and its refusals
@@ -154,6 +158,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         on_shed=shed.inc,
     )
     install_cors(app, settings)
+    # Outermost: the client's address and scheme as a trusted proxy in front says (rate
+    # limits, failed-login counts, Secure cookies, HSTS); anyone else's headers are ignored.
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     document_errors(app)
     return app
 

@@ -42,13 +42,40 @@ def bearer_token(request: Request) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
+def client_address(request: Request) -> str:
+    """The client's address (from X-Forwarded-For when a trusted proxy sent the request)."""
+    return request.client.host if request.client else "unknown"
+
+
+def identify(request: Request, token: str) -> ApiKey | None:
+    """The key `token` is, or None (a failure, counted against the client's address). An
+    address that failed `auth_failures` times recently gets 429 until it regains one, and
+    its key is then not even looked at: guessing gains nothing from the answer. Every
+    surface that takes a key (Bearer, the workbench login, Open311's api_key) calls this."""
+    failures: RateLimiter = request.app.state.auth_failures
+    caller = f"address:{client_address(request)}"
+    wait = failures.wait(caller)
+    if wait > 0:
+        raise ApiError(
+            429,
+            "rate_limited",
+            "too many failed authentication attempts from this address; retry after "
+            f"{retry_after(wait)} s",
+            {"Retry-After": retry_after(wait)},
+        )
+    key = get_keys(request).find(token)
+    if key is None:
+        failures.take(caller)
+    return key
+
+
 def authenticate(request: Request, scopes: tuple[str, ...]) -> ApiKey:
-    """The key the request carries: 401 when missing, wrong or revoked; 403 when it holds none
-    of `scopes`."""
+    """The key the request carries: 401 when missing, wrong or revoked (429 after too many
+    failures, see `identify`); 403 when it holds none of `scopes`."""
     token = bearer_token(request)
     if not token:
         raise unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    key = get_keys(request).find(token)
+    key = identify(request, token)
     if key is None:
         raise unauthorized("invalid or revoked API key")
     if not any(key.allows(scope) for scope in scopes):
@@ -65,8 +92,7 @@ def throttle(request: Request, key: ApiKey | None) -> None:
     if key is not None:
         caller, rate, who = f"key:{key.name}", key.rate, f"the key {key.name!r}"
     else:
-        host = request.client.host if request.client else "unknown"
-        caller, rate, who = f"address:{host}", None, "this address"
+        caller, rate, who = f"address:{client_address(request)}", None, "this address"
     wait = limiter.take(caller, rate)
     if wait > 0:
         raise rate_limited(who, retry_after(wait))

@@ -69,11 +69,6 @@ class ApiKey:
     scopes: frozenset[str]
     rate: float | None = None  # requests per second, overriding ADUAN_RATE_LIMIT
 
-    @property
-    def fingerprint(self) -> str:
-        """A short public id of the key (sessions remember it, never the key)."""
-        return self.digest[:16]
-
     def allows(self, scope: str) -> bool:
         return scope in self.scopes
 
@@ -244,12 +239,6 @@ class KeyRing:
             if hmac.compare_digest(presented, key.digest.encode()):
                 found = key
         return found
-
-    def by_fingerprint(self, fingerprint: str) -> ApiKey | None:
-        for key in self.keys():
-            if hmac.compare_digest(key.fingerprint.encode(), fingerprint.encode()):
-                return key
-        return None
 
     def any_with(self, scope: str) -> bool:
         """Whether a key with `scope` is configured; a broken keys file counts as holding

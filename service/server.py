@@ -75,6 +75,7 @@ def run(app: FastAPI, settings: Settings, host: str, port: int) -> bool:
         access_log=False,
         timeout_graceful_shutdown=int(max(1, round(settings.shutdown_timeout_s))),
         h11_max_incomplete_event_size=settings.max_header_bytes,
+        proxy_headers=False,  # the app applies them, from ADUAN_TRUSTED_PROXIES only
     )
     server = DrainingServer(config, app.state.service, settings.drain_delay_s)
     server.run()

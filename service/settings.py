@@ -53,10 +53,24 @@ class Settings(BaseSettings):
         description="Comma-separated operator keys ('siti:key'): the review queue, feedback and "
         "the workbench; empty (and no operator key in the keys file): those are off",
     )
-    session_secret: str = Field(
-        "",
-        description="Signs the workbench's session cookies; empty: a random secret per process "
-        "(sessions end when the service restarts)",
+    public_https: bool = Field(
+        False,
+        description="Clients reach the service over HTTPS (a proxy in front terminates TLS): "
+        "session cookies are Secure and answers carry HSTS, whatever the request's scheme",
+    )
+    trusted_proxies: str = Field(
+        "127.0.0.1",
+        description="Comma-separated addresses or networks of proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed (the client's address, https); '*' trusts any peer",
+    )
+    auth_failures: int = Field(
+        10,
+        ge=1,
+        description="Failed authentications (wrong key, workbench login) one address may make "
+        "before it must wait; it regains them over auth_failure_period_s",
+    )
+    auth_failure_period_s: float = Field(
+        600.0, gt=0, description="Seconds in which an address regains all its auth_failures"
     )
     keys_file: Path | None = Field(
         None,

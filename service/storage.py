@@ -122,6 +122,21 @@ class RequestEvent(Base):
     new_value: Mapped[str | None] = mapped_column(Text)
 
 
+class OperatorSession(Base):
+    """A workbench session (migration 0004): `id` is the SHA-256 of the cookie's random token,
+    `key_check` an HMAC of the operator key's hash keyed with that token (so the session
+    ends when the key is revoked, and the table holds nothing about the key by itself)."""
+
+    __tablename__ = "operator_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    operator: Mapped[str] = mapped_column(String(200))
+    key_check: Mapped[str] = mapped_column(String(64))
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
 @dataclass(frozen=True)
 class NewRequest:
     """What the service knows about one classified item when it stores it."""
@@ -361,6 +376,24 @@ class Store:
                 "the write-ahead log could not be truncated (another connection is reading): "
                 "purged texts stay in it until the next checkpoint"
             )
+
+    def add_session(self, row: OperatorSession) -> None:
+        """Store a new workbench session, forgetting the expired ones on the way."""
+        with self._session() as session:
+            session.execute(delete(OperatorSession).where(OperatorSession.expires_at < utcnow()))
+            session.add(row)
+
+    def get_session(self, session_id: str) -> OperatorSession | None:
+        """The unexpired session stored under `session_id`, or None."""
+        with self._session() as session:
+            row = session.get(OperatorSession, session_id)
+            if row is None or as_utc(row.expires_at) <= utcnow():
+                return None
+            return row
+
+    def end_session(self, session_id: str) -> None:
+        with self._session() as session:
+            session.execute(delete(OperatorSession).where(OperatorSession.id == session_id))
 
     def counts(self) -> dict[str, int]:
         with self._session() as session:

@@ -18,7 +18,14 @@ from fastapi.responses import Response
 
 from aduan.service import intake
 from aduan.service.batcher import QueueFull
-from aduan.service.deps import BearerDep, StateDep, bearer_token, get_keys, throttle
+from aduan.service.deps import (
+    BearerDep,
+    StateDep,
+    bearer_token,
+    get_keys,
+    identify,
+    throttle,
+)
 from aduan.service.errors import ApiError, open311_error
 from aduan.service.keys import CLASSIFY, OPERATOR
 from aduan.service.open311_format import (
@@ -138,7 +145,11 @@ def _check_key(request: Request, fields: dict[str, str]) -> None:
     keys = get_keys(request)
     key = None
     if keys.protects_api():
-        key = keys.find(fields.get("api_key") or bearer_token(request))
+        token = fields.get("api_key") or bearer_token(request)
+        try:  # failed keys count against the address, as on every surface
+            key = identify(request, token) if token else None
+        except ApiError as exc:
+            raise Open311Error(exc.status, exc.message, exc.headers) from exc
         if key is None:
             raise Open311Error(403, "a valid api_key is required")
         if not key.allows(CLASSIFY):

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from aduan.service import intake
-from aduan.service.deps import ReadyStateDep, get_keys
+from aduan.service.deps import ReadyStateDep, get_keys, identify
 from aduan.service.errors import ApiError
 from aduan.service.keys import OPERATOR
 from aduan.service.review import (
@@ -99,8 +99,9 @@ def home() -> RedirectResponse:
     return RedirectResponse("/ui/queue", 303)
 
 
-@router.get("/login")
-def login_form(request: Request, next: str | None = None, failed: bool = False) -> HTMLResponse:
+def _login_page(
+    request: Request, next: str | None, failed: bool = False, wait: str | None = None
+) -> HTMLResponse:
     token = _sessions(request).issue_login_token()
     response = templates.TemplateResponse(
         request,
@@ -109,11 +110,19 @@ def login_form(request: Request, next: str | None = None, failed: bool = False) 
             "csrf": token,
             "next": _safe_next(next),
             "failed": failed,
+            "wait": wait,
             "enabled": get_keys(request).any_with(OPERATOR),
         },
+        status_code=429 if wait else 200,
+        headers={"Retry-After": wait} if wait else None,
     )
     set_cookie(response, request, LOGIN_COOKIE, token, 3600)
     return response
+
+
+@router.get("/login")
+def login_form(request: Request, next: str | None = None, failed: bool = False) -> HTMLResponse:
+    return _login_page(request, next, failed)
 
 
 @router.post("/login")
@@ -126,7 +135,12 @@ def login(
     expected = request.cookies.get(LOGIN_COOKIE) or ""
     if not same_origin(request) or not expected or not csrf_ok(expected, csrf):
         raise ApiError(403, "forbidden", "the login form is stale: reload it")
-    found = get_keys(request).find(key.strip())
+    try:
+        found = identify(request, key.strip())  # failures count against this address
+    except ApiError as exc:
+        if exc.status != 429:
+            raise
+        return _login_page(request, next, wait=exc.headers.get("Retry-After", "60"))
     if found is None or not found.allows(OPERATOR):
         return RedirectResponse(f"/ui/login?{urlencode({'next': next, 'failed': 1})}", 303)
     response = RedirectResponse(_safe_next(next), 303)
@@ -139,7 +153,9 @@ def login(
 def logout(
     request: Request, session: SessionDep, csrf: Annotated[str, Form()] = ""
 ) -> RedirectResponse:
+    """Ends the session on the server: the old cookie, replayed, opens nothing."""
     _check_form(request, session, csrf)
+    _sessions(request).end(request.cookies.get(SESSION_COOKIE))
     response = RedirectResponse("/ui/login", 303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
