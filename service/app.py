@@ -121,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     state = app.state.service = ServiceState(settings)
     app.state.keys = KeyRing(settings)
     app.state.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+    app.state.explain_limiter = RateLimiter(settings.explain_rate)
     app.state.auth_failures = RateLimiter(
         settings.auth_failures / settings.auth_failure_period_s, settings.auth_failures
     )

@@ -98,6 +98,15 @@ def throttle(request: Request, key: ApiKey | None) -> None:
         raise rate_limited(who, retry_after(wait))
 
 
+def throttle_explanations(request: Request, operator: str) -> None:
+    """429 with Retry-After when `operator` asks for explanations faster than
+    `explain_rate` (each is up to MAX_SPANS + 1 predictions of a text of up to max_chars)."""
+    limiter: RateLimiter = request.app.state.explain_limiter
+    wait = limiter.take(f"operator:{operator}")
+    if wait > 0:
+        raise rate_limited(f"explanations for {operator!r}", retry_after(wait))
+
+
 # Declared as a security scheme, so the API docs' "Authorize" button sends the key.
 bearer = HTTPBearer(
     auto_error=False,

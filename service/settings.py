@@ -81,6 +81,12 @@ class Settings(BaseSettings):
         0.0, ge=0, description="Requests per second per API key (per address when open); 0: off"
     )
     rate_burst: int = Field(0, ge=0, description="Requests a key may send at once; 0: 2 x rate")
+    explain_rate: float = Field(
+        1.0,
+        ge=0,
+        description="Explanations per second per operator (the API and the workbench), in bursts "
+        "of 2 x this (at least 1); each costs up to 49 predictions of its text; 0: no limit",
+    )
     cors_origins: str = Field(
         "",
         description="Comma-separated origins allowed to call the API from a browser; empty: "

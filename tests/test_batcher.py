@@ -182,3 +182,41 @@ def test_admission_control_admits_a_burst_after_an_idle_spell():
     assert statuses == [200] * 24
     rate = gate.rate(time.monotonic())
     assert rate is not None and rate > 15, rate  # capacity (~50/s), not demand (~12/s)
+
+
+def test_batcher_call_runs_alone_in_the_inference_thread_and_counts_as_its_weight():
+    """Other model work (an explanation) waits its turn in the queue, runs in the inference
+    thread between batches, never beside one, and is refused when its weight does not fit."""
+    events: list[tuple[str, str]] = []
+    running = threading.Lock()
+
+    def predict(batch):
+        assert running.acquire(blocking=False), "two model calls at once"
+        events.append(("batch", threading.current_thread().name))
+        time.sleep(0.02)
+        running.release()
+        return batch
+
+    def work():
+        assert running.acquire(blocking=False), "two model calls at once"
+        events.append(("call", threading.current_thread().name))
+        time.sleep(0.02)
+        running.release()
+        return "explained"
+
+    async def main():
+        batcher = DynamicBatcher(predict, max_size=4, max_wait=0.01, queue_size=10)
+        await batcher.start()
+        first = asyncio.ensure_future(batcher.submit([1, 2]))
+        call = asyncio.ensure_future(batcher.call(work, weight=6))
+        later = asyncio.ensure_future(batcher.submit([3]))
+        await asyncio.sleep(0)  # all three queued: 9 of 10 texts
+        with pytest.raises(QueueFull):
+            await batcher.call(work, weight=2)
+        results = await asyncio.gather(first, call, later)
+        await batcher.stop()
+        return results
+
+    assert _run(main()) == [[1, 2], "explained", [3]]
+    assert [kind for kind, _ in events] == ["batch", "call", "batch"]
+    assert all(name.startswith("inference") for _, name in events)

@@ -435,3 +435,56 @@ def test_security_an_empty_keys_file_setting_means_none(monkeypatch):
 
     monkeypatch.setenv("ADUAN_KEYS_FILE", "")
     assert Settings().keys_file is None
+
+
+def test_security_explanations_run_in_the_inference_queue_and_are_throttled(
+    make_client, monkeypatch
+):
+    """An explanation is up to 49 predictions of a text of up to 10,000 characters: it runs
+    in the inference thread, queued with classify (never beside it on other threads), and
+    each operator may ask for ADUAN_EXPLAIN_RATE a second, in the workbench and the API."""
+    import threading
+
+    from aduan.service import intake
+
+    threads: list[str] = []
+    real = intake.explain
+
+    def spy(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(intake, "explain", spy)
+    client = make_client(api_keys=CLERK, operator_keys=f"siti:{SITI}", explain_rate=0.2)
+    text = " ".join(["lampu PJU padam gelap di jalan"] * 300)  # ~9,000 characters
+    stored = client.post(
+        "/v1/classify", json={"items": [{"text": text}], "store": True}, headers=bearer(CLERK)
+    )
+    rid = stored.json()["results"][0]["request_id"]
+    form = client.get("/ui/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+    client.post("/ui/login", data={"key": SITI, "csrf": csrf})
+    fetch = {"X-Requested-With": "fetch"}
+    url = f"/ui/requests/{rid}/explanation"
+    first = client.get(url, headers=fetch)
+    assert first.status_code == 200 and first.json()["method"] == "leave_one_word_out"
+    again = client.get(url, headers=fetch)
+    assert again.status_code == 429 and again.json()["error_type"] == "rate_limited"
+    assert int(again.headers["retry-after"]) >= 1
+    api = client.get(
+        f"/v1/requests/{rid}/explanation?method=leave_one_word_out", headers=bearer(SITI)
+    )
+    assert api.status_code == 429  # the same operator, the same budget
+    assert threads and all(name.startswith("inference") for name in threads), threads
+    record(
+        "security_explanations_queued_and_throttled",
+        "leave-one-word-out explanations of a 9,000-character text: computed in the "
+        "inference thread (queued with classify, shed like it); a second one within the "
+        "operator's budget (ADUAN_EXPLAIN_RATE) gets 429, in the workbench and the API",
+        {
+            "explanations computed": len(threads),
+            "outside the inference thread": sum(not n.startswith("inference") for n in threads),
+            "throttled (429)": 2,
+        },
+        "pytest tests/test_security.py -k explanations_run",
+    )

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request
 
 from aduan.service import intake
-from aduan.service.deps import OperatorDep, ReadyStateDep
+from aduan.service.deps import OperatorDep, ReadyStateDep, throttle_explanations
 from aduan.service.errors import ApiError
 from aduan.service.review import (
     DEFAULT_SORT,
@@ -185,6 +185,7 @@ async def explanation(
     request_id: str,
     state: ReadyStateDep,
     operator: OperatorDep,
+    request: Request,
     head: Literal["agency", "category"] = "agency",
     method: Annotated[
         Literal["tfidf_ngrams", "leave_one_word_out"] | None,
@@ -192,6 +193,7 @@ async def explanation(
     ] = None,
 ) -> ExplanationResponse:
     assert state.store is not None
+    throttle_explanations(request, operator)
     row = await asyncio.to_thread(state.store.get_request, request_id)
     if row is None:
         raise ApiError(404, "not_found", f"no stored request {request_id!r}")

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from aduan.service import intake
-from aduan.service.deps import ReadyStateDep, get_keys, identify
+from aduan.service.deps import ReadyStateDep, get_keys, identify, throttle_explanations
 from aduan.service.errors import ApiError
 from aduan.service.keys import OPERATOR
 from aduan.service.review import (
@@ -292,9 +292,13 @@ async def act(
 
 
 @router.get("/requests/{request_id}/explanation")
-async def explanation(request_id: str, state: ReadyStateDep, session: SessionDep) -> JSONResponse:
-    """Leave-one-word-out for the live model, computed when the operator asks."""
+async def explanation(
+    request_id: str, request: Request, state: ReadyStateDep, session: SessionDep
+) -> JSONResponse:
+    """Leave-one-word-out for the live model, computed when the operator asks (throttled per
+    operator, and queued with the model's other work)."""
     assert state.store is not None
+    throttle_explanations(request, session.operator)
     row = await asyncio.to_thread(state.store.get_request, request_id)
     if row is None:
         raise ApiError(404, "not_found", f"no stored request {request_id!r}")
