@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
+import subprocess
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +17,7 @@ import httpx
 import pytest
 
 from tests.figures import record
-from tests.test_server_process import free_port, start_server, wait_http_ready
+from tests.test_server_process import AD, free_port, start_server, wait_http_ready
 
 KEY = "rahasia-hostile"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -476,3 +478,73 @@ def test_hostile_oversized_head_and_chunked_body_are_refused_by_the_server(serve
     # and the server still answers
     ok = httpx.post(f"http://127.0.0.1:{server}/v1/classify", json=items("lampu padam"))
     assert ok.status_code == 200
+
+
+@contextlib.contextmanager
+def _serving(tiny_model, gazetteer_csv, tmp_path, **settings: str):
+    """`aduan serve` with these ADUAN_* settings (keys configured), logging to a file;
+    yields (port, log path)."""
+    port = free_port()
+    env = {
+        "ADUAN_GAZETTEER": str(gazetteer_csv),
+        "ADUAN_DATA_DIR": str(tmp_path / "var"),
+        "ADUAN_API_KEYS": KEY,
+        "ADUAN_LOG_LEVEL": "INFO",
+        **{f"ADUAN_{name.upper()}": value for name, value in settings.items()},
+    }
+    log = tmp_path / "server.log"
+    proc = subprocess.Popen(
+        [AD, "serve", "--model", str(tiny_model), "--port", str(port)],
+        env={**os.environ, **env},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_http_ready(f"http://127.0.0.1:{port}", proc)
+        yield port, log
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_hostile_slow_uploads_without_a_key_do_not_shed_other_clients(
+    tiny_model, gazetteer_csv, tmp_path
+):
+    """40 connections each send a head announcing a 1,000-byte classify body, then 1 byte,
+    and hold (no key needed for that): the admission control must not count them, so
+    GET /v1/labels and classify with a key keep being answered (they got 429 before)."""
+    body_head = (
+        b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n\r\n{"
+    )
+    with _serving(tiny_model, gazetteer_csv, tmp_path, body_timeout_s="30") as (port, _):
+        held = []
+        try:
+            for _ in range(40):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+                sock.sendall(body_head)
+                held.append(sock)
+            time.sleep(0.5)
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=AUTH) as client:
+                labels = [client.get("/v1/labels").status_code for _ in range(30)]
+                classify = [
+                    client.post("/v1/classify", json=items("lampu padam")).status_code
+                    for _ in range(10)
+                ]
+        finally:
+            for sock in held:
+                sock.close()
+    assert labels == [200] * 30 and classify == [200] * 10
+    record(
+        "hostile_slow_uploads",
+        "40 connections without a key send a classify head and 1 byte of a 1,000-byte body "
+        "and hold; meanwhile GET /v1/labels and classify with a key (they were shed with 429 "
+        "once 8 requests had completed)",
+        {
+            "slow uploads held": len(held),
+            "labels answered 200": f"{labels.count(200)}/{len(labels)}",
+            "classify answered 200": f"{classify.count(200)}/{len(classify)}",
+            "429": labels.count(429) + classify.count(429),
+        },
+        "pytest tests/test_hostile.py -k slow_uploads",
+    )
