@@ -101,6 +101,18 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(
         16 * 1024, ge=1024, description="Largest request head (request line and headers)"
     )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest time a client may take to send a request head, from connecting or "
+        "from the previous answer (then 408 and the connection closes)",
+    )
+    max_connections: int = Field(
+        2048,
+        ge=1,
+        description="Most open connections and running requests; more are answered 503 by the "
+        "HTTP server before they reach the service",
+    )
     max_queue_wait_s: float = Field(
         2.0,
         ge=0,
