@@ -660,3 +660,40 @@ def test_hostile_a_128_mb_head_is_refused_without_being_buffered(
         },
         "pytest tests/test_hostile.py -k 128_mb",
     )
+
+
+def test_hostile_a_client_that_drops_mid_upload_is_not_an_error(
+    tiny_model, gazetteer_csv, tmp_path
+):
+    """Clients that close the connection halfway through their body: logged as a client that
+    went away (no 500, no ERROR, no traceback); the service answers the next client."""
+    head = (
+        b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer " + KEY.encode() + b"\r\nContent-Length: 1000\r\n\r\n"
+    )
+    with _serving(tiny_model, gazetteer_csv, tmp_path) as (port, log, _p):
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(head + b'{"items": [{"text": "lampu')
+                time.sleep(0.2)
+        time.sleep(0.5)
+        after = httpx.post(f"http://127.0.0.1:{port}/v1/classify", json=items("x"), headers=AUTH)
+    output = log.read_text()
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    statuses = [line.get("status") for line in lines if line.get("route") == "/v1/classify"]
+    assert after.status_code == 200
+    assert "Traceback" not in output and '"level": "ERROR"' not in output
+    assert 500 not in statuses
+    gone = [line for line in lines if "disconnected" in str(line.get("message", ""))]
+    assert len(gone) == 3
+    record(
+        "hostile_client_drops_mid_upload",
+        "3 clients close the connection halfway through a classify body",
+        {
+            "500 answers logged": statuses.count(500),
+            "ERROR lines": output.count('"level": "ERROR"'),
+            "tracebacks": output.count("Traceback"),
+            "logged as client gone": len(gone),
+        },
+        "pytest tests/test_hostile.py -k drops_mid_upload",
+    )
