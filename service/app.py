@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import Counter
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from .database import DatabaseBusy
 from .deps import require_api_key, require_reader
 from .drift import feedback_agreement
 from .errors import document_errors, install_error_handlers
@@ -46,8 +47,12 @@ async def _watch_database(state: ServiceState) -> None:
     noticed (and logged) without waiting for a request."""
     while True:
         await asyncio.sleep(state.settings.db_check_interval_s)
-        if state.store is not None:
-            await asyncio.to_thread(state.store.ping)
+        store = state.store
+        if store is not None:
+            try:
+                await store.run(store.ping)
+            except DatabaseBusy as exc:  # every database thread is stuck
+                store.mark_unavailable(str(exc))
 
 
 async def _warm_up(state: ServiceState) -> None:
@@ -81,7 +86,7 @@ def _reload_on_sighup(state: ServiceState, tasks: set[asyncio.Task[object]]) -> 
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServiceState = app.state.service
     state.load()  # ModelDirError/RegistryError propagate: the server refuses to start
-    state.store = await asyncio.to_thread(open_store, state.settings)
+    state.store = await asyncio.to_thread(open_store, state.settings, serving=True)
     if state.store is not None:
         state.drift.feedback_source = partial(feedback_agreement, state.store)
     assert state.batcher is not None

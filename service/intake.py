@@ -3,7 +3,6 @@ and saving stored requests. Routes import this module, never each other."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from functools import partial
 
@@ -96,7 +95,7 @@ def new_request(
 async def save(state: ServiceState, records: Sequence[NewRequest]) -> list[str]:
     """Commit the rows (before the caller answers) and return their request ids."""
     assert state.store is not None
-    return await asyncio.to_thread(state.store.save_requests, list(records))
+    return await state.store.run(state.store.save_requests, list(records))
 
 
 def check_labels(state: ServiceState, agency: str | None, category: str | None) -> None:

@@ -122,6 +122,15 @@ class Settings(BaseSettings):
     max_inflight: int = Field(
         512, ge=1, description="Most requests inside the service at once; more get 429"
     )
+    db_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest a database call may take (a statement, a commit, waiting for a "
+        "database thread); past it the call is cut and answers 503, nothing stored",
+    )
+    db_threads: int = Field(
+        4, ge=1, description="Threads of the database's own that run its calls for the routes"
+    )
     db_check_interval_s: float = Field(
         5.0, gt=0, description="How often the database is checked (readiness, recovery)"
     )

@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -36,7 +36,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from .database import DatabasePool, Deadline
+
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 CONNECT_TIMEOUT_S = 5
 # Alembic finds the migration scripts as package resources (a wheel install has no checkout).
 MIGRATIONS = "aduan.service:migrations"
@@ -170,7 +173,20 @@ def database_url(url: str, data_dir: Path) -> str:
     return f"sqlite:///{(data_dir / 'aduan.db').resolve()}"
 
 
-def make_engine(url: str) -> Engine:
+# A PostgreSQL peer that vanished (no answer, no reset) is noticed by the kernel within
+# about 15 s: keepalive probes on an idle connection, tcp_user_timeout on unacknowledged data.
+POSTGRES_TCP = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 15_000,  # ms
+}
+
+
+def make_engine(url: str, statement_timeout_s: float | None = None) -> Engine:
+    """An engine for `url`; with `statement_timeout_s`, PostgreSQL ends any statement (or
+    idle transaction) that runs longer, on the server's side. Migrations run without one."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     # hide_parameters: an error message never carries the values of a query (complaint
@@ -193,14 +209,27 @@ def make_engine(url: str) -> Engine:
 
         return engine
     # A database that stops answering fails a request within seconds (503), never hangs it.
-    connect = {"connect_timeout": CONNECT_TIMEOUT_S} if "psycopg" in url else {}
-    return create_engine(
+    psycopg = "psycopg" in url
+    connect = {"connect_timeout": CONNECT_TIMEOUT_S, **POSTGRES_TCP} if psycopg else {}
+    engine = create_engine(
         url,
         pool_pre_ping=True,
         pool_timeout=CONNECT_TIMEOUT_S,
         hide_parameters=True,
         connect_args=connect,
     )
+    if psycopg and statement_timeout_s:
+        milliseconds = int(statement_timeout_s * 1000)
+
+        @event.listens_for(engine, "connect")
+        def _timeouts(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f"SET statement_timeout = {milliseconds}")
+            cursor.execute(f"SET idle_in_transaction_session_timeout = {milliseconds}")
+            cursor.close()
+            dbapi_connection.commit()  # SET is transactional: a rollback would undo it
+
+    return engine
 
 
 def upgrade(url: str, revision: str = "head") -> None:
@@ -242,11 +271,16 @@ def _migrate(url: str, direction: str, revision: str) -> None:
 
 
 class Store:
-    """Persistence operations; each method is one committed transaction."""
+    """Persistence operations; each method is one committed transaction. With `deadline_s`
+    (the service's store) every operation must end within it or its connection is cut
+    (`database.Deadline`), and `run` calls them from the event loop in `threads` threads of
+    their own (`database.DatabasePool`)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, deadline_s: float | None = None, threads: int = 4) -> None:
         self.engine = engine
         self.sessions = sessionmaker(engine, expire_on_commit=False)
+        self.deadline = Deadline(engine, deadline_s) if deadline_s else None
+        self.pool = DatabasePool(threads, deadline_s or CONNECT_TIMEOUT_S)
         # Whether the database answered the last check or request; readiness shows it.
         self.available = True
         self.last_error: str | None = None
@@ -263,7 +297,7 @@ class Store:
         was away): a read while all is well; after a failure also a write that changes
         nothing, because a full disk still answers reads."""
         try:
-            with self.engine.begin() as connection:
+            with self._deadline(), self.engine.begin() as connection:
                 connection.execute(select(1))
                 if not self.available:
                     connection.execute(sql("UPDATE alembic_version SET version_num = version_num"))
@@ -278,12 +312,23 @@ class Store:
         self.available, self.last_error, self.unavailable_since = True, None, None
         return True
 
+    def _deadline(self) -> AbstractContextManager[None]:
+        return self.deadline.guard() if self.deadline else nullcontext()
+
     @contextmanager
     def _session(self) -> Iterator[Session]:
-        with self.sessions.begin() as session:
+        with self._deadline(), self.sessions.begin() as session:
             yield session
 
+    async def run(self, work: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+        """`work(*args, **kwargs)` (a method of this store, or a function given it) from the
+        event loop, in the database's own threads; see `database.DatabasePool`."""
+        return await self.pool.run(work, *args, **kwargs)
+
     def close(self) -> None:
+        self.pool.close()
+        if self.deadline is not None:
+            self.deadline.close()
         self.engine.dispose()
 
     def save_requests(self, items: Sequence[NewRequest]) -> list[str]:
@@ -456,9 +501,14 @@ def record_correction(
     return feedback, True, events
 
 
-def open_store(settings: Any, migrate: bool = True) -> Store:
-    """Open the configured database, applying migrations first."""
+def open_store(settings: Any, migrate: bool = True, serving: bool = False) -> Store:
+    """Open the configured database, applying migrations first. The service's store
+    (`serving`) bounds every call by `db_timeout_s`; the command line's does not (a purge
+    of many rows may take long)."""
     url = database_url(settings.database_url, settings.data_dir)
     if migrate:
         upgrade(url)
-    return Store(make_engine(url))
+    if not serving:
+        return Store(make_engine(url))
+    timeout = settings.db_timeout_s
+    return Store(make_engine(url, timeout), timeout, settings.db_threads)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -82,7 +80,7 @@ async def feedback(
     body claims."""
     assert state.store is not None
     intake.check_labels(state, body.agency, body.category)
-    outcome = await asyncio.to_thread(
+    outcome = await state.store.run(
         state.store.add_feedback,
         body.request_id,
         category=body.category,

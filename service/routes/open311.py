@@ -8,7 +8,6 @@ the matching status.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from datetime import timedelta
 from typing import Annotated, Literal
@@ -261,7 +260,7 @@ async def list_requests(
         return open311_error(400, str(exc), xml=xml)
     if start is None and end is None:
         start = utcnow() - DEFAULT_WINDOW  # the spec's default: the last 90 days
-    rows = await asyncio.to_thread(
+    rows = await state.store.run(
         open311_requests,
         state.store,
         ids=_csv(service_request_id),
@@ -288,7 +287,7 @@ async def get_request(
     xml = fmt == "xml"
     if state.store is None or state.taxonomy is None:
         return open311_error(503, "the service is not ready", xml=xml)
-    stored = await asyncio.to_thread(state.store.get_request, request_id)
+    stored = await state.store.run(state.store.get_request, request_id)
     if stored is None:
         return open311_error(404, f"no service request {request_id!r}", xml=xml)
     readable = _may_read_text(request, api_key)

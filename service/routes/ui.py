@@ -203,7 +203,7 @@ async def queue(request: Request, state: ReadyStateDep, session: SessionDep) -> 
     sort = query.get("sort", "received_at")
     error = None
     try:
-        page = await asyncio.to_thread(
+        page = await state.store.run(
             list_requests, state.store, _filter(params), sort, query.get("cursor"), PAGE_SIZE
         )
     except ReviewError as exc:
@@ -250,7 +250,7 @@ async def act(
     moves to in_progress; `save`: the selected labels (when changed), status and note."""
     _check_form(request, session, csrf)
     assert state.store is not None
-    row = await asyncio.to_thread(state.store.get_request, request_id)
+    row = await state.store.run(state.store.get_request, request_id)
     if row is None:
         raise ApiError(404, "not_found", f"no stored request {request_id!r}")
     if action == "confirm":
@@ -273,7 +273,7 @@ async def act(
     else:
         raise ApiError(422, "validation_error", "action must be confirm or save")
     try:
-        outcome = await asyncio.to_thread(
+        outcome = await state.store.run(
             update_request, state.store, request_id, changes, session.operator
         )
     except ReviewError as exc:
@@ -299,7 +299,7 @@ async def explanation(
     operator, and queued with the model's other work)."""
     assert state.store is not None
     throttle_explanations(request, session.operator)
-    row = await asyncio.to_thread(state.store.get_request, request_id)
+    row = await state.store.run(state.store.get_request, request_id)
     if row is None:
         raise ApiError(404, "not_found", f"no stored request {request_id!r}")
     found = await intake.explain_text(state, row.text, "agency", "leave_one_word_out")
@@ -311,7 +311,7 @@ async def model_page(request: Request, state: ReadyStateDep, session: SessionDep
     pipeline = state.pipeline
     assert pipeline is not None and state.store is not None
     plots = plot_files(pipeline.classifier.model_dir)
-    outcomes = await asyncio.to_thread(review_outcomes, state.store)
+    outcomes = await state.store.run(review_outcomes, state.store)
     return templates.TemplateResponse(
         request,
         "model.html",
