@@ -491,3 +491,23 @@ def test_faults_database_that_hangs_is_cut_off_and_the_rest_keeps_serving(
         },
         "pytest tests/test_faults.py -k hangs",
     )
+
+
+def test_faults_postgres_connections_carry_keepalives_and_timeouts():
+    """The kernel notices a PostgreSQL peer that vanished (keepalives, tcp_user_timeout) and
+    the server ends a statement or an idle transaction past the deadline; migrations run
+    without one."""
+    from aduan.service.storage import make_engine
+
+    engine = make_engine(POSTGRES_URL, statement_timeout_s=2)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "2s"
+        assert conn.exec_driver_sql("SHOW idle_in_transaction_session_timeout").scalar() == "2s"
+        params = conn.connection.dbapi_connection.info.get_parameters()
+    engine.dispose()
+    assert params["keepalives"] == "1" and int(params["tcp_user_timeout"]) > 0
+    assert int(params["keepalives_idle"]) * int(params["keepalives_count"]) <= 30
+    unbounded = make_engine(POSTGRES_URL)
+    with unbounded.connect() as conn:
+        assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "0"
+    unbounded.dispose()
