@@ -21,6 +21,7 @@ from .errors import document_errors, install_error_handlers
 from .guard import AdmissionControl, RequestGuard
 from .keys import KeyRing
 from .observability import install_observability
+from .openapi import document_security
 from .ratelimit import RateLimiter
 from .routes import admin, classify, feedback, health, meta, open311, requests, ui
 from .settings import Settings, get_settings
@@ -168,6 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # limits, failed-login counts, Secure cookies, HSTS); anyone else's headers are ignored.
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     document_errors(app)
+    document_security(app, app.state.keys)  # last: it rebuilds the document per key state
     return app
 
 

@@ -488,3 +488,40 @@ def test_security_explanations_run_in_the_inference_queue_and_are_throttled(
         },
         "pytest tests/test_security.py -k explanations_run",
     )
+
+
+def _secured(schema: dict) -> dict[str, list]:
+    return {
+        f"{method.upper()} {path}": operation["security"]
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        if "security" in operation
+    }
+
+
+def test_security_openapi_states_the_authentication_of_the_running_configuration(
+    make_client, keys_file
+):
+    """No key: nothing is declared secured (the API is open, review and admin are off and
+    answer 403 as documented). A classify key only: classify, labels, info and Open311
+    creation. An operator key added to the keys file while serving: the review routes too."""
+    open_api = make_client().get("/openapi.json").json()
+    assert _secured(open_api) == {} and "securitySchemes" not in open_api["components"]
+    off = make_client().post("/v1/admin/reload")
+    assert off.status_code == 403
+    assert "403" in open_api["paths"]["/v1/admin/reload"]["post"]["responses"]
+
+    write_keys(keys_file, f"clerk classify {hash_key(CLERK)}")
+    client = make_client(keys_file=keys_file)
+    secured = _secured(client.get("/openapi.json").json())
+    assert set(secured) == {
+        "POST /v1/classify",
+        "GET /v1/labels",
+        "GET /v1/info",
+        "POST /open311/v2/requests.{fmt}",
+    }
+    write_keys(keys_file, f"clerk classify {hash_key(CLERK)}", f"siti operator {hash_key(SITI)}")
+    secured = _secured(client.get("/openapi.json").json())
+    assert secured["GET /v1/requests"] == [{"apiKey": []}]
+    assert secured["GET /open311/v2/requests.{fmt}"] == [{}, {"apiKey": []}]  # optional
+    assert "POST /v1/admin/reload" not in secured  # still no admin key: off
