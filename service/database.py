@@ -157,8 +157,12 @@ class DatabasePool:
         loop = asyncio.get_running_loop()
         started: asyncio.Future[None] = loop.create_future()
 
+        def mark_started() -> None:
+            if not started.done():
+                started.set_result(None)
+
         def begin() -> R:
-            loop.call_soon_threadsafe(lambda: started.done() or started.set_result(None))
+            loop.call_soon_threadsafe(mark_started)
             return work(*args, **kwargs)
 
         job: Future[R] = self._executor.submit(begin)

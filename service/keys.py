@@ -156,7 +156,7 @@ class KeyRing:
 
     def __init__(self, settings: Any) -> None:
         self.settings = settings
-        self._env: tuple[str, str] | None = None
+        self._env: tuple[str, str, str] | None = None
         self._static: list[ApiKey] = []
         self._from_file: list[ApiKey] = []
         self._stamp: tuple[int, int, int] | None = None

@@ -221,7 +221,7 @@ def test_security_audit_with_nothing_looked_up_says_not_audited(tmp_path):
             "--report",
             str(tmp_path / "report.json"),
         ],
-        env={**os.environ, "AUDIT_STRICT": "1"},
+        env={**os.environ, "AUDIT_STRICT": "1", "ADUAN_FIGURES": str(tmp_path / "strict")},
         capture_output=True,
         text=True,
         timeout=60,
