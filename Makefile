@@ -82,7 +82,8 @@ audit: install
 # each writes its figures to bench/results/reliability/, and RELIABILITY.md's table is
 # rendered from them.
 RELIABILITY_TESTS := tests/test_load.py tests/test_faults.py tests/test_hostile.py \
-  tests/test_fuzz.py tests/test_security.py tests/test_model_files.py tests/test_training_inputs.py
+  tests/test_fuzz.py tests/test_security.py tests/test_security_data.py \
+  tests/test_security_sessions.py tests/test_model_files.py tests/test_training_inputs.py
 reliability: install
 	ADUAN_FIGURES=bench/results/reliability ADUAN_FUZZ_EXAMPLES=200 $(BIN)/python -m pytest \
 	  -m "reliability or not slow" $(RELIABILITY_TESTS)

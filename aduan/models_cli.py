@@ -157,22 +157,24 @@ def _model_dir(model: Path | None, registry: Path) -> Path:
 @app.command()
 def verify(model: ModelArg = None, registry: RegistryOpt = DEFAULT_ROOT) -> None:
     """Check a model directory without loading it: config.json, the kind's files, no pickle
-    files, every file as manifest.json recorded it. Exit 2 naming the file that is wrong."""
-    from aduan.model.artifacts import MANIFEST, ModelDirError, verify_model_dir
+    files, every file as manifest.json recorded it and none it does not list. Exit 2 naming
+    the file that is wrong (or the missing manifest)."""
+    from aduan.model.artifacts import ModelDirError, verify_model_dir
 
     model = _model_dir(model, registry)
     try:
-        verify_model_dir(model)  # checks every file manifest.json lists, when there is one
+        verify_model_dir(model)
     except ModelDirError as exc:
         raise _fail(str(exc)) from exc
-    signed = (model / MANIFEST).is_file()
-    typer.echo(f"{model}: ok" + ("" if signed else " (no manifest.json: files not checksummed)"))
+    typer.echo(f"{model}: ok")
 
 
 @app.command()
 def rehash(model: ModelArg = None, registry: RegistryOpt = DEFAULT_ROOT) -> None:
-    """Record the files' checksums again in manifest.json, after a deliberate edit (e.g. of
-    routing.json). Refuses a directory holding pickle files or without valid labels."""
+    """Record the files' checksums in manifest.json: after a deliberate edit (e.g. of
+    routing.json or config.json), or once for a trusted directory written before manifests
+    (it is refused until it has one). Refuses a directory holding pickle files, without
+    valid labels or whose config.json points outside it."""
     from aduan.model.artifacts import ModelDirError, read_config, refuse_pickles, write_manifest
 
     model = _model_dir(model, registry)

@@ -36,6 +36,18 @@ def accepted() -> dict[str, str]:
     return out
 
 
+def figures(installed: int, audited: int, found: int, accepted: int, service: str) -> dict:
+    """RELIABILITY.md's figures. With no package audited there is no vulnerability count to
+    give: "vulnerabilities: 0" would read as a clean bill."""
+    return {
+        "installed packages": installed,
+        "audited": audited,
+        "vulnerabilities": found if audited else "not audited",
+        "accepted exceptions": accepted,
+        "advisory service": service if audited else f"{service} (unreachable)",
+    }
+
+
 def _record(installed: int, audited: int, found: int, accepted: int, service: str) -> None:
     """RELIABILITY.md's row, when `make reliability` collects figures (ADUAN_FIGURES)."""
     folder = os.environ.get("ADUAN_FIGURES")
@@ -44,13 +56,7 @@ def _record(installed: int, audited: int, found: int, accepted: int, service: st
     row = {
         "test": "dependency_audit",
         "what": "pip-audit against the installed environment; unaccepted vulnerabilities fail",
-        "figures": {
-            "installed packages": installed,
-            "audited": audited,
-            "vulnerabilities": found,
-            "accepted exceptions": accepted,
-            "advisory service": service,
-        },
+        "figures": figures(installed, audited, found, accepted, service),
         "command": "make audit",
     }
     path = Path(folder) / "dependency_audit.json"
@@ -64,8 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         "--strict", action="store_true", default=bool(os.environ.get("AUDIT_STRICT"))
     )
     parser.add_argument("--service", default="pypi", choices=("pypi", "osv"))
+    parser.add_argument(
+        "--report", type=Path, help="summarise this pip-audit JSON report instead of running it"
+    )
     args = parser.parse_args(argv)
     ignore = accepted()
+    if args.report:
+        return summarise(json.loads(args.report.read_text()), ignore, args)
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "audit.json"
         command = [
@@ -87,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
             print(proc.stdout + proc.stderr, file=sys.stderr)
             return 2
         data = json.loads(report.read_text())
+    return summarise(data, ignore, args)
+
+
+def summarise(data: dict, ignore: dict[str, str], args: argparse.Namespace) -> int:
+    """Print and record what a pip-audit JSON report says; the exit code."""
     dependencies = [
         d for d in data["dependencies"] if d.get("skip_reason") != "distribution marked as editable"
     ]
@@ -112,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if unaudited and args.strict:
         return 2
+    if not audited:
+        print("NOT AUDITED: no package could be looked up, so nothing is known about any")
+        return 0
     print("no known vulnerability" + (" among the audited packages" if unaudited else ""))
     return 0
 

@@ -37,14 +37,15 @@ CARD = "README.md"
 TAXONOMY = "taxonomy.yaml"
 LOCATIONS = "locations.json"
 PLOTS = "plots"
-# sha256 and size of the learned files (weights, vocabularies, tokenizer, street index),
-# written last by training and rewritten by `aduan export`: one changed, truncated or swapped
-# afterwards is refused, naming it.
+# sha256 and size of every file in the directory (weights, vocabularies, tokenizer, the
+# street index, config.json, routing.json, the card, plots, hidden files too), written last
+# by training and rewritten by `aduan export` and `aduan models rehash`: a file changed,
+# truncated, swapped or added afterwards is refused, naming it, and so is a directory
+# without a manifest.
 MANIFEST = "manifest.json"
-# Not in the manifest: the self-description that people (and tools) edit on purpose, checked
-# by `read_config` instead (config.json's labels and versions, routing.json's table), and
-# the documentation and pictures.
-UNSIGNED = (MANIFEST, CONFIG, "routing.json", METRICS, TRAINING_CONFIG, CARD, PLOTS)
+# config.json entries that name a file or folder of the directory: each must stay inside it.
+PATH_ENTRIES = (("encoder",), ("onnx", "file"), ("onnx", "fp32"), ("onnx", "int8"))
+REHASH = "aduan models rehash"
 # Pickle-based weight files (torch.save, joblib, numpy object arrays): loading one runs code.
 PICKLE_SUFFIXES = (".bin", ".pkl", ".pickle", ".pt", ".pth", ".joblib", ".ckpt", ".npy", ".npz")
 # Pickle streams start with PROTO (0x80) and a protocol number; torch.save files are zips.
@@ -128,16 +129,43 @@ def verify_model_dir(model_dir: Path | str) -> dict[str, Any]:
 
 
 def _model_files(model_dir: Path) -> list[Path]:
-    """The directory's learned files: not the UNSIGNED ones, not hidden files."""
+    """Every file under the directory but the manifest itself: hidden ones and plots too
+    (anything there could be read by a loader), each refused when it resolves outside."""
+    root = model_dir.resolve()
     out = []
     for path in sorted(model_dir.rglob("*")):
-        relative = path.relative_to(model_dir)
-        if not path.is_file() or relative.parts[0] in UNSIGNED:
+        if path.relative_to(model_dir).as_posix() == MANIFEST:
             continue
-        if any(part.startswith(".") for part in relative.parts):
-            continue
-        out.append(path)
+        if path.is_symlink() and not path.resolve().is_relative_to(root):
+            raise ModelDirError(f"{path}: a link to {path.resolve()}, outside the directory")
+        if path.is_file():
+            out.append(path)
     return out
+
+
+def inside(model_dir: Path, name: str, where: str) -> Path:
+    """`model_dir / name`, refused (`ModelDirError` naming `where`) unless it is a relative
+    path that stays inside the directory: config.json must not point a loader at any other
+    file on the machine."""
+    candidate = Path(name)
+    target = (model_dir / candidate).resolve()
+    if candidate.is_absolute() or not target.is_relative_to(model_dir.resolve()):
+        raise ModelDirError(f"{where}: {name!r} points outside the model directory")
+    return model_dir / candidate
+
+
+def check_paths(model_dir: Path, config: dict[str, Any]) -> None:
+    """Every file or folder config.json names (`encoder`, `onnx.file`, ...) stays inside."""
+    for keys in PATH_ENTRIES:
+        value: Any = config
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is None or isinstance(value, dict):  # absent, or format 1-2's inline encoder
+            continue
+        where = f"{model_dir / CONFIG}: {'.'.join(keys)}"
+        if not isinstance(value, str) or not value:
+            raise ModelDirError(f"{where}: expected a file name, got {value!r}")
+        inside(model_dir, value, where)
 
 
 def _is_safetensors(head: bytes, size: int) -> bool:
@@ -173,8 +201,9 @@ def _sha256(path: Path) -> str:
 
 
 def write_manifest(model_dir: Path) -> dict[str, Any]:
-    """Record the sha256 and size of every file that shapes predictions in `manifest.json`;
-    call it when the directory is complete (training does; `aduan export` rewrites it)."""
+    """Record the sha256 and size of every file of the directory in `manifest.json`; call it
+    when the directory is complete (training does; `aduan export` and `aduan models rehash`
+    rewrite it)."""
     files = {
         path.relative_to(model_dir).as_posix(): {
             "sha256": _sha256(path),
@@ -187,21 +216,24 @@ def write_manifest(model_dir: Path) -> dict[str, Any]:
     return manifest
 
 
-def verify_manifest(model_dir: Path) -> bool:
-    """Check every file `manifest.json` lists: present, the same size, the same sha256.
-    False when the directory has no manifest (written before it existed); `ModelDirError`
-    naming the first file that differs."""
+def verify_manifest(model_dir: Path) -> None:
+    """Check the directory against `manifest.json`: every file it lists present, of the same
+    size and sha256, and no file it does not list. `ModelDirError` naming the first file that
+    differs, or the missing manifest (with the command that writes one for a directory made
+    before manifests, once it is trusted)."""
     path = model_dir / MANIFEST
     if not path.is_file():
-        log.info("%s has no %s: its files are not checked against checksums", model_dir, MANIFEST)
-        return False
+        raise ModelDirError(
+            f"{path}: missing, so no file of the directory can be checked; a directory written "
+            f"before aduan recorded checksums: once you trust it, run `{REHASH} {model_dir}`"
+        )
     manifest = read_json(path)
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, dict) or manifest.get("algorithm") != "sha256":
         raise ModelDirError(f"{path}: not a manifest (expected algorithm sha256 and files)")
     for name, expected in sorted(files.items()):
-        target = model_dir / name
-        if ".." in Path(name).parts or not target.is_file():
+        target = inside(model_dir, name, f"{path}: {name!r}")
+        if not target.is_file() or not isinstance(expected, dict):
             raise ModelDirError(f"{target}: listed in {MANIFEST} but missing")
         size = target.stat().st_size
         if size != expected.get("bytes"):
@@ -212,9 +244,15 @@ def verify_manifest(model_dir: Path) -> bool:
         if _sha256(target) != expected.get("sha256"):
             raise ModelDirError(
                 f"{target}: its sha256 differs from {MANIFEST}: changed after training "
-                "(tampered, or edited by hand: run `aduan models rehash` after a deliberate edit)"
+                f"(tampered, or edited by hand: run `{REHASH}` after a deliberate edit)"
             )
-    return True
+    listed = set(files)
+    for extra in _model_files(model_dir):
+        if extra.relative_to(model_dir).as_posix() not in listed:
+            raise ModelDirError(
+                f"{extra}: not recorded in {MANIFEST}: added after training (run `{REHASH}` "
+                "if you put it there on purpose)"
+            )
 
 
 def library_versions(packages: tuple[str, ...] = CHECKED_LIBRARIES) -> dict[str, str]:
@@ -291,6 +329,7 @@ def read_config(model_dir: Path | str) -> dict[str, Any]:
             raise ModelDirError(
                 f"{path}: head {head!r}: config.json does not contain a valid id2label ({exc})"
             ) from exc
+    check_paths(model_dir, config)
     check_versions(config, model_dir)
     return config
 

@@ -29,6 +29,7 @@ import pandas as pd
 from . import records
 from .pipeline import Pipeline, flat_labels
 from .records import ERROR_COLUMNS, RecordError, Span
+from .spreadsheet import write_csv
 from .text import MAX_TEXT_CHARS, normalize_text
 
 log = logging.getLogger(__name__)
@@ -152,8 +153,8 @@ def _write_part(path: Path, kind: str, answers: list[dict[str, Any]]) -> None:
         tmp.write_text(lines, encoding="utf-8")
     else:
         frame = pd.DataFrame([flat_answer(a) for a in answers], columns=list(FLAT_COLUMNS))
-        if kind == "csv":
-            frame.to_csv(tmp, index=False, header=False)
+        if kind == "csv":  # ids and labels opened in a spreadsheet: no live formulas
+            write_csv(frame, tmp, header=False)
         else:
             frame.to_parquet(tmp, index=False)
     tmp.replace(path)  # a part exists only when complete

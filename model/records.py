@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 import pandas as pd
 
 from .extras import install_hint
+from .spreadsheet import write_csv
 from .text import undecodable
 
 log = logging.getLogger(__name__)
@@ -179,7 +180,7 @@ def write_errors(output: Path, frames: Iterable[pd.DataFrame]) -> int:
         path.unlink(missing_ok=True)
         return 0
     merged = pd.concat(kept, ignore_index=True)
-    merged.to_csv(path, index=False)
+    write_csv(merged, path)  # texts opened in a spreadsheet: no live formulas
     log.warning("%d row(s) could not be classified: see %s", len(merged), path)
     return len(merged)
 

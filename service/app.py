@@ -12,13 +12,16 @@ from functools import partial
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import Counter
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from .database import DatabaseBusy
 from .deps import require_api_key, require_reader
 from .drift import feedback_agreement
 from .errors import document_errors, install_error_handlers
 from .guard import AdmissionControl, RequestGuard
 from .keys import KeyRing
 from .observability import install_observability
+from .openapi import document_security
 from .ratelimit import RateLimiter
 from .routes import admin, classify, feedback, health, meta, open311, requests, ui
 from .settings import Settings, get_settings
@@ -31,9 +34,10 @@ log = logging.getLogger(__name__)
 DESCRIPTION = """
 Routes Indonesian citizen complaints ("sampah menumpuk di depan pasar", "jukir liar di trotoar
 Jl. Tunjungan") to a category and the responsible agency, with calibrated probabilities and a
-route-or-review decision. When `ADUAN_API_KEYS` is set, every `/v1` route needs
-`Authorization: Bearer <key>` ("Authorize" above); the review routes (`/v1/requests`) and the
-operators' workbench (`/ui/`) need it set; `/v1/admin` routes need an admin key
+route-or-review decision. When classify or operator keys are configured (`ADUAN_API_KEYS`,
+`ADUAN_OPERATOR_KEYS` or the keys file), every `/v1` route needs `Authorization: Bearer <key>`
+("Authorize" above) holding its scope; the review routes (`/v1/requests`, `/v1/feedback`) and
+the operators' workbench (`/ui/`) need an operator key; `/v1/admin` routes need an admin key
 (`ADUAN_ADMIN_KEYS`). Errors are JSON `{"error", "error_type"}`; each answer carries its trace
 id in `X-Trace-ID` and names the model version that gave it in `X-Model-Version`.
 """
@@ -44,8 +48,12 @@ async def _watch_database(state: ServiceState) -> None:
     noticed (and logged) without waiting for a request."""
     while True:
         await asyncio.sleep(state.settings.db_check_interval_s)
-        if state.store is not None:
-            await asyncio.to_thread(state.store.ping)
+        store = state.store
+        if store is not None:
+            try:
+                await store.run(store.ping)
+            except DatabaseBusy as exc:  # every database thread is stuck
+                store.mark_unavailable(str(exc))
 
 
 async def _warm_up(state: ServiceState) -> None:
@@ -79,7 +87,7 @@ def _reload_on_sighup(state: ServiceState, tasks: set[asyncio.Task[object]]) -> 
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServiceState = app.state.service
     state.load()  # ModelDirError/RegistryError propagate: the server refuses to start
-    state.store = await asyncio.to_thread(open_store, state.settings)
+    state.store = await asyncio.to_thread(open_store, state.settings, serving=True)
     if state.store is not None:
         state.drift.feedback_source = partial(feedback_agreement, state.store)
     await state.start()
@@ -117,6 +125,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     state = app.state.service = ServiceState(settings)
     app.state.keys = KeyRing(settings)
     app.state.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+    app.state.explain_limiter = RateLimiter(settings.explain_rate)
+    app.state.auth_failures = RateLimiter(
+        settings.auth_failures / settings.auth_failure_period_s, settings.auth_failures
+    )
     app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
     # Innermost: the body is capped and checked before any route parses it, and its refusals
@@ -151,7 +163,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         on_shed=shed.inc,
     )
     install_cors(app, settings)
+    # Outermost: the client's address and scheme as a trusted proxy in front says (rate
+    # limits, failed-login counts, Secure cookies, HSTS); anyone else's headers are ignored.
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     document_errors(app)
+    document_security(app, app.state.keys)  # last: it rebuilds the document per key state
     return app
 
 

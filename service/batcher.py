@@ -3,6 +3,9 @@
 Each request submits its texts as one job. The worker takes the first waiting job, then keeps
 adding jobs until the batch holds `max_size` texts or `max_wait` seconds have passed, runs the
 model once in its own thread (the event loop never blocks) and hands each caller its slice.
+Other model work (an explanation: dozens of predictions of one text) is queued with `call` as
+a job that weighs as many texts, so it waits its turn, is shed like them under overload, and
+never runs beside a batch on the same cores.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any, Generic, TypeVar
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class QueueFull(Exception):
@@ -37,8 +41,9 @@ class BackendUnavailable(Exception):
 @dataclass
 class _Job(Generic[T]):
     texts: Sequence[Any]
-    future: asyncio.Future[list[T]]
+    future: asyncio.Future[Any]
     enqueued: float = field(default_factory=time.perf_counter)
+    call: Callable[[], Any] | None = None  # other model work, run alone; `texts` its weight
 
 
 class DynamicBatcher(Generic[T]):
@@ -65,6 +70,7 @@ class DynamicBatcher(Generic[T]):
         # until the first batch ran.
         self.rate: float | None = None
         self._queue: asyncio.Queue[_Job[T]] = asyncio.Queue()
+        self._held: _Job[T] | None = None  # a call job met while filling a batch: next
         self._pending = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._task: asyncio.Task[None] | None = None
@@ -77,8 +83,10 @@ class DynamicBatcher(Generic[T]):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        waiting = [self._held] if self._held else []
         while not self._queue.empty():
-            job = self._queue.get_nowait()
+            waiting.append(self._queue.get_nowait())
+        for job in waiting:
             if not job.future.done():
                 job.future.set_exception(RuntimeError("service is shutting down"))
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -89,19 +97,31 @@ class DynamicBatcher(Generic[T]):
             return 0.0
         return (self._pending + extra) / self.rate
 
+    def _admit(self, weight: int) -> None:
+        wait = self.estimated_wait(weight)
+        too_slow = self.max_queue_wait > 0 and self._pending > 0 and wait > self.max_queue_wait
+        if self._pending + weight > self.queue_size or too_slow:
+            self.shed += 1
+            raise QueueFull(max(wait - self.max_queue_wait, 1.0) if too_slow else max(wait, 1.0))
+        self._pending += weight
+
     async def submit(self, texts: Sequence[Any]) -> list[T]:
         """Queue the texts and wait for their results; raises `QueueFull` when overloaded:
         more than `queue_size` texts waiting, or a wait longer than `max_queue_wait` (load is
         shed at the door, with an honest Retry-After, rather than queued until clients time
         out)."""
-        wait = self.estimated_wait(len(texts))
-        too_slow = self.max_queue_wait > 0 and self._pending > 0 and wait > self.max_queue_wait
-        if self._pending + len(texts) > self.queue_size or too_slow:
-            self.shed += 1
-            raise QueueFull(max(wait - self.max_queue_wait, 1.0) if too_slow else max(wait, 1.0))
-        self._pending += len(texts)
+        self._admit(len(texts))
         future: asyncio.Future[list[T]] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Job(texts, future))
+        return await future
+
+    async def call(self, work: Callable[[], R], weight: int) -> R:
+        """Run `work` in the inference thread, alone, in queue order, counted as `weight`
+        texts (at most `queue_size`); raises `QueueFull` like `submit`."""
+        weight = max(1, min(weight, self.queue_size))
+        self._admit(weight)
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Job([None] * weight, future, call=work))
         return await future
 
     def _measure(self, size: int, seconds: float) -> None:
@@ -109,8 +129,12 @@ class DynamicBatcher(Generic[T]):
         self.rate = rate if self.rate is None else 0.8 * self.rate + 0.2 * rate
 
     async def _collect(self) -> list[_Job[T]]:
-        jobs = [await self._queue.get()]
-        size = len(jobs[0].texts)
+        """Jobs of texts for one batch, or a single call job."""
+        first, self._held = self._held or await self._queue.get(), None
+        jobs = [first]
+        if first.call is not None:
+            return jobs
+        size = len(first.texts)
         deadline = time.perf_counter() + self.max_wait
         while size < self.max_size:
             remaining = deadline - time.perf_counter()
@@ -124,6 +148,9 @@ class DynamicBatcher(Generic[T]):
                 )
             except TimeoutError:
                 break
+            if job.call is not None:  # runs after this batch
+                self._held = job
+                break
             jobs.append(job)
             size += len(job.texts)
         return jobs
@@ -132,6 +159,9 @@ class DynamicBatcher(Generic[T]):
         loop = asyncio.get_running_loop()
         while True:
             jobs = await self._collect()
+            if jobs[0].call is not None:
+                await self._run_call(jobs[0])
+                continue
             batch = [text for job in jobs for text in job.texts]
             self._pending -= len(batch)
             if self.on_batch:
@@ -152,3 +182,15 @@ class DynamicBatcher(Generic[T]):
                 if not job.future.done():  # the caller may have gone away
                     job.future.set_result(results[start:end])
                 start = end
+
+    async def _run_call(self, job: _Job[T]) -> None:
+        assert job.call is not None
+        self._pending -= len(job.texts)
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(self._executor, job.call)
+        except Exception as exc:  # the caller's error (e.g. a ValueError), not the worker's
+            if not job.future.done():
+                job.future.set_exception(exc)
+            return
+        if not job.future.done():
+            job.future.set_result(result)

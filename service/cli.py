@@ -222,7 +222,9 @@ def feedback_export(
     output.parent.mkdir(parents=True, exist_ok=True)
     suffix = output.suffix.lower()
     if suffix == ".csv":
-        frame.to_csv(output, index=False)
+        from aduan.model.spreadsheet import write_csv
+
+        write_csv(frame, output)  # citizens' texts in a spreadsheet: none runs as a formula
     elif suffix in (".jsonl", ".json"):
         frame.to_json(output, orient="records", lines=True, force_ascii=False)
     elif suffix == ".parquet":

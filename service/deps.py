@@ -42,13 +42,41 @@ def bearer_token(request: Request) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
+def client_address(request: Request) -> str:
+    """The client's address (from X-Forwarded-For when a trusted proxy sent the request)."""
+    return request.client.host if request.client else "unknown"
+
+
+def identify(request: Request, token: str) -> ApiKey | None:
+    """The key `token` is, or None (a failure, counted against the client's address). An
+    address that failed `auth_failures` times recently gets 429 until it regains one, and
+    its key is then not even looked at: guessing gains nothing from the answer. Every
+    surface that takes a key (Bearer, the workbench login, Open311's api_key) calls this."""
+    failures: RateLimiter = request.app.state.auth_failures
+    caller = f"address:{client_address(request)}"
+    wait = failures.wait(caller)
+    if wait > 0:
+        raise ApiError(
+            429,
+            "rate_limited",
+            "too many failed authentication attempts from this address; retry after "
+            f"{retry_after(wait)} s",
+            {"Retry-After": retry_after(wait)},
+        )
+    key = get_keys(request).find(token)
+    if key is None:
+        failures.take(caller)
+    return key
+
+
 def authenticate(request: Request, scopes: tuple[str, ...], token: str | None = None) -> ApiKey:
     """The key the request carries (`token`, as Open311's api_key field, else its Bearer
-    header): 401 when missing, wrong or revoked; 403 when it holds none of `scopes`."""
+    header): 401 when missing, wrong or revoked (429 after too many failures, see
+    `identify`); 403 when it holds none of `scopes`."""
     token = bearer_token(request) if token is None else token
     if not token:
         raise unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    key = get_keys(request).find(token)
+    key = identify(request, token)
     if key is None:
         raise unauthorized("invalid or revoked API key")
     if not any(key.allows(scope) for scope in scopes):
@@ -65,19 +93,27 @@ def throttle(request: Request, key: ApiKey | None) -> None:
     if key is not None:
         caller, rate, who = f"key:{key.name}", key.rate, f"the key {key.name!r}"
     else:
-        host = request.client.host if request.client else "unknown"
-        caller, rate, who = f"address:{host}", None, "this address"
+        caller, rate, who = f"address:{client_address(request)}", None, "this address"
     wait = limiter.take(caller, rate)
     if wait > 0:
         raise rate_limited(who, retry_after(wait))
+
+
+def throttle_explanations(request: Request, operator: str) -> None:
+    """429 with Retry-After when `operator` asks for explanations faster than
+    `explain_rate` (each is up to MAX_SPANS + 1 predictions of a text of up to max_chars)."""
+    limiter: RateLimiter = request.app.state.explain_limiter
+    wait = limiter.take(f"operator:{operator}")
+    if wait > 0:
+        raise rate_limited(f"explanations for {operator!r}", retry_after(wait))
 
 
 # Declared as a security scheme, so the API docs' "Authorize" button sends the key.
 bearer = HTTPBearer(
     auto_error=False,
     scheme_name="apiKey",
-    description="An API key (ADUAN_API_KEYS or the keys file), sent as 'Authorization: Bearer "
-    "<key>'",
+    description="An API key (ADUAN_API_KEYS, ADUAN_OPERATOR_KEYS, ADUAN_ADMIN_KEYS or the keys "
+    "file), sent as 'Authorization: Bearer <key>'",
 )
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
@@ -117,8 +153,8 @@ def require_operator(request: Request, credentials: BearerDep) -> str:
         raise ApiError(
             403,
             "forbidden",
-            "the review routes are disabled because no API keys are configured; "
-            "set ADUAN_API_KEYS (or add an operator key to the keys file) to enable them",
+            "the review routes are disabled because no operator keys are configured; "
+            "set ADUAN_OPERATOR_KEYS (or add an operator key to the keys file) to enable them",
         )
     key = authenticate(request, (OPERATOR,))
     throttle(request, key)

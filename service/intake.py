@@ -4,14 +4,14 @@ module, never each other."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from fastapi.responses import Response
 from pydantic_core import to_json
 
-from aduan.model.explain import Explanation, explain
+from aduan.model.explain import MAX_SPANS, NGRAMS, Explanation, explain
 from aduan.model.pipeline import Routed
 
 from .batcher import BackendUnavailable, QueueFull
@@ -111,7 +111,7 @@ async def save(
     """Commit the rows (before the caller answers) and return (their request ids, False); a
     retry under the same `idempotency` key returns (the first attempt's ids, True) instead."""
     assert state.store is not None
-    return await asyncio.to_thread(save_once, state.store, records, idempotency)
+    return await state.store.run(save_once, state.store, records, idempotency)
 
 
 def check_labels(state: ServiceState, agency: str | None, category: str | None) -> None:
@@ -136,10 +136,17 @@ def check_labels(state: ServiceState, agency: str | None, category: str | None) 
 async def explain_text(
     state: ServiceState, text: str, head: str = "agency", method: str | None = None
 ) -> Explanation:
-    """The words that drove the live model's prediction, computed off the event loop."""
+    """The words that drove the live model's prediction, computed in the inference thread in
+    queue order (up to MAX_SPANS + 1 predictions of the text: it weighs that many texts, and
+    a full queue answers 429 as for classify)."""
     pipeline = state.pipeline  # one model version for the whole call, even across a reload
-    assert pipeline is not None
+    assert pipeline is not None and state.batcher is not None
+    weight = 1 if (method or "") == NGRAMS else MAX_SPANS + 1
     try:
-        return await asyncio.to_thread(explain, pipeline.classifier, text, head, method)
+        return await state.batcher.call(
+            partial(explain, pipeline.classifier, text, head, method), weight
+        )
+    except QueueFull as exc:
+        raise overloaded(retry_after=retry_after(exc.retry_after)) from exc
     except ValueError as exc:
         raise ApiError(422, "validation_error", str(exc)) from exc

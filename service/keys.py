@@ -1,6 +1,7 @@
 """API keys: who may call what. Keys are kept as SHA-256 hashes, carry scopes, and come from
-the environment (`ADUAN_API_KEYS`, `ADUAN_ADMIN_KEYS`) and an optional keys file that is read
-again whenever it changes, so a key is added or revoked without a restart.
+the environment (`ADUAN_API_KEYS`, `ADUAN_OPERATOR_KEYS`, `ADUAN_ADMIN_KEYS`) and an optional
+keys file that is read again whenever it changes, so a key is added or revoked without a
+restart.
 
 The keys file holds one key a line, `name scopes hash [rate=N]`, e.g.
 
@@ -9,9 +10,11 @@ The keys file holds one key a line, `name scopes hash [rate=N]`, e.g.
     qlue     classify            sha256:...   rate=20
 
 Scopes: `classify` (classify, labels, info, creating Open311 requests), `operator` (the review
-queue, feedback, the workbench, Open311 descriptions) and `admin` (`/v1/admin`). A plain key in
-`ADUAN_API_KEYS` (`key` or `name:key`, as before) holds `classify` and `operator`; one in
-`ADUAN_ADMIN_KEYS` holds `admin`; either may also be given hashed (`name:sha256:<hex>`).
+queue, feedback, the workbench, Open311 descriptions) and `admin` (`/v1/admin`). Each key holds
+the least scope its setting names: one in `ADUAN_API_KEYS` (`key` or `name:key`) holds
+`classify` only (an intake partner's key reads no stored complaint), one in
+`ADUAN_OPERATOR_KEYS` holds `operator`, one in `ADUAN_ADMIN_KEYS` `admin`; a key listed in
+several settings holds their scopes together. Any may be given hashed (`name:sha256:<hex>`).
 
 API keys are long random tokens, not passwords, so one SHA-256 is the right hash: it cannot be
 reversed for a key with 256 bits of entropy, and it costs a microsecond per request (a slow
@@ -66,11 +69,6 @@ class ApiKey:
     scopes: frozenset[str]
     rate: float | None = None  # requests per second, overriding ADUAN_RATE_LIMIT
 
-    @property
-    def fingerprint(self) -> str:
-        """A short public id of the key (sessions remember it, never the key)."""
-        return self.digest[:16]
-
     def allows(self, scope: str) -> bool:
         return scope in self.scopes
 
@@ -96,6 +94,19 @@ def env_keys(entries: str, scopes: frozenset[str]) -> list[ApiKey]:
         hashed = _secret_digest(secret)
         out.append(ApiKey(name or f"key-{hashed[:8]}", hashed, scopes))
     return out
+
+
+def merge_scopes(keys: list[ApiKey]) -> list[ApiKey]:
+    """One key per secret: a key listed in several settings holds their scopes together
+    (under the name it was first given)."""
+    merged: dict[str, ApiKey] = {}
+    for key in keys:
+        seen = merged.get(key.digest)
+        if seen is None:
+            merged[key.digest] = key
+        else:
+            merged[key.digest] = ApiKey(seen.name, seen.digest, seen.scopes | key.scopes, seen.rate)
+    return list(merged.values())
 
 
 def parse_keys_file(text: str, path: Path | str) -> list[ApiKey]:
@@ -137,16 +148,19 @@ def parse_keys_file(text: str, path: Path | str) -> list[ApiKey]:
 
 class KeyRing:
     """Every configured key; the keys file is read again when it changes (checked on each
-    lookup: one `stat`). A file that turns unreadable keeps the last good keys (logged), so
-    a half-written edit neither locks everyone out nor lets anyone in. The environment's
-    keys are read from `settings` (`api_keys`, `admin_keys`, `keys_file`)."""
+    lookup: one `stat`). A file that turns unreadable or disappears fails closed: none of
+    its keys is accepted any more (the last good set would keep revoked keys alive), every
+    route stays protected, and each change is logged as an ERROR until the file parses
+    again (`broken` says why meanwhile; readiness shows it). The environment's keys are
+    read from `settings` (`api_keys`, `operator_keys`, `admin_keys`, `keys_file`)."""
 
     def __init__(self, settings: Any) -> None:
         self.settings = settings
-        self._env: tuple[str, str] | None = None
+        self._env: tuple[str, str, str] | None = None
         self._static: list[ApiKey] = []
         self._from_file: list[ApiKey] = []
         self._stamp: tuple[int, int, int] | None = None
+        self.broken: str | None = None  # why the keys file cannot be used, while it cannot
         self._lock = threading.Lock()
         path = self.keys_file
         if path is not None:
@@ -160,10 +174,19 @@ class KeyRing:
         return Path(path) if path else None
 
     def _static_keys(self) -> list[ApiKey]:
-        env = (self.settings.api_keys, self.settings.admin_keys)
+        settings = self.settings
+        env = (
+            settings.api_keys,
+            getattr(settings, "operator_keys", ""),
+            settings.admin_keys,
+        )
         if env != self._env:
-            static = env_keys(env[0], frozenset({CLASSIFY, OPERATOR}))
-            self._static, self._env = static + env_keys(env[1], frozenset({ADMIN})), env
+            found = [
+                *env_keys(env[0], frozenset({CLASSIFY})),
+                *env_keys(env[1], frozenset({OPERATOR})),
+                *env_keys(env[2], frozenset({ADMIN})),
+            ]
+            self._static, self._env = merge_scopes(found), env
         return self._static
 
     def _refresh(self, strict: bool = False) -> None:
@@ -173,9 +196,9 @@ class KeyRing:
         try:
             stat = path.stat()
         except FileNotFoundError:
-            if self._stamp is not None:
-                log.warning("keys file %s is gone: its keys are revoked", path)
-            self._from_file, self._stamp = [], None
+            if self.broken is None:
+                self._fail(f"{path}: keys file not found")
+            self._stamp = None
             return
         stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         if stamp == self._stamp:
@@ -188,11 +211,19 @@ class KeyRing:
             except (OSError, UnicodeDecodeError, KeysFileError) as exc:
                 if strict:
                     raise KeysFileError(str(exc)) from exc
-                log.error("keys file %s not reloaded, the previous keys stay: %s", path, exc)
+                self._fail(str(exc))
                 self._stamp = stamp
                 return
-            self._from_file, self._stamp = keys, stamp
+            self._from_file, self._stamp, self.broken = keys, stamp, None
             log.info("keys file %s read: %d key(s)", path, len(keys))
+
+    def _fail(self, why: str) -> None:
+        self._from_file, self.broken = [], why
+        log.error(
+            "keys file unusable, NONE of its keys is accepted until it is fixed "
+            "(the routes stay protected): %s",
+            why,
+        )
 
     def keys(self) -> list[ApiKey]:
         self._refresh()
@@ -209,16 +240,17 @@ class KeyRing:
                 found = key
         return found
 
-    def by_fingerprint(self, fingerprint: str) -> ApiKey | None:
-        for key in self.keys():
-            if hmac.compare_digest(key.fingerprint.encode(), fingerprint.encode()):
-                return key
-        return None
-
     def any_with(self, scope: str) -> bool:
-        return any(key.allows(scope) for key in self.keys())
+        """Whether a key with `scope` is configured; a broken keys file counts as holding
+        every scope, so no route it guarded turns open or off meanwhile."""
+        keys = self.keys()
+        return self.broken is not None or any(key.allows(scope) for key in keys)
 
     def protects_api(self) -> bool:
-        """`/v1` needs a key as soon as any classify or operator key exists; admin keys alone
-        leave it open (as `ADUAN_ADMIN_KEYS` always did)."""
-        return any(key.allows(CLASSIFY) or key.allows(OPERATOR) for key in self.keys())
+        """`/v1` needs a key as soon as any classify or operator key exists (or a keys file
+        is configured but broken); admin keys alone leave it open (as `ADUAN_ADMIN_KEYS`
+        always did)."""
+        keys = self.keys()
+        return self.broken is not None or any(
+            k.allows(CLASSIFY) or k.allows(OPERATOR) for k in keys
+        )

@@ -53,6 +53,19 @@ class RateLimiter:
                 return 0.0
             return (1.0 - bucket.tokens) / rate
 
+    def wait(self, caller: str, rate: float | None = None) -> float:
+        """Seconds until `caller` has a token again (0: it has one now), taking none."""
+        rate = self.rate if rate is None else rate
+        if rate <= 0:
+            return 0.0
+        now = self.clock()
+        with self._lock:
+            bucket = self._buckets.get(caller)
+            if bucket is None:
+                return 0.0
+            tokens = min(self.capacity(rate), bucket.tokens + (now - bucket.updated) * rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / rate
+
     def _forget(self, now: float) -> None:
         idle = [k for k, b in self._buckets.items() if now - b.updated > IDLE_SECONDS]
         for key in idle or list(self._buckets)[: len(self._buckets) // 2]:

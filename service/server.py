@@ -19,6 +19,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
+from .protocol import bounded_h11
 from .settings import Settings
 from .state import ServiceState
 
@@ -74,7 +75,11 @@ def run(app: FastAPI, settings: Settings, host: str, port: int) -> bool:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=int(max(1, round(settings.shutdown_timeout_s))),
+        # h11, never httptools: its head size limit holds, and the head has a deadline.
+        http=bounded_h11(settings.header_timeout_s),
         h11_max_incomplete_event_size=settings.max_header_bytes,
+        limit_concurrency=settings.max_connections,
+        proxy_headers=False,  # the app applies them, from ADUAN_TRUSTED_PROXIES only
     )
     server = DrainingServer(config, app.state.service, settings.drain_delay_s)
     server.run()

@@ -47,13 +47,32 @@ class Settings(BaseSettings):
     queue_size: int = Field(1024, ge=1, description="Texts waiting before 429")
     api_keys: str = Field(
         "",
-        description="Comma-separated API keys, each optionally named ('siti:key'); empty: /v1 is "
-        "open and the review routes are off",
+        description="Comma-separated API keys with the classify scope only, each optionally "
+        "named ('qlue:key'); empty (and no other keys): /v1 is open",
     )
-    session_secret: str = Field(
+    operator_keys: str = Field(
         "",
-        description="Signs the workbench's session cookies; empty: a random secret per process "
-        "(sessions end when the service restarts)",
+        description="Comma-separated operator keys ('siti:key'): the review queue, feedback and "
+        "the workbench; empty (and no operator key in the keys file): those are off",
+    )
+    public_https: bool = Field(
+        False,
+        description="Clients reach the service over HTTPS (a proxy in front terminates TLS): "
+        "session cookies are Secure and answers carry HSTS, whatever the request's scheme",
+    )
+    trusted_proxies: str = Field(
+        "127.0.0.1",
+        description="Comma-separated addresses or networks of proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed (the client's address, https); '*' trusts any peer",
+    )
+    auth_failures: int = Field(
+        10,
+        ge=1,
+        description="Failed authentications (wrong key, workbench login) one address may make "
+        "before it must wait; it regains them over auth_failure_period_s",
+    )
+    auth_failure_period_s: float = Field(
+        600.0, gt=0, description="Seconds in which an address regains all its auth_failures"
     )
     keys_file: Path | None = Field(
         None,
@@ -64,6 +83,12 @@ class Settings(BaseSettings):
         0.0, ge=0, description="Requests per second per API key (per address when open); 0: off"
     )
     rate_burst: int = Field(0, ge=0, description="Requests a key may send at once; 0: 2 x rate")
+    explain_rate: float = Field(
+        1.0,
+        ge=0,
+        description="Explanations per second per operator (the API and the workbench), in bursts "
+        "of 2 x this (at least 1); each costs up to 49 predictions of its text; 0: no limit",
+    )
     cors_origins: str = Field(
         "",
         description="Comma-separated origins allowed to call the API from a browser; empty: "
@@ -78,6 +103,18 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(
         16 * 1024, ge=1024, description="Largest request head (request line and headers)"
     )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest time a client may take to send a request head, from connecting or "
+        "from the previous answer (then 408 and the connection closes)",
+    )
+    max_connections: int = Field(
+        2048,
+        ge=1,
+        description="Most open connections and running requests; more are answered 503 by the "
+        "HTTP server before they reach the service",
+    )
     max_queue_wait_s: float = Field(
         2.0,
         ge=0,
@@ -86,6 +123,15 @@ class Settings(BaseSettings):
     )
     max_inflight: int = Field(
         512, ge=1, description="Most requests inside the service at once; more get 429"
+    )
+    db_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest a database call may take (a statement, a commit, waiting for a "
+        "database thread); past it the call is cut and answers 503, nothing stored",
+    )
+    db_threads: int = Field(
+        4, ge=1, description="Threads of the database's own that run its calls for the routes"
     )
     db_check_interval_s: float = Field(
         5.0, gt=0, description="How often the database is checked (readiness, recovery)"

@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -36,7 +36,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from .database import DatabasePool, Deadline
+
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 CONNECT_TIMEOUT_S = 5
 # Alembic finds the migration scripts as package resources (a wheel install has no checkout).
 MIGRATIONS = "aduan.service:migrations"
@@ -124,6 +127,21 @@ class RequestEvent(Base):
     new_value: Mapped[str | None] = mapped_column(Text)
 
 
+class OperatorSession(Base):
+    """A workbench session (migration 0004): `id` is the SHA-256 of the cookie's random token,
+    `key_check` an HMAC of the operator key's hash keyed with that token (so the session
+    ends when the key is revoked, and the table holds nothing about the key by itself)."""
+
+    __tablename__ = "operator_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    operator: Mapped[str] = mapped_column(String(200))
+    key_check: Mapped[str] = mapped_column(String(64))
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
 @dataclass(frozen=True)
 class NewRequest:
     """What the service knows about one classified item when it stores it."""
@@ -158,7 +176,20 @@ def database_url(url: str, data_dir: Path) -> str:
     return f"sqlite:///{(data_dir / 'aduan.db').resolve()}"
 
 
-def make_engine(url: str) -> Engine:
+# A PostgreSQL peer that vanished (no answer, no reset) is noticed by the kernel within
+# about 15 s: keepalive probes on an idle connection, tcp_user_timeout on unacknowledged data.
+POSTGRES_TCP = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 15_000,  # ms
+}
+
+
+def make_engine(url: str, statement_timeout_s: float | None = None) -> Engine:
+    """An engine for `url`; with `statement_timeout_s`, PostgreSQL ends any statement (or
+    idle transaction) that runs longer, on the server's side. Migrations run without one."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     # hide_parameters: an error message never carries the values of a query (complaint
@@ -174,18 +205,34 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA foreign_keys=ON")
+            # Deleted rows (the retention purge, a replaced note) are overwritten with zeros,
+            # not left readable in free pages of the file.
+            cursor.execute("PRAGMA secure_delete=ON")
             cursor.close()
 
         return engine
     # A database that stops answering fails a request within seconds (503), never hangs it.
-    connect = {"connect_timeout": CONNECT_TIMEOUT_S} if "psycopg" in url else {}
-    return create_engine(
+    psycopg = "psycopg" in url
+    connect = {"connect_timeout": CONNECT_TIMEOUT_S, **POSTGRES_TCP} if psycopg else {}
+    engine = create_engine(
         url,
         pool_pre_ping=True,
         pool_timeout=CONNECT_TIMEOUT_S,
         hide_parameters=True,
         connect_args=connect,
     )
+    if psycopg and statement_timeout_s:
+        milliseconds = int(statement_timeout_s * 1000)
+
+        @event.listens_for(engine, "connect")
+        def _timeouts(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f"SET statement_timeout = {milliseconds}")
+            cursor.execute(f"SET idle_in_transaction_session_timeout = {milliseconds}")
+            cursor.close()
+            dbapi_connection.commit()  # SET is transactional: a rollback would undo it
+
+    return engine
 
 
 def upgrade(url: str, revision: str = "head") -> None:
@@ -227,11 +274,16 @@ def _migrate(url: str, direction: str, revision: str) -> None:
 
 
 class Store:
-    """Persistence operations; each method is one committed transaction."""
+    """Persistence operations; each method is one committed transaction. With `deadline_s`
+    (the service's store) every operation must end within it or its connection is cut
+    (`database.Deadline`), and `run` calls them from the event loop in `threads` threads of
+    their own (`database.DatabasePool`)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, deadline_s: float | None = None, threads: int = 4) -> None:
         self.engine = engine
         self.sessions = sessionmaker(engine, expire_on_commit=False)
+        self.deadline = Deadline(engine, deadline_s) if deadline_s else None
+        self.pool = DatabasePool(threads, deadline_s or CONNECT_TIMEOUT_S)
         # Whether the database answered the last check or request; readiness shows it.
         self.available = True
         self.last_error: str | None = None
@@ -248,7 +300,7 @@ class Store:
         was away): a read while all is well; after a failure also a write that changes
         nothing, because a full disk still answers reads."""
         try:
-            with self.engine.begin() as connection:
+            with self._deadline(), self.engine.begin() as connection:
                 connection.execute(select(1))
                 if not self.available:
                     connection.execute(sql("UPDATE alembic_version SET version_num = version_num"))
@@ -263,12 +315,23 @@ class Store:
         self.available, self.last_error, self.unavailable_since = True, None, None
         return True
 
+    def _deadline(self) -> AbstractContextManager[None]:
+        return self.deadline.guard() if self.deadline else nullcontext()
+
     @contextmanager
     def _session(self) -> Iterator[Session]:
-        with self.sessions.begin() as session:
+        with self._deadline(), self.sessions.begin() as session:
             yield session
 
+    async def run(self, work: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+        """`work(*args, **kwargs)` (a method of this store, or a function given it) from the
+        event loop, in the database's own threads; see `database.DatabasePool`."""
+        return await self.pool.run(work, *args, **kwargs)
+
     def close(self) -> None:
+        self.pool.close()
+        if self.deadline is not None:
+            self.deadline.close()
         self.engine.dispose()
 
     def save_requests(self, items: Sequence[NewRequest]) -> list[str]:
@@ -340,8 +403,13 @@ class Store:
             ]
 
     def purge(self, before: datetime) -> int:
-        """Delete requests received before `before`, with their feedback and audit events;
-        returns the count."""
+        """Delete requests received before `before` (any zone; naive means UTC), with their
+        feedback and audit events; returns the count. Under SQLite the deleted texts are
+        zeroed in the file (`secure_delete`) and the write-ahead log, which still holds
+        their earlier pages, is checkpointed and truncated."""
+        # SQLite compares the stored UTC text with the bound's text: it must be UTC too, or
+        # 17:00+07:00 would be read as 17:00 UTC.
+        before = as_utc(before)
         with self._session() as session:
             old = select(StoredRequest.id).where(StoredRequest.received_at < before)
             session.execute(delete(Feedback).where(Feedback.request_id.in_(old)))
@@ -349,7 +417,37 @@ class Store:
             result = session.execute(
                 delete(StoredRequest).where(StoredRequest.received_at < before)
             )
-            return int(getattr(result, "rowcount", 0) or 0)
+            deleted = int(getattr(result, "rowcount", 0) or 0)
+        if self.engine.dialect.name == "sqlite":
+            self._truncate_wal()
+        return deleted
+
+    def _truncate_wal(self) -> None:
+        with self.engine.connect() as connection:
+            busy = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").scalar()
+        if busy:
+            log.warning(
+                "the write-ahead log could not be truncated (another connection is reading): "
+                "purged texts stay in it until the next checkpoint"
+            )
+
+    def add_session(self, row: OperatorSession) -> None:
+        """Store a new workbench session, forgetting the expired ones on the way."""
+        with self._session() as session:
+            session.execute(delete(OperatorSession).where(OperatorSession.expires_at < utcnow()))
+            session.add(row)
+
+    def get_session(self, session_id: str) -> OperatorSession | None:
+        """The unexpired session stored under `session_id`, or None."""
+        with self._session() as session:
+            row = session.get(OperatorSession, session_id)
+            if row is None or as_utc(row.expires_at) <= utcnow():
+                return None
+            return row
+
+    def end_session(self, session_id: str) -> None:
+        with self._session() as session:
+            session.execute(delete(OperatorSession).where(OperatorSession.id == session_id))
 
     def counts(self) -> dict[str, int]:
         with self._session() as session:
@@ -412,9 +510,14 @@ def record_correction(
     return feedback, True, events
 
 
-def open_store(settings: Any, migrate: bool = True) -> Store:
-    """Open the configured database, applying migrations first."""
+def open_store(settings: Any, migrate: bool = True, serving: bool = False) -> Store:
+    """Open the configured database, applying migrations first. The service's store
+    (`serving`) bounds every call by `db_timeout_s`; the command line's does not (a purge
+    of many rows may take long)."""
     url = database_url(settings.database_url, settings.data_dir)
     if migrate:
         upgrade(url)
-    return Store(make_engine(url))
+    if not serving:
+        return Store(make_engine(url))
+    timeout = settings.db_timeout_s
+    return Store(make_engine(url, timeout), timeout, settings.db_threads)

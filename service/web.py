@@ -1,23 +1,24 @@
 """What the service's web pages share: templates and static files shipped in the package, the
-operator's session cookie and CSRF tokens, security headers, and the API docs served without a
-CDN (the service may run air-gapped).
+operator's session and CSRF tokens, security headers, and the API docs served without a CDN
+(the service may run air-gapped).
 
-Sessions are signed cookies (HMAC-SHA256 with `ADUAN_SESSION_SECRET`, or a random secret per
-process): they carry the operator's name, a fingerprint of the key used to log in (the session
-ends when that key is removed from `ADUAN_API_KEYS`), an expiry and the CSRF token every form
-must send back.
+Sessions live in the database (`operator_sessions`, migration 0004), so every replica knows
+them and logging out ends them everywhere. The cookie is a random token and nothing else; the
+table keeps its SHA-256, the operator's name, the CSRF token every form must send back, an
+expiry, and an HMAC of the operator key's hash keyed with the token, so the session ends when
+that key is revoked while neither a leaked cookie nor a leaked table says anything about the
+key. Cookies are `Secure` when the request came over HTTPS (as a trusted proxy says, see
+`ADUAN_TRUSTED_PROXIES`) or `ADUAN_PUBLIC_HTTPS` is set; so is HSTS.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-import json
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -28,10 +29,12 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from .keys import OPERATOR, ApiKey, KeyRing
 from .settings import Settings
+from .storage import OperatorSession, Store, utcnow
 
 SESSION_COOKIE = "aduan_session"
 LOGIN_COOKIE = "aduan_login"  # the CSRF token of the login form (double submit)
 SESSION_SECONDS = 8 * 3600
+HSTS = "max-age=31536000"
 UI_PREFIX = "/ui"
 STATIC_PREFIX = "/ui/static"
 SWAGGER_PREFIX = "/static/swagger"
@@ -58,57 +61,76 @@ templates = Jinja2Templates(
 @dataclass(frozen=True)
 class Session:
     operator: str
-    key_fingerprint: str
     csrf: str
-    expires: int
+
+
+def _session_id(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _key_check(token: str, key: ApiKey) -> str:
+    return hmac.new(token.encode(), key.digest.encode(), hashlib.sha256).hexdigest()
 
 
 class Sessions:
-    """Signs and checks session cookies and CSRF tokens."""
+    """Opens, reads and ends workbench sessions (blocking: call from a worker thread)."""
 
-    def __init__(self, settings: Settings, keys: KeyRing) -> None:
-        self.settings = settings
-        self.keys = keys
-        self.secret = (settings.session_secret or secrets.token_hex(32)).encode()
+    def __init__(self, ring: KeyRing, store: Callable[[], Store | None]) -> None:
+        self.ring = ring
+        self.store = store
 
-    def _sign(self, payload: bytes) -> str:
-        return hmac.new(self.secret, payload, hashlib.sha256).hexdigest()
+    def _store(self) -> Store:
+        store = self.store()
+        assert store is not None, "sessions need the database"
+        return store
 
     def issue(self, key: ApiKey) -> str:
-        """A cookie value for a valid operator key."""
-        data = {
-            "op": key.name,
-            "kf": key.fingerprint,
-            "csrf": secrets.token_urlsafe(24),
-            "exp": int(time.time()) + SESSION_SECONDS,
-        }
-        payload = base64.urlsafe_b64encode(json.dumps(data).encode())
-        return f"{payload.decode()}.{self._sign(payload)}"
+        """A new session for a valid operator key; returns the cookie's value."""
+        token = secrets.token_urlsafe(32)
+        now = utcnow()
+        self._store().add_session(
+            OperatorSession(
+                id=_session_id(token),
+                operator=key.name,
+                key_check=_key_check(token, key),
+                csrf=secrets.token_urlsafe(24),
+                created_at=now,
+                expires_at=now + timedelta(seconds=SESSION_SECONDS),
+            )
+        )
+        return token
 
     @staticmethod
     def issue_login_token() -> str:
         return secrets.token_urlsafe(24)
 
     def read(self, cookie: str | None) -> Session | None:
-        """The session of a cookie that is signed, unexpired and whose key is still
-        configured; None otherwise."""
-        if not cookie or "." not in cookie:
+        """The session of a cookie that is stored, unexpired and whose key is still
+        configured with the operator scope; None otherwise."""
+        if not cookie or len(cookie) > 100:
             return None
-        payload, _, signature = cookie.rpartition(".")
-        if not hmac.compare_digest(self._sign(payload.encode()), signature):
+        row = self._store().get_session(_session_id(cookie))
+        if row is None:
             return None
-        try:
-            data = json.loads(base64.urlsafe_b64decode(payload.encode()))
-            session = Session(str(data["op"]), str(data["kf"]), str(data["csrf"]), int(data["exp"]))
-        except (ValueError, KeyError, TypeError):
-            return None
-        if session.expires < time.time():
-            return None
-        # The key must still be configured (revoked: the session ends) with the operator scope.
-        key = self.keys.by_fingerprint(session.key_fingerprint)
-        if key is None or key.name != session.operator or not key.allows(OPERATOR):
-            return None
-        return session
+        configured = self.ring.keys()
+        for key in configured:
+            if key.name != row.operator or not key.allows(OPERATOR):
+                continue
+            if hmac.compare_digest(_key_check(cookie, key), row.key_check):
+                return Session(row.operator, row.csrf)
+        return None  # its key was revoked or lost the operator scope
+
+    def end(self, cookie: str | None) -> None:
+        """Forget the session (logout): its cookie is worth nothing afterwards."""
+        if cookie and len(cookie) <= 100:
+            self._store().end_session(_session_id(cookie))
+
+
+def is_https(request: Request) -> bool:
+    """Whether the client reached the service over HTTPS: the request's scheme (a trusted
+    proxy's X-Forwarded-Proto sets it) or `ADUAN_PUBLIC_HTTPS`."""
+    settings: Settings = request.app.state.service.settings
+    return settings.public_https or request.url.scheme == "https"
 
 
 def csrf_ok(expected: str, given: str | None) -> bool:
@@ -134,14 +156,14 @@ def set_cookie(response: Response, request: Request, name: str, value: str, age:
         max_age=age,
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=is_https(request),
         path="/",
     )
 
 
 def install_web(app: FastAPI, settings: Settings) -> None:
     """Static files, the CDN-free API docs, session signing and security headers."""
-    app.state.sessions = Sessions(settings, app.state.keys)
+    app.state.sessions = Sessions(app.state.keys, lambda: app.state.service.store)
     # follow_symlink: a strict editable install links the package files into its build tree.
     ui_files = StaticFiles(packages=[("aduan.service", "static")], follow_symlink=True)
     app.mount(STATIC_PREFIX, ui_files, name="ui-static")
@@ -176,6 +198,8 @@ def install_web(app: FastAPI, settings: Settings) -> None:
         }
         if is_page:
             headers["Cache-Control"] = "no-store"  # pages carry complaint texts
+        if is_https(request):  # browsers never come back over plain HTTP
+            headers["Strict-Transport-Security"] = HSTS
         for name, value in headers.items():
             response.headers.setdefault(name, value)
         return response

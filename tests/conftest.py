@@ -309,6 +309,9 @@ def add_version(registry, source: Path, version: str, created_at: str | None = N
         config["created_at"] = created_at
     path.unlink()
     path.write_text(json.dumps(config))
+    from aduan.model.artifacts import write_manifest
+
+    write_manifest(staging)  # config.json is in the manifest: re-sign the edit
     return registry.add(staging)
 
 

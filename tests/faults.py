@@ -1,4 +1,5 @@
-"""Tools for fault tests: a TCP proxy that can cut a database off and bring it back."""
+"""Tools for fault tests: a TCP proxy that can cut a database off and bring it back, or
+black-hole it (stop forwarding without closing anything)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import threading
 class TcpProxy:
     """Forwards 127.0.0.1:`port` to `upstream`. `stop()` closes the listener and every open
     connection (the database "goes away": new connections are refused, pooled ones break);
-    `start()` listens again on the same port."""
+    `start()` listens again on the same port. `freeze()` black-holes it: connections stay
+    open and new ones are accepted, but nothing is forwarded any more, what is sent is lost
+    (as behind a dead host or a firewall that drops), and nobody is told; `thaw()` forwards
+    again (on new connections: the frozen ones lost bytes)."""
 
     def __init__(self, upstream: tuple[str, int]) -> None:
         self.upstream = upstream
@@ -18,6 +22,13 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self.frozen = threading.Event()
+
+    def freeze(self) -> None:
+        self.frozen.set()
+
+    def thaw(self) -> None:
+        self.frozen.clear()
 
     def start(self) -> TcpProxy:
         listener = socket.socket()
@@ -48,6 +59,11 @@ class TcpProxy:
                 client, _ = listener.accept()
             except OSError:
                 return
+            if self.frozen.is_set():  # accepted, never answered
+                with self._lock:
+                    self._sockets.add(client)
+                threading.Thread(target=self._swallow, args=(client,), daemon=True).start()
+                continue
             try:
                 server = socket.create_connection(self.upstream, timeout=5)
             except OSError:
@@ -59,11 +75,17 @@ class TcpProxy:
                 threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
 
     @staticmethod
-    def _pump(source: socket.socket, target: socket.socket) -> None:
+    def _swallow(source: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while source.recv(65536):
+                pass
+
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
         try:
             source.settimeout(None)
             while data := source.recv(65536):
-                target.sendall(data)
+                if not self.frozen.is_set():  # frozen: the bytes are lost on the way
+                    target.sendall(data)
         except OSError:
             pass
         finally:

@@ -14,6 +14,7 @@ from aduan.model.artifacts import (
     kind_class,
     library_versions,
     read_config,
+    write_manifest,
 )
 from aduan.model.classifier import ComplaintClassifier
 
@@ -28,6 +29,7 @@ def _copy(tiny_model, tmp_path, **changes):
         else:
             config[key] = value
     (target / "config.json").write_text(json.dumps(config))
+    write_manifest(target)  # a deliberate edit, re-signed (`aduan models rehash`)
     return target
 
 

@@ -182,3 +182,106 @@ def test_admission_control_admits_a_burst_after_an_idle_spell():
     assert statuses == [200] * 24
     rate = gate.rate(time.monotonic())
     assert rate is not None and rate > 15, rate  # capacity (~50/s), not demand (~12/s)
+
+
+def test_batcher_call_runs_alone_in_the_inference_thread_and_counts_as_its_weight():
+    """Other model work (an explanation) waits its turn in the queue, runs in the inference
+    thread between batches, never beside one, and is refused when its weight does not fit."""
+    events: list[tuple[str, str]] = []
+    running = threading.Lock()
+
+    def predict(batch):
+        assert running.acquire(blocking=False), "two model calls at once"
+        events.append(("batch", threading.current_thread().name))
+        time.sleep(0.02)
+        running.release()
+        return batch
+
+    def work():
+        assert running.acquire(blocking=False), "two model calls at once"
+        events.append(("call", threading.current_thread().name))
+        time.sleep(0.02)
+        running.release()
+        return "explained"
+
+    async def main():
+        batcher = DynamicBatcher(predict, max_size=4, max_wait=0.01, queue_size=10)
+        await batcher.start()
+        first = asyncio.ensure_future(batcher.submit([1, 2]))
+        call = asyncio.ensure_future(batcher.call(work, weight=6))
+        later = asyncio.ensure_future(batcher.submit([3]))
+        await asyncio.sleep(0)  # all three queued: 9 of 10 texts
+        with pytest.raises(QueueFull):
+            await batcher.call(work, weight=2)
+        results = await asyncio.gather(first, call, later)
+        await batcher.stop()
+        return results
+
+    assert _run(main()) == [[1, 2], "explained", [3]]
+    assert [kind for kind, _ in events] == ["batch", "call", "batch"]
+    assert all(name.startswith("inference") for _, name in events)
+
+
+def test_admission_control_does_not_count_requests_still_sending_their_body():
+    """600 clients that each sent a head announcing 1,000 bytes and trickle the body (no key
+    needed) are not inside: GET /v1/labels keeps being answered, where it got 429 once a few
+    had completed (and everything did past max_inflight)."""
+    from starlette.responses import PlainTextResponse
+
+    from aduan.service.guard import AdmissionControl
+
+    async def app(scope, receive, send):
+        message = await receive()
+        while message.get("more_body"):
+            message = await receive()
+        await asyncio.sleep(0.005)
+        await PlainTextResponse("ok")(scope, receive, send)
+
+    async def main():
+        gate = AdmissionControl(app, max_wait_s=2.0, max_inflight=512, min_inflight=8)
+        arrived = asyncio.Event()
+
+        async def trickle():
+            sent = []
+            first = True
+
+            async def receive():
+                nonlocal first
+                if first:
+                    first = False
+                    return {"type": "http.request", "body": b"{", "more_body": True}
+                await arrived.wait()
+                return {"type": "http.request", "body": b"}", "more_body": False}
+
+            async def send(message):
+                sent.append(message)
+
+            head = [(b"content-length", b"1000"), (b"content-type", b"application/json")]
+            scope = {"type": "http", "path": "/v1/classify", "method": "POST", "headers": head}
+            await gate(scope, receive, send)
+            return sent[0]["status"]
+
+        uploads = [asyncio.ensure_future(trickle()) for _ in range(600)]
+        await asyncio.sleep(0.05)
+        inside_while_sending = gate.inflight
+        labels = []
+        for _ in range(40):
+            scope = {"type": "http", "path": "/v1/labels", "method": "GET", "headers": []}
+            sent = []
+
+            async def send(message, sent=sent):
+                sent.append(message)
+
+            async def receive():
+                return {"type": "http.request", "body": b""}
+
+            await gate(scope, receive, send)
+            labels.append(sent[0]["status"])
+        arrived.set()  # the bodies arrive: now they are inside, and answered
+        uploaded = await asyncio.gather(*uploads)
+        return inside_while_sending, labels, uploaded
+
+    inside, labels, uploaded = _run(main())
+    assert inside == 0
+    assert labels == [200] * 40
+    assert 200 in uploaded and set(uploaded) <= {200, 429}

@@ -72,6 +72,7 @@ def server(tiny_model, gazetteer_csv, tmp_path):
         data_dir=tmp_path,
         database_url=url,
         api_keys=f"siti:{KEY}",
+        operator_keys=f"siti:{KEY}",
     )
     app = create_app(settings)
     port = _free_port()

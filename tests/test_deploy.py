@@ -82,3 +82,39 @@ def test_deploy_retrain_job_reports_refusals_as_failures():
     assert container["image"].startswith("aduan-train:")  # the service image has no torch
     [models] = [m for m in container["volumeMounts"] if m["name"] == "models"]
     assert not models.get("readOnly", False)  # the job writes the registry the pods read
+
+
+def _env(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def test_deploy_rollout_drains_longer_than_readiness_takes_to_fail():
+    """SIGTERM fails readiness at once, but the endpoints drop the pod only after
+    failureThreshold x periodSeconds (+ the probe's timeout): the listener must stay open
+    longer than that, and the grace period must cover the drain and the in-flight requests."""
+    pod = _one("Deployment", "aduan")["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    env = _env(container)
+    probe = container["readinessProbe"]
+    fails_after = probe["periodSeconds"] * probe["failureThreshold"] + probe["timeoutSeconds"]
+    drain = float(env["ADUAN_DRAIN_DELAY_S"]["value"])
+    shutdown = float(env["ADUAN_SHUTDOWN_TIMEOUT_S"]["value"])
+    assert drain > fails_after
+    assert pod["terminationGracePeriodSeconds"] >= drain + shutdown + 1
+
+
+def test_deploy_keys_come_from_a_scoped_keys_file():
+    """No key from ADUAN_API_KEYS-style settings (each would hold one fixed scope): the keys
+    file, mounted read-only from the Secret, names every key's scopes."""
+    pod = _one("Deployment", "aduan")["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    env = _env(container)
+    assert not {"ADUAN_API_KEYS", "ADUAN_OPERATOR_KEYS", "ADUAN_ADMIN_KEYS"} & set(env)
+    path = Path(env["ADUAN_KEYS_FILE"]["value"])
+    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == str(path.parent)]
+    assert mount["readOnly"] is True
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == "aduan-keys"
+    assert {i["path"] for i in volume["secret"]["items"]} == {path.name}
+    assert env["ADUAN_PUBLIC_HTTPS"]["value"] == "true"
+    assert env["ADUAN_TRUSTED_PROXIES"]["value"] not in ("*", "")

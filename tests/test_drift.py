@@ -103,7 +103,7 @@ def _correct(client, result, agency, category="BANSOS"):
 
 
 def test_drift_feedback_disagreement_rate(make_client, database_url):
-    client = make_client(api_keys="k1", database_url=database_url)
+    client = make_client(api_keys="k1", operator_keys="k1", database_url=database_url)
     agreed = _store(client, "bansos belum cair sudah lama")
     disputed = _store(client, "bansos tidak diterima warga miskin")
     _store(client, "lampu PJU padam")  # not corrected: not counted

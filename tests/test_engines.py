@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from aduan.cli import app
+from aduan.model.artifacts import write_manifest
 from aduan.model.classifier import ComplaintClassifier
 from aduan.model.network import mean_pool
 from aduan.model.transformer import TokenIds
@@ -136,7 +137,8 @@ def test_engines_directories_of_format_2_still_load(tiny_transformer, tmp_path):
     (legacy / "config.json").write_text(json.dumps(config))
     shutil.rmtree(legacy / "encoder")
     (legacy / "heads.safetensors").unlink()
-    (legacy / "manifest.json").unlink()  # format-2 directories had none
+    (legacy / "manifest.json").unlink()  # format-2 directories had none: refused until
+    write_manifest(legacy)  # `aduan models rehash` records the trusted files
     old = ComplaintClassifier.load(legacy).predict_proba(TEXTS)
     new = ComplaintClassifier.load(tiny_transformer).predict_proba(TEXTS)
     for head in old:

@@ -63,7 +63,7 @@ def _csrf(html: str) -> str:
 def test_faults_database_outage_answers_503_and_recovers_by_itself(make_client, postgres_schema):
     proxy = TcpProxy(("127.0.0.1", 5432)).start()
     url = f"postgresql+psycopg://127.0.0.1:{proxy.port}/test?options=-csearch_path%3D{postgres_schema}"
-    client = make_client(api_keys=KEY, database_url=url, db_check_interval_s=0.2)
+    client = make_client(api_keys=KEY, operator_keys=KEY, database_url=url, db_check_interval_s=0.2)
     try:
         stored = client.post(
             "/v1/classify", json=items("lampu PJU padam", store=True), headers=AUTH
@@ -379,3 +379,135 @@ def test_faults_sigterm_drains_in_flight_requests_and_exits_0(tiny_model, gazett
         },
         "pytest tests/test_faults.py -k sigterm",
     )
+
+
+def test_faults_database_that_hangs_is_cut_off_and_the_rest_keeps_serving(
+    tiny_model, gazetteer_csv, tmp_path, postgres_schema
+):
+    """PostgreSQL stops answering without closing anything (the proxy swallows every byte,
+    accepts new connections and never answers them): storing answers 503 within the
+    deadline and its connection is cut (nothing written), while classify, labels and health
+    are served from threads the database does not hold; forwarding again, storing resumes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    proxy = TcpProxy(("127.0.0.1", 5432)).start()
+    url = f"postgresql+psycopg://127.0.0.1:{proxy.port}/test?options=-csearch_path%3D{postgres_schema}"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "ADUAN_GAZETTEER": str(gazetteer_csv),
+        "ADUAN_DATA_DIR": str(tmp_path / "var"),
+        "ADUAN_DATABASE_URL": url,
+        "ADUAN_API_KEYS": KEY,
+        "ADUAN_OPERATOR_KEYS": KEY,
+        "ADUAN_DB_TIMEOUT_S": "1",
+        "ADUAN_DB_THREADS": "2",
+        "ADUAN_DB_CHECK_INTERVAL_S": "0.5",
+        "ADUAN_LOG_LEVEL": "INFO",
+    }
+    log = tmp_path / "server.log"
+    proc = subprocess.Popen(
+        [AD, "serve", "--model", str(tiny_model), "--port", str(port)],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+    def timed(call):
+        started = time.monotonic()
+        response = call()
+        return response.status_code, time.monotonic() - started, response
+
+    try:
+        wait_http_ready(base, proc)
+        with httpx.Client(base_url=base, headers=AUTH, timeout=30) as client:
+            first = client.post("/v1/classify", json=items("lampu PJU padam", store=True))
+            assert first.status_code == 200
+            proxy.freeze()
+            frozen = time.monotonic()
+            with ThreadPoolExecutor(8) as pool:
+                stores = [
+                    pool.submit(
+                        timed,
+                        lambda i=i: client.post(
+                            "/v1/classify", json=items(f"sampah HANG-{i}", store=True)
+                        ),
+                    )
+                    for i in range(8)
+                ]
+                time.sleep(0.3)  # the database threads are stuck now
+                served = [
+                    timed(lambda: client.post("/v1/classify", json=items("lampu padam")))
+                    for _ in range(5)
+                ] + [
+                    timed(lambda: client.get("/v1/labels")),
+                    timed(lambda: client.get("/health/live")),
+                ]
+                queue = timed(lambda: client.get("/v1/requests"))
+                stored = [future.result() for future in stores]
+            deadline = time.monotonic() + 10
+            while client.get("/health/ready").json()["database"] != "unavailable":
+                assert time.monotonic() < deadline, "readiness never saw the hang"
+                time.sleep(0.1)
+            hung_for = time.monotonic() - frozen
+            proxy.thaw()
+            back = time.monotonic()
+            while True:
+                again = client.post("/v1/classify", json=items("lampu padam lagi", store=True))
+                if again.status_code == 200:
+                    break
+                assert again.status_code == 503 and time.monotonic() - back < 20, again.text
+                time.sleep(0.2)
+            recovered = time.monotonic() - back
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        proxy.stop()
+    assert [status for status, _, _ in served] == [200] * 7
+    assert max(seconds for _, seconds, _ in served) < 2
+    assert {status for status, _, _ in stored} == {503}
+    assert all(r.json()["error_type"] == "database_unavailable" for _, _, r in stored)
+    assert max(seconds for _, seconds, _ in stored) < 10  # deadline 1 s + connect 5 s
+    assert queue[0] == 503
+    rows = _rows(postgres_schema)
+    assert len(rows) == 2 and not any("HANG" in text for text in rows.values())
+    output = log.read_text()
+    assert "outlived its 1.0 s deadline" in output and "Traceback" not in output
+    record(
+        "faults_database_hangs",
+        "PostgreSQL black-holed while serving (a proxy swallows every byte, closes nothing): "
+        "8 concurrent storing requests answer 503 within the deadline (ADUAN_DB_TIMEOUT_S=1) "
+        "plus the connect timeout, their connections cut, nothing written; classify, labels "
+        "and health answered meanwhile; forwarding again, storing resumes",
+        {
+            "storing answered 503": f"{len(stored)}/{len(stored)}",
+            "slowest 503 s": round(max(s for _, s, _ in stored), 2),
+            "served meanwhile": f"{len(served)}/{len(served)}",
+            "slowest served ms": round(1000 * max(s for _, s, _ in served), 1),
+            "rows written while hung": 0,
+            "hang s": round(hung_for, 1),
+            "recovery s": round(recovered, 2),
+        },
+        "pytest tests/test_faults.py -k hangs",
+    )
+
+
+def test_faults_postgres_connections_carry_keepalives_and_timeouts():
+    """The kernel notices a PostgreSQL peer that vanished (keepalives, tcp_user_timeout) and
+    the server ends a statement or an idle transaction past the deadline; migrations run
+    without one."""
+    from aduan.service.storage import make_engine
+
+    engine = make_engine(POSTGRES_URL, statement_timeout_s=2)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "2s"
+        assert conn.exec_driver_sql("SHOW idle_in_transaction_session_timeout").scalar() == "2s"
+        params = conn.connection.dbapi_connection.info.get_parameters()
+    engine.dispose()
+    assert params["keepalives"] == "1" and int(params["tcp_user_timeout"]) > 0
+    assert int(params["keepalives_idle"]) * int(params["keepalives_count"]) <= 30
+    unbounded = make_engine(POSTGRES_URL)
+    with unbounded.connect() as conn:
+        assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "0"
+    unbounded.dispose()

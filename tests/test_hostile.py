@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
+import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.figures import record
-from tests.test_server_process import free_port, start_server, wait_http_ready
+from tests.test_server_process import AD, free_port, start_server, wait_http_ready
 
 KEY = "rahasia-hostile"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -394,7 +397,7 @@ def run_case(client: Any, case: Case, rid: str) -> str | None:
 
 
 def test_hostile_catalogue_gets_its_statuses_and_error_bodies(make_client, database_url):
-    client = make_client(api_keys=KEY, database_url=database_url)
+    client = make_client(api_keys=KEY, operator_keys=KEY, database_url=database_url)
     stored = client.post(
         "/v1/classify", json={**items("lampu PJU padam"), "store": True}, headers=AUTH
     )
@@ -541,3 +544,221 @@ def test_hostile_oversized_head_and_chunked_body_are_refused_by_the_server(serve
     # and the server still answers
     ok = httpx.post(f"http://127.0.0.1:{server}/v1/classify", json=items("lampu padam"))
     assert ok.status_code == 200
+
+
+@contextlib.contextmanager
+def _serving(tiny_model, gazetteer_csv, tmp_path, **settings: str):
+    """`aduan serve` with these ADUAN_* settings (keys configured), logging to a file;
+    yields (port, log path, process)."""
+    port = free_port()
+    env = {
+        "ADUAN_GAZETTEER": str(gazetteer_csv),
+        "ADUAN_DATA_DIR": str(tmp_path / "var"),
+        "ADUAN_API_KEYS": KEY,
+        "ADUAN_LOG_LEVEL": "INFO",
+        **{f"ADUAN_{name.upper()}": value for name, value in settings.items()},
+    }
+    log = tmp_path / "server.log"
+    proc = subprocess.Popen(
+        [AD, "serve", "--model", str(tiny_model), "--port", str(port)],
+        env={**os.environ, **env},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_http_ready(f"http://127.0.0.1:{port}", proc)
+        yield port, log, proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_hostile_slow_uploads_without_a_key_do_not_shed_other_clients(
+    tiny_model, gazetteer_csv, tmp_path
+):
+    """40 connections each send a head announcing a 1,000-byte classify body, then 1 byte,
+    and hold (no key needed for that): the admission control must not count them, so
+    GET /v1/labels and classify with a key keep being answered (they got 429 before)."""
+    body_head = (
+        b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n\r\n{"
+    )
+    with _serving(tiny_model, gazetteer_csv, tmp_path, body_timeout_s="30") as (port, _, _p):
+        held = []
+        try:
+            for _ in range(40):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+                sock.sendall(body_head)
+                held.append(sock)
+            time.sleep(0.5)
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=AUTH) as client:
+                labels = [client.get("/v1/labels").status_code for _ in range(30)]
+                classify = [
+                    client.post("/v1/classify", json=items("lampu padam")).status_code
+                    for _ in range(10)
+                ]
+        finally:
+            for sock in held:
+                sock.close()
+    assert labels == [200] * 30 and classify == [200] * 10
+    record(
+        "hostile_slow_uploads",
+        "40 connections without a key send a classify head and 1 byte of a 1,000-byte body "
+        "and hold; meanwhile GET /v1/labels and classify with a key (they were shed with 429 "
+        "once 8 requests had completed)",
+        {
+            "slow uploads held": len(held),
+            "labels answered 200": f"{labels.count(200)}/{len(labels)}",
+            "classify answered 200": f"{classify.count(200)}/{len(classify)}",
+            "429": labels.count(429) + classify.count(429),
+        },
+        "pytest tests/test_hostile.py -k slow_uploads",
+    )
+
+
+def _until_closed(sock: socket.socket, limit: float) -> tuple[bytes, float]:
+    """What the server sends until it closes the connection (or `limit` s pass), and when."""
+    started = time.monotonic()
+    sock.settimeout(0.1)
+    answer = b""
+    while time.monotonic() - started < limit:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        answer += chunk
+    return answer, time.monotonic() - started
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_hostile_request_heads_are_bounded_in_time(tiny_model, gazetteer_csv, tmp_path):
+    """An idle connection and a head trickled a byte every 100 ms are cut at the 1 s head
+    deadline (the trickled one with 408); others are answered meanwhile; past
+    ADUAN_MAX_CONNECTIONS the server answers 503 instead of queueing."""
+    settings = {"header_timeout_s": "1", "max_connections": "6"}
+    with _serving(tiny_model, gazetteer_csv, tmp_path, **settings) as (port, _, _p):
+        base = f"http://127.0.0.1:{port}"
+        with socket.create_connection(("127.0.0.1", port)) as idle:
+            idle_answer, idle_closed = _until_closed(idle, 10)
+        with socket.create_connection(("127.0.0.1", port)) as slow:
+            slow.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            started, others, answer = time.monotonic(), [], b""
+            slow.settimeout(0.1)
+            while time.monotonic() - started < 10 and not answer:
+                try:
+                    slow.sendall(b"a")
+                    answer = slow.recv(65536)
+                except TimeoutError:
+                    pass
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+                others.append(httpx.get(f"{base}/health/live").status_code)
+            rest, _ = _until_closed(slow, 5)
+            answer += rest
+            slow_closed = time.monotonic() - started
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(6)]
+        try:
+            time.sleep(0.2)
+            over = httpx.get(f"{base}/health/live")
+        finally:
+            for sock in held:
+                sock.close()
+    assert idle_answer == b"" and 0.9 <= idle_closed < 3
+    assert answer.startswith(b"HTTP/1.1 408") and b'"error_type": "timeout"' in answer
+    assert 0.9 <= slow_closed < 3
+    assert others and set(others) == {200}
+    assert over.status_code == 503
+    record(
+        "hostile_slow_head",
+        "an idle connection, and a head sent one byte every 100 ms, with a 1 s head deadline "
+        "(ADUAN_HEADER_TIMEOUT_S); then ADUAN_MAX_CONNECTIONS+1 connections",
+        {
+            "idle closed after s": round(idle_closed, 2),
+            "trickled head": f"408 after {slow_closed:.2f} s",
+            "other requests meanwhile": f"{others.count(200)}/{len(others)} answered",
+            "over the connection limit": over.status_code,
+        },
+        "pytest tests/test_hostile.py -k bounded_in_time",
+    )
+
+
+def test_hostile_a_128_mb_head_is_refused_without_being_buffered(
+    tiny_model, gazetteer_csv, tmp_path
+):
+    """h11 refuses a head growing past ADUAN_MAX_HEADER_BYTES at once (431); httptools,
+    which uvicorn picks when installed, buffered all 128 MB (+94 MB resident) first."""
+    with _serving(tiny_model, gazetteer_csv, tmp_path) as (port, _, proc):
+        before = _rss_kb(proc.pid)
+        chunk = b"a" * 65536
+        sent = 0
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: ")
+            try:
+                while sent < 128 * 1024 * 1024:
+                    sock.sendall(chunk)
+                    sent += len(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            answer, _ = _until_closed(sock, 5)
+        grown = (_rss_kb(proc.pid) - before) / 1024
+        still = httpx.get(f"http://127.0.0.1:{port}/health/live").status_code
+    assert answer.startswith(b"HTTP/1.1 431") and b"headers_too_large" in answer
+    assert sent < 8 * 1024 * 1024  # refused within the first megabytes, not at the end
+    assert grown < 20 and still == 200
+    record(
+        "hostile_huge_head",
+        "a client sends a 128 MB request head: 431 as soon as it passes the 16 KiB limit",
+        {
+            "status": int(answer.split(b" ", 2)[1]),
+            "MB sent before the server closed": round(sent / 2**20, 1),
+            "resident memory growth MB": round(grown, 1),
+        },
+        "pytest tests/test_hostile.py -k 128_mb",
+    )
+
+
+def test_hostile_a_client_that_drops_mid_upload_is_not_an_error(
+    tiny_model, gazetteer_csv, tmp_path
+):
+    """Clients that close the connection halfway through their body: logged as a client that
+    went away (no 500, no ERROR, no traceback); the service answers the next client."""
+    head = (
+        b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer " + KEY.encode() + b"\r\nContent-Length: 1000\r\n\r\n"
+    )
+    with _serving(tiny_model, gazetteer_csv, tmp_path) as (port, log, _p):
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(head + b'{"items": [{"text": "lampu')
+                time.sleep(0.2)
+        time.sleep(0.5)
+        after = httpx.post(f"http://127.0.0.1:{port}/v1/classify", json=items("x"), headers=AUTH)
+    output = log.read_text()
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    statuses = [line.get("status") for line in lines if line.get("route") == "/v1/classify"]
+    assert after.status_code == 200
+    assert "Traceback" not in output and '"level": "ERROR"' not in output
+    assert 500 not in statuses
+    gone = [line for line in lines if "disconnected" in str(line.get("message", ""))]
+    assert len(gone) == 3
+    record(
+        "hostile_client_drops_mid_upload",
+        "3 clients close the connection halfway through a classify body",
+        {
+            "500 answers logged": statuses.count(500),
+            "ERROR lines": output.count('"level": "ERROR"'),
+            "tracebacks": output.count("Traceback"),
+            "logged as client gone": len(gone),
+        },
+        "pytest tests/test_hostile.py -k drops_mid_upload",
+    )

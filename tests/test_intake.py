@@ -13,7 +13,7 @@ KEY = {"Authorization": "Bearer k1"}
 
 @pytest.fixture
 def client(make_client, database_url):
-    return make_client(api_keys="k1", database_url=database_url)
+    return make_client(api_keys="k1", operator_keys="k1", database_url=database_url)
 
 
 def _store_one(client, text="sampah menumpuk di TPS bau busuk", **item):
@@ -62,7 +62,7 @@ def test_intake_feedback_disabled_without_keys(make_client):
         "/v1/feedback", json={"request_id": "x", "agency": "a", "category": "b", "operator": "o"}
     )
     assert response.status_code == 403
-    assert "ADUAN_API_KEYS" in response.json()["error"]
+    assert "ADUAN_OPERATOR_KEYS" in response.json()["error"]
 
 
 def test_intake_open311_services(client):

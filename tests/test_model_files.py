@@ -72,6 +72,60 @@ def _manifest_missing_file(d: Path) -> str:
     return "locations.json: listed in manifest.json but missing"
 
 
+def _config_edited(d: Path) -> str:
+    # a threshold lowered by hand: every prediction would route automatically
+    config = json.loads((d / "config.json").read_text())
+    config["thresholds"] = {head: 0.0 for head in config["thresholds"]}
+    (d / "config.json").write_text(json.dumps(config))
+    return "config.json: "
+
+
+def _signed_config(d: Path, **entries: object) -> None:
+    config = json.loads((d / "config.json").read_text())
+    config.update(entries)
+    (d / "config.json").write_text(json.dumps(config))
+    write_manifest(d)  # the manifest forged to match
+
+
+def _encoder_outside(d: Path) -> str:
+    _signed_config(d, encoder="../../elsewhere/encoder")
+    return "config.json: encoder: '../../elsewhere/encoder' points outside the model directory"
+
+
+def _onnx_outside(d: Path) -> str:
+    _signed_config(d, onnx={"file": "/tmp/evil.onnx", "int8": "/tmp/evil.onnx"})
+    return "config.json: onnx.file: '/tmp/evil.onnx' points outside the model directory"
+
+
+def _pickle_in_plots(d: Path) -> str:
+    (d / "plots").mkdir(exist_ok=True)
+    (d / "plots" / "confusion.png").write_bytes(pickle.dumps({"x": 1}, protocol=4))
+    write_manifest(d)
+    return "plots/confusion.png: a pickle-based file"
+
+
+def _pickle_hidden(d: Path) -> str:
+    (d / ".cache").mkdir()
+    (d / ".cache" / "state.bin").write_bytes(pickle.dumps([1], protocol=2))
+    return ".cache/state.bin: a pickle-based file"
+
+
+def _file_added(d: Path) -> str:
+    (d / "added_tokens.json").write_text('{"lampu": 0}')
+    return "added_tokens.json: not recorded in manifest.json"
+
+
+def _manifest_deleted(d: Path) -> str:
+    (d / "manifest.json").unlink()
+    return "manifest.json: missing, so no file of the directory can be checked"
+
+
+def _link_outside(d: Path) -> str:
+    (d / "locations.json").unlink()
+    (d / "locations.json").symlink_to("/etc/hostname")
+    return "locations.json: a link to /etc/hostname, outside the directory"
+
+
 DAMAGE: dict[str, Callable[[Path], str]] = {
     "missing": _missing,
     "truncated": _truncated,
@@ -80,12 +134,25 @@ DAMAGE: dict[str, Callable[[Path], str]] = {
     "pickle as weights": _pickled_weights,
     "pickle beside": _pickle_beside,
     "file listed but gone": _manifest_missing_file,
+    "config.json edited": _config_edited,
+    "encoder path outside": _encoder_outside,
+    "onnx path outside": _onnx_outside,
+    "pickle in plots/": _pickle_in_plots,
+    "pickle in a hidden folder": _pickle_hidden,
+    "file added": _file_added,
+    "manifest deleted": _manifest_deleted,
+    "link outside": _link_outside,
 }
 
 
-def _damaged(source: Path, tmp_path: Path, name: str) -> tuple[Path, str]:
-    target = tmp_path / name.replace(" ", "-")
+def _damaged(
+    source: Path, tmp_path: Path, name: str, version: str | None = None
+) -> tuple[Path, str]:
+    """A copy of `source` (renamed to `version`, re-signed, when given), then damaged."""
+    target = tmp_path / "".join(c if c.isalnum() else "-" for c in name)
     shutil.copytree(source, target)
+    if version is not None:
+        _signed_config(target, model_version=version)
     return target, DAMAGE[name](target)
 
 
@@ -123,13 +190,11 @@ def test_model_files_refused_at_reload_and_the_old_model_keeps_serving(
     client = make_client(registry=registry.root, admin_keys="adm-files", reload_interval_s=3600)
     refused = {}
     for number, damage in enumerate(DAMAGE):
-        broken, expected = _damaged(tiny_model, tmp_path / "src", damage)
         version = f"broken-{number}"
-        config = json.loads((broken / "config.json").read_text())
-        config["model_version"] = version
-        (broken / "config.json").write_text(json.dumps(config))
-        shutil.move(broken, registry.staging(version))
-        registry.add(registry.staging(version))
+        broken, expected = _damaged(tiny_model, tmp_path / "src", damage, version)
+        # copied in by hand, past `Registry.add`'s own read of config.json
+        registry.versions_dir.mkdir(parents=True, exist_ok=True)
+        shutil.move(broken, registry.versions_dir / version)
         registry.promote(version, verify=False)  # as a hand-edited pointer would
         response = client.post("/v1/admin/reload", headers=ADMIN)
         assert response.status_code == 409, (damage, response.text)
@@ -140,8 +205,10 @@ def test_model_files_refused_at_reload_and_the_old_model_keeps_serving(
         assert answer.json()["model_version"] == "v1"
     record(
         "model_files_refused",
-        "a model directory with a missing, truncated, tampered (one byte), edited or pickled "
-        "file is refused at start and at reload, naming the file; the old model keeps serving",
+        "a model directory with a missing, truncated, tampered (one byte), edited, added or "
+        "pickled file (plots/ and hidden folders too), config.json edited or pointing outside, "
+        "a link outside or no manifest is refused at start and at reload, naming the file; "
+        "the old model keeps serving",
         {
             "damages": len(DAMAGE),
             "refused at start": len(DAMAGE),
@@ -182,6 +249,17 @@ def test_model_files_models_verify_and_rehash(tiny_model, tmp_path):
     assert refused.exit_code == 2 and "locations.json" in refused.output
     assert CliRunner().invoke(app, ["models", "rehash", str(copy)]).exit_code == 0
     assert CliRunner().invoke(app, ["models", "verify", str(copy)]).exit_code == 0
+    # a directory from before manifests is refused, naming the command that signs it
+    (copy / "manifest.json").unlink()
+    unsigned = CliRunner().invoke(app, ["models", "verify", str(copy)])
+    assert unsigned.exit_code == 2 and f"aduan models rehash {copy}" in unsigned.output
+    assert CliRunner().invoke(app, ["models", "rehash", str(copy)]).exit_code == 0
+    assert CliRunner().invoke(app, ["models", "verify", str(copy)]).exit_code == 0
+    # rehash signs nothing that points outside the directory
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "encoder": "/etc"}))
+    outside = CliRunner().invoke(app, ["models", "rehash", str(copy)])
+    assert outside.exit_code == 2 and "points outside" in outside.output
 
 
 def test_model_files_safetensors_whose_header_length_looks_like_pickle_magic_is_accepted(

@@ -11,7 +11,7 @@ KEY = {"Authorization": "Bearer k1"}
 
 @pytest.fixture
 def client(make_client, database_url):
-    return make_client(api_keys="siti:k1", database_url=database_url)
+    return make_client(api_keys="siti:k1", operator_keys="siti:k1", database_url=database_url)
 
 
 def _create(client, description, **fields):

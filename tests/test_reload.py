@@ -10,6 +10,7 @@ import weakref
 
 import pytest
 
+from aduan.model.artifacts import write_manifest
 from aduan.model.pipeline import Pipeline
 from aduan.model.registry import Registry
 from tests.conftest import add_version
@@ -125,9 +126,9 @@ def test_reload_refuses_a_broken_candidate_and_the_old_model_keeps_serving(
     weights = registry.path("broken") / "tfidf.json"
     weights.chmod(0o644)
     weights.write_text("{not json")
-    # no manifest (a directory from before checksums): the loader itself finds the damage
+    # the manifest re-signed over the damage: the loader itself must find it
     registry.path("broken").chmod(0o755)
-    (registry.path("broken") / "manifest.json").unlink()
+    write_manifest(registry.path("broken"))
     client = make_client(registry=registry.root, admin_keys="adm-1", reload_interval_s=0.1)
     registry.promote("broken", verify=False)  # past the CLI's check, as a hand-edited pointer
     deadline = time.monotonic() + 10

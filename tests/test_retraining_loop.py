@@ -91,6 +91,7 @@ def test_retraining_loop_promotes_a_better_model_into_the_running_service(
         registry=registry.root,
         database_url=database,
         api_keys="k1",
+        operator_keys="k1",
         admin_keys="adm-1",
         reload_interval_s=0.2,
     )

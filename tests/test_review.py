@@ -17,7 +17,7 @@ KEYS = "siti:rahasia-siti,k2"
 
 @pytest.fixture
 def client(make_client, database_url):
-    return make_client(api_keys=KEYS, database_url=database_url)
+    return make_client(api_keys=KEYS, operator_keys=KEYS, database_url=database_url)
 
 
 def _store(client, *items):
@@ -163,7 +163,7 @@ def test_review_audit_table_refuses_updates(client):
 def test_review_routes_need_configured_keys(make_client):
     client = make_client()
     response = client.get("/v1/requests")
-    assert response.status_code == 403 and "ADUAN_API_KEYS" in response.json()["error"]
+    assert response.status_code == 403 and "ADUAN_OPERATOR_KEYS" in response.json()["error"]
 
 
 def test_review_feedback_route_also_sets_corrected_labels(client):
@@ -176,7 +176,8 @@ def test_review_feedback_route_also_sets_corrected_labels(client):
     }
     assert client.post("/v1/feedback", json=body, headers=SITI).status_code == 201
     item = client.get(f"/v1/requests/{rid}", headers=SITI).json()
-    assert (item["corrected_category"], item["corrected_by"]) == ("DRAINASE", "op1")
+    # recorded under the key's name, not the body's "operator" (issue 19: a forgeable audit trail)
+    assert (item["corrected_category"], item["corrected_by"]) == ("DRAINASE", "siti")
 
 
 def test_review_explanation_names_the_driving_words(client):

@@ -80,10 +80,46 @@ def test_security_keys_file_changes_apply_without_restart(make_client, keys_file
     write_keys(keys_file, f"late classify {hash_key(late)}")
     revoked = client.post("/v1/classify", json=TEXT, headers=bearer(CLERK))
     assert revoked.status_code == 401 and "revoked" in revoked.json()["error"]
-    # a broken edit keeps the last good keys rather than opening or closing everything
-    write_keys(keys_file, "late classify not-a-hash")
-    assert client.post("/v1/classify", json=TEXT, headers=bearer(late)).status_code == 200
+
+
+def test_security_a_broken_keys_file_fails_closed_and_loudly(make_client, keys_file, caplog):
+    """A syntax error in the keys file: none of its keys is accepted (the previous set would
+    keep a key revoked in the same edit alive), the API stays protected, readiness and the
+    log say so; fixing the file restores the keys."""
+    client = make_client(keys_file=keys_file)
+    assert client.post("/v1/classify", json=TEXT, headers=bearer(CLERK)).status_code == 200
+    # revoke siti and break the syntax in the same edit
+    write_keys(keys_file, f"clerk classify {hash_key(CLERK)}", "late classify not-a-hash")
+    with caplog.at_level("ERROR", logger="aduan.service.keys"):
+        refused = {
+            "classify": client.post("/v1/classify", json=TEXT, headers=bearer(CLERK)),
+            "revoked": client.get("/v1/requests", headers=bearer(SITI)),
+            "anonymous": client.post("/v1/classify", json=TEXT),
+            "admin": client.post("/v1/admin/reload", headers=bearer(ROOT)),
+        }
+    assert {name: r.status_code for name, r in refused.items()} == dict.fromkeys(refused, 401)
+    assert any("NONE of its keys is accepted" in r.message for r in caplog.records)
+    ready = client.get("/health/ready").json()
+    assert ready["status"] == "degraded" and ready["keys_file"] == "unusable"
+    write_keys(keys_file, f"clerk classify {hash_key(CLERK)}")
+    assert client.post("/v1/classify", json=TEXT, headers=bearer(CLERK)).status_code == 200
+    assert "keys_file" not in client.get("/health/ready").json()
+    # a keys file that disappears fails closed too (the API does not turn open)
+    keys_file.unlink()
     assert client.post("/v1/classify", json=TEXT).status_code == 401
+    assert client.post("/v1/classify", json=TEXT, headers=bearer(CLERK)).status_code == 401
+    record(
+        "security_keys_file_fails_closed",
+        "the keys file gets a syntax error in the edit that revokes a key, then disappears: "
+        "no key of it is accepted (revoked or not), nothing turns open, readiness and an "
+        "ERROR log say so",
+        {
+            "requests refused (401)": len(refused) + 2,
+            "accepted": 0,
+            "error logged": "yes",
+        },
+        "pytest tests/test_security.py -k fails_closed",
+    )
 
 
 def test_security_revoking_an_operator_key_ends_its_workbench_session(make_client, keys_file):
@@ -106,14 +142,53 @@ def test_security_classify_key_cannot_log_in_to_the_workbench(make_client, keys_
 
 def test_security_env_keys_may_be_hashes_and_plain_keys_keep_working(make_client):
     client = make_client(
-        api_keys=f"siti:{hash_key(SITI)},plain-key", admin_keys=f"root:{hash_key(ROOT)}"
+        api_keys=f"siti:{hash_key(SITI)},plain-key",
+        operator_keys="plain-key",
+        admin_keys=f"root:{hash_key(ROOT)}",
     )
     assert client.post("/v1/classify", json=TEXT, headers=bearer(SITI)).status_code == 200
     assert client.post("/v1/classify", json=TEXT, headers=bearer("plain-key")).status_code == 200
-    # plain ADUAN_API_KEYS keys hold classify and operator, as before
+    # a key in ADUAN_API_KEYS and ADUAN_OPERATOR_KEYS holds both scopes
     assert client.get("/v1/requests", headers=bearer("plain-key")).status_code == 200
     assert client.post("/v1/admin/reload", headers=bearer(ROOT)).status_code == 200
     assert client.post("/v1/admin/reload", headers=bearer(SITI)).status_code == 403
+
+
+def test_security_api_keys_hold_the_classify_scope_only(make_client):
+    """An intake partner's key from ADUAN_API_KEYS classifies; it reads no stored complaint,
+    corrects nothing and cannot open the workbench."""
+    client = make_client(api_keys="qlue:qlue-secret", operator_keys="siti:siti-secret")
+    partner = bearer("qlue-secret")
+    stored = client.post("/v1/classify", json={**TEXT, "store": True}, headers=partner)
+    assert stored.status_code == 200
+    rid = stored.json()["results"][0]["request_id"]
+    refused = {
+        "queue": client.get("/v1/requests", headers=partner),
+        "one": client.get(f"/v1/requests/{rid}", headers=partner),
+        "feedback": client.post(
+            "/v1/feedback",
+            json={"request_id": rid, "agency": "Dinas Perhubungan", "category": "PJU"},
+            headers=partner,
+        ),
+    }
+    assert {k: r.status_code for k, r in refused.items()} == dict.fromkeys(refused, 403)
+    form = client.get("/ui/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+    login = client.post(
+        "/ui/login", data={"key": "qlue-secret", "csrf": csrf}, follow_redirects=False
+    )
+    assert "failed=1" in login.headers["location"]
+    described = client.get(f"/open311/v2/requests/{rid}.json?api_key=qlue-secret").json()[0]
+    assert described["description"] is None
+    assert client.get("/v1/requests", headers=bearer("siti-secret")).status_code == 200
+    record(
+        "security_api_keys_least_scope",
+        "a key from ADUAN_API_KEYS (an intake partner's) classifies and stores, and is "
+        "refused the review queue, a stored request, feedback, the workbench and Open311 "
+        "descriptions",
+        {"refused": len(refused) + 2, "allowed": 1},
+        "pytest tests/test_security.py -k classify_scope_only",
+    )
 
 
 def test_security_open311_create_needs_the_classify_scope(make_client, keys_file):
@@ -256,6 +331,7 @@ def test_security_no_complaint_text_or_address_in_any_log_line(tiny_model, gazet
         "ADUAN_GAZETTEER": str(gazetteer_csv),
         "ADUAN_DATA_DIR": str(tmp_path / "var"),
         "ADUAN_API_KEYS": "siti:rahasia-log",
+        "ADUAN_OPERATOR_KEYS": "siti:rahasia-log",
         "ADUAN_LOG_LEVEL": "DEBUG",
         "ADUAN_LOG_FORMAT": "json",
     }
@@ -361,3 +437,93 @@ def test_security_an_empty_keys_file_setting_means_none(monkeypatch):
 
     monkeypatch.setenv("ADUAN_KEYS_FILE", "")
     assert Settings().keys_file is None
+
+
+def test_security_explanations_run_in_the_inference_queue_and_are_throttled(
+    make_client, monkeypatch
+):
+    """An explanation is up to 49 predictions of a text of up to 10,000 characters: it runs
+    in the inference thread, queued with classify (never beside it on other threads), and
+    each operator may ask for ADUAN_EXPLAIN_RATE a second, in the workbench and the API."""
+    import threading
+
+    from aduan.service import intake
+
+    threads: list[str] = []
+    real = intake.explain
+
+    def spy(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(intake, "explain", spy)
+    client = make_client(api_keys=CLERK, operator_keys=f"siti:{SITI}", explain_rate=0.2)
+    text = " ".join(["lampu PJU padam gelap di jalan"] * 300)  # ~9,000 characters
+    stored = client.post(
+        "/v1/classify", json={"items": [{"text": text}], "store": True}, headers=bearer(CLERK)
+    )
+    rid = stored.json()["results"][0]["request_id"]
+    form = client.get("/ui/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+    client.post("/ui/login", data={"key": SITI, "csrf": csrf})
+    fetch = {"X-Requested-With": "fetch"}
+    url = f"/ui/requests/{rid}/explanation"
+    first = client.get(url, headers=fetch)
+    assert first.status_code == 200 and first.json()["method"] == "leave_one_word_out"
+    again = client.get(url, headers=fetch)
+    assert again.status_code == 429 and again.json()["error_type"] == "rate_limited"
+    assert int(again.headers["retry-after"]) >= 1
+    api = client.get(
+        f"/v1/requests/{rid}/explanation?method=leave_one_word_out", headers=bearer(SITI)
+    )
+    assert api.status_code == 429  # the same operator, the same budget
+    assert threads and all(name.startswith("inference") for name in threads), threads
+    record(
+        "security_explanations_queued_and_throttled",
+        "leave-one-word-out explanations of a 9,000-character text: computed in the "
+        "inference thread (queued with classify, shed like it); a second one within the "
+        "operator's budget (ADUAN_EXPLAIN_RATE) gets 429, in the workbench and the API",
+        {
+            "explanations computed": len(threads),
+            "outside the inference thread": sum(not n.startswith("inference") for n in threads),
+            "throttled (429)": 2,
+        },
+        "pytest tests/test_security.py -k explanations_run",
+    )
+
+
+def _secured(schema: dict) -> dict[str, list]:
+    return {
+        f"{method.upper()} {path}": operation["security"]
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        if "security" in operation
+    }
+
+
+def test_security_openapi_states_the_authentication_of_the_running_configuration(
+    make_client, keys_file
+):
+    """No key: nothing is declared secured (the API is open, review and admin are off and
+    answer 403 as documented). A classify key only: classify, labels, info and Open311
+    creation. An operator key added to the keys file while serving: the review routes too."""
+    open_api = make_client().get("/openapi.json").json()
+    assert _secured(open_api) == {} and "securitySchemes" not in open_api["components"]
+    off = make_client().post("/v1/admin/reload")
+    assert off.status_code == 403
+    assert "403" in open_api["paths"]["/v1/admin/reload"]["post"]["responses"]
+
+    write_keys(keys_file, f"clerk classify {hash_key(CLERK)}")
+    client = make_client(keys_file=keys_file)
+    secured = _secured(client.get("/openapi.json").json())
+    assert set(secured) == {
+        "POST /v1/classify",
+        "GET /v1/labels",
+        "GET /v1/info",
+        "POST /open311/v2/requests.{fmt}",
+    }
+    write_keys(keys_file, f"clerk classify {hash_key(CLERK)}", f"siti operator {hash_key(SITI)}")
+    secured = _secured(client.get("/openapi.json").json())
+    assert secured["GET /v1/requests"] == [{"apiKey": []}]
+    assert secured["GET /open311/v2/requests.{fmt}"] == [{}, {"apiKey": []}]  # optional
+    assert "POST /v1/admin/reload" not in secured  # still no admin key: off

@@ -11,6 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from aduan.model.artifacts import write_manifest
+
 AD = str(Path(sys.executable).with_name("aduan"))
 
 
@@ -90,7 +92,7 @@ def test_server_process_refuses_corrupt_weights(tiny_model, tmp_path, server_env
     broken = tmp_path / "corrupt"
     shutil.copytree(tiny_model, broken)
     (broken / "tfidf.json").write_text("{not json")
-    (broken / "manifest.json").unlink()  # a directory from before checksums
+    write_manifest(broken)  # the damage re-signed: the loader itself must find it
     proc = subprocess.run(
         [AD, "serve", "--model", str(broken), "--port", str(free_port())],
         env={**os.environ, **server_env},

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from aduan.model.artifacts import ModelDirError
+from aduan.model.artifacts import ModelDirError, write_manifest
 
 
 def _classify(client, *texts, headers=None, **extra):
@@ -254,6 +254,7 @@ def test_service_refuses_directory_without_labels(tiny_model, gazetteer_csv, tmp
     config = json.loads((broken / "config.json").read_text())
     del config["heads"]["agency"]["id2label"]
     (broken / "config.json").write_text(json.dumps(config))
+    write_manifest(broken)  # signed or not, a directory without labels is refused
     app = create_app(Settings(model_dir=broken, gazetteer=gazetteer_csv))
     with pytest.raises(ModelDirError, match="id2label"), TestClient(app):
         pass
@@ -267,8 +268,8 @@ def test_service_refuses_corrupt_weights(tiny_model, gazetteer_csv, tmp_path):
 
     broken = tmp_path / "corrupt"
     shutil.copytree(tiny_model, broken)
-    (broken / "manifest.json").unlink()  # a directory from before checksums
     (broken / "tfidf.safetensors").write_bytes(b"\x00garbage" * 10)
+    write_manifest(broken)  # the damage re-signed: the loader itself must find it
     app = create_app(Settings(model_dir=broken, gazetteer=gazetteer_csv))
     with pytest.raises(ModelDirError, match="corrupt"), TestClient(app):
         pass

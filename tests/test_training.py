@@ -39,7 +39,7 @@ def test_train_writes_a_self_describing_model_directory(tiny_model):
     assert "## Validation metrics" in (tiny_model / "README.md").read_text()
 
 
-def test_train_loaded_model_matches_training_metrics(tiny_model, complaints_csv):
+def test_train_loaded_model_matches_training_metrics(tiny_model, complaints_csv, tmp_path):
     """A saved-and-loaded model predicts what the trained one measured (weights round-trip)."""
     result = runner.invoke(
         app,

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aduan.cli import app
-from aduan.model.artifacts import ModelDirError, read_config
+from aduan.model.artifacts import ModelDirError, read_config, write_manifest
 from aduan.model.classifier import ComplaintClassifier
 from aduan.model.transformer import mix
 from tests.conftest import tiny_transformer_args
@@ -104,16 +104,18 @@ def test_transformer_routing_table_is_editable_without_retraining(tiny_transform
     routing = json.loads((edited / "routing.json").read_text())
     routing["agency"]["PJU"] = {"Dinas Sosial": 1.0}  # a policy change, no retraining
     (edited / "routing.json").write_text(json.dumps(routing))
+    write_manifest(edited)  # `aduan models rehash` after the deliberate edit
     classifier = ComplaintClassifier.load(edited)
     [prediction] = classifier.predict(["lampu PJU padam gelap sekali"])
     assert prediction.best("agency").label == "Dinas Sosial"
     routing["agency"]["PJU"] = {"Dinas Khayalan": 1.0}
     (edited / "routing.json").write_text(json.dumps(routing))
+    write_manifest(edited)  # signed, but still checked on read
     with pytest.raises(ModelDirError, match="unknown agency"):
         ComplaintClassifier.load(edited)
 
 
-def test_transformer_evaluate_and_serve(tiny_transformer, complaints_csv, make_client):
+def test_transformer_evaluate_and_serve(tiny_transformer, complaints_csv, make_client, tmp_path):
     result = runner.invoke(
         app,
         [
@@ -138,12 +140,13 @@ def test_transformer_evaluate_and_serve(tiny_transformer, complaints_csv, make_c
 def test_transformer_refuses_corrupt_weights(tiny_transformer, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(tiny_transformer, broken)
-    (broken / "manifest.json").unlink()  # a directory from before checksums
     (broken / "heads.safetensors").write_bytes(b"not a safetensors file")
+    write_manifest(broken)  # the damage re-signed: the loader itself must find it
     with pytest.raises(ModelDirError, match=r"heads\.safetensors: unreadable or corrupt"):
         ComplaintClassifier.load(broken, engine="torch")
     shutil.copy(tiny_transformer / "heads.safetensors", broken / "heads.safetensors")
     (broken / "encoder" / "model.safetensors").write_bytes(b"truncated")
+    write_manifest(broken)
     with pytest.raises(ModelDirError, match="encoder: unreadable or corrupt"):
         ComplaintClassifier.load(broken, engine="torch")
 

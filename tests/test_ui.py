@@ -11,7 +11,7 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 @pytest.fixture
 def client(make_client):
-    return make_client(api_keys=f"siti:{KEY},k2")
+    return make_client(api_keys=f"siti:{KEY},k2", operator_keys=f"siti:{KEY},k2")
 
 
 def _store(client, *texts):
@@ -62,6 +62,7 @@ def test_ui_session_ends_when_its_key_is_removed(client):
     _login(client)
     assert client.get("/ui/queue").status_code == 200
     client.app.state.service.settings.api_keys = "k2"
+    client.app.state.service.settings.operator_keys = "k2"
     assert client.get("/ui/queue", follow_redirects=False).status_code == 303
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from aduan.service.deps import StateDep
@@ -23,9 +23,10 @@ def live() -> dict[str, str]:
         503: {"description": "Not ready yet, shutting down, or (when required) no database"}
     },
 )
-def ready(state: StateDep) -> dict[str, str]:
+def ready(state: StateDep, request: Request) -> dict[str, str]:
     """`status` is `ready`, or `degraded` while the database is unavailable (classify without
-    `store` still answers; with `ADUAN_READY_REQUIRES_DATABASE` this is a 503 instead)."""
+    `store` still answers; with `ADUAN_READY_REQUIRES_DATABASE` this is a 503 instead) or the
+    keys file cannot be used (`keys_file: unusable`: none of its keys is accepted)."""
     if state.draining:
         raise not_ready("the service is shutting down")
     if not state.ready:
@@ -34,11 +35,15 @@ def ready(state: StateDep) -> dict[str, str]:
     database = "none" if store is None else "ok" if store.available else "unavailable"
     if database == "unavailable" and state.settings.ready_requires_database:
         raise not_ready(f"the database is unavailable ({store.last_error})")
-    return {
-        "status": "degraded" if database == "unavailable" else "ready",
+    keys_broken = request.app.state.keys.broken is not None
+    answer = {
+        "status": "degraded" if database == "unavailable" or keys_broken else "ready",
         "model_version": state.classifier.version if state.classifier else "unknown",
         "database": database,
     }
+    if keys_broken:
+        answer["keys_file"] = "unusable"
+    return answer
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -12,7 +12,6 @@ coordinates (`open311_format.request_fields`).
 
 from __future__ import annotations
 
-import asyncio
 import math
 from datetime import timedelta
 from typing import Annotated, Literal
@@ -264,7 +263,7 @@ async def list_requests(
         raise bad_request(str(exc)) from exc
     if start is None and end is None:
         start = utcnow() - DEFAULT_WINDOW  # the spec's default: the last 90 days
-    rows = await asyncio.to_thread(
+    rows = await state.store.run(
         open311_requests,
         state.store,
         ids=_csv(service_request_id),
@@ -284,7 +283,7 @@ async def get_request(
 ) -> Response:
     if state.store is None or state.taxonomy is None:
         raise not_ready("the service is not ready")
-    stored = await asyncio.to_thread(state.store.get_request, request_id)
+    stored = await state.store.run(state.store.get_request, request_id)
     if stored is None:
         raise not_found(f"no service request {request_id!r}")
     return render(

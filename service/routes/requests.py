@@ -3,13 +3,12 @@ the prediction of one. Operator keys only; every change is audited with who and 
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 
 from aduan.service import intake
-from aduan.service.deps import OperatorDep, ReadyStateDep
+from aduan.service.deps import OperatorDep, ReadyStateDep, throttle_explanations
 from aduan.service.errors import ApiError
 from aduan.service.review import (
     DEFAULT_SORT,
@@ -98,7 +97,7 @@ async def list_(
 ) -> ReviewPage:
     assert state.store is not None
     try:
-        page = await asyncio.to_thread(list_requests, state.store, where, sort, cursor, limit)
+        page = await state.store.run(list_requests, state.store, where, sort, cursor, limit)
     except ReviewError as exc:
         raise _invalid(exc) from exc
     request.state.log_extra = {"operator": operator, "items": len(page.rows)}
@@ -109,10 +108,10 @@ async def list_(
 
 async def _detail(state: ReadyStateDep, request_id: str) -> ReviewDetail:
     assert state.store is not None
-    row = await asyncio.to_thread(state.store.get_request, request_id)
+    row = await state.store.run(state.store.get_request, request_id)
     if row is None:
         raise ApiError(404, "not_found", f"no stored request {request_id!r}")
-    events = await asyncio.to_thread(history, state.store, request_id)
+    events = await state.store.run(history, state.store, request_id)
     return ReviewDetail.model_validate(
         {**request_view(row), "history": [event_view(e) for e in events]}
     )
@@ -162,7 +161,7 @@ async def patch(
         corrected_category=body.corrected_category,
         clear=frozenset(clear),
     )
-    outcome = await asyncio.to_thread(update_request, state.store, request_id, changes, operator)
+    outcome = await state.store.run(update_request, state.store, request_id, changes, operator)
     if outcome is None:
         raise ApiError(404, "not_found", f"no stored request {request_id!r}")
     _, events = outcome
@@ -185,6 +184,7 @@ async def explanation(
     request_id: str,
     state: ReadyStateDep,
     operator: OperatorDep,
+    request: Request,
     head: Literal["agency", "category"] = "agency",
     method: Annotated[
         Literal["tfidf_ngrams", "leave_one_word_out"] | None,
@@ -192,7 +192,8 @@ async def explanation(
     ] = None,
 ) -> ExplanationResponse:
     assert state.store is not None
-    row = await asyncio.to_thread(state.store.get_request, request_id)
+    throttle_explanations(request, operator)
+    row = await state.store.run(state.store.get_request, request_id)
     if row is None:
         raise ApiError(404, "not_found", f"no stored request {request_id!r}")
     found = await intake.explain_text(state, row.text, head, method)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from aduan.service import intake
-from aduan.service.deps import ReadyStateDep, get_keys
+from aduan.service.deps import ReadyStateDep, get_keys, identify, throttle_explanations
 from aduan.service.errors import ApiError
 from aduan.service.keys import OPERATOR
 from aduan.service.review import (
@@ -99,8 +99,9 @@ def home() -> RedirectResponse:
     return RedirectResponse("/ui/queue", 303)
 
 
-@router.get("/login")
-def login_form(request: Request, next: str | None = None, failed: bool = False) -> HTMLResponse:
+def _login_page(
+    request: Request, next: str | None, failed: bool = False, wait: str | None = None
+) -> HTMLResponse:
     token = _sessions(request).issue_login_token()
     response = templates.TemplateResponse(
         request,
@@ -109,11 +110,19 @@ def login_form(request: Request, next: str | None = None, failed: bool = False) 
             "csrf": token,
             "next": _safe_next(next),
             "failed": failed,
+            "wait": wait,
             "enabled": get_keys(request).any_with(OPERATOR),
         },
+        status_code=429 if wait else 200,
+        headers={"Retry-After": wait} if wait else None,
     )
     set_cookie(response, request, LOGIN_COOKIE, token, 3600)
     return response
+
+
+@router.get("/login")
+def login_form(request: Request, next: str | None = None, failed: bool = False) -> HTMLResponse:
+    return _login_page(request, next, failed)
 
 
 @router.post("/login")
@@ -126,7 +135,12 @@ def login(
     expected = request.cookies.get(LOGIN_COOKIE) or ""
     if not same_origin(request) or not expected or not csrf_ok(expected, csrf):
         raise ApiError(403, "forbidden", "the login form is stale: reload it")
-    found = get_keys(request).find(key.strip())
+    try:
+        found = identify(request, key.strip())  # failures count against this address
+    except ApiError as exc:
+        if exc.status != 429:
+            raise
+        return _login_page(request, next, wait=exc.headers.get("Retry-After", "60"))
     if found is None or not found.allows(OPERATOR):
         return RedirectResponse(f"/ui/login?{urlencode({'next': next, 'failed': 1})}", 303)
     response = RedirectResponse(_safe_next(next), 303)
@@ -139,7 +153,9 @@ def login(
 def logout(
     request: Request, session: SessionDep, csrf: Annotated[str, Form()] = ""
 ) -> RedirectResponse:
+    """Ends the session on the server: the old cookie, replayed, opens nothing."""
     _check_form(request, session, csrf)
+    _sessions(request).end(request.cookies.get(SESSION_COOKIE))
     response = RedirectResponse("/ui/login", 303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
@@ -187,7 +203,7 @@ async def queue(request: Request, state: ReadyStateDep, session: SessionDep) -> 
     sort = query.get("sort", "received_at")
     error = None
     try:
-        page = await asyncio.to_thread(
+        page = await state.store.run(
             list_requests, state.store, _filter(params), sort, query.get("cursor"), PAGE_SIZE
         )
     except ReviewError as exc:
@@ -234,7 +250,7 @@ async def act(
     moves to in_progress; `save`: the selected labels (when changed), status and note."""
     _check_form(request, session, csrf)
     assert state.store is not None
-    row = await asyncio.to_thread(state.store.get_request, request_id)
+    row = await state.store.run(state.store.get_request, request_id)
     if row is None:
         raise ApiError(404, "not_found", f"no stored request {request_id!r}")
     if action == "confirm":
@@ -257,7 +273,7 @@ async def act(
     else:
         raise ApiError(422, "validation_error", "action must be confirm or save")
     try:
-        outcome = await asyncio.to_thread(
+        outcome = await state.store.run(
             update_request, state.store, request_id, changes, session.operator
         )
     except ReviewError as exc:
@@ -276,10 +292,14 @@ async def act(
 
 
 @router.get("/requests/{request_id}/explanation")
-async def explanation(request_id: str, state: ReadyStateDep, session: SessionDep) -> JSONResponse:
-    """Leave-one-word-out for the live model, computed when the operator asks."""
+async def explanation(
+    request_id: str, request: Request, state: ReadyStateDep, session: SessionDep
+) -> JSONResponse:
+    """Leave-one-word-out for the live model, computed when the operator asks (throttled per
+    operator, and queued with the model's other work)."""
     assert state.store is not None
-    row = await asyncio.to_thread(state.store.get_request, request_id)
+    throttle_explanations(request, session.operator)
+    row = await state.store.run(state.store.get_request, request_id)
     if row is None:
         raise ApiError(404, "not_found", f"no stored request {request_id!r}")
     found = await intake.explain_text(state, row.text, "agency", "leave_one_word_out")
@@ -291,7 +311,7 @@ async def model_page(request: Request, state: ReadyStateDep, session: SessionDep
     pipeline = state.pipeline
     assert pipeline is not None and state.store is not None
     plots = plot_files(pipeline.classifier.model_dir)
-    outcomes = await asyncio.to_thread(review_outcomes, state.store)
+    outcomes = await state.store.run(review_outcomes, state.store)
     return templates.TemplateResponse(
         request,
         "model.html",

@@ -57,7 +57,12 @@
     var target = button.parentElement.querySelector(".loo");
     target.textContent = "menghitung…";
     fetch(button.dataset.url, { credentials: "same-origin", headers: { "X-Requested-With": "fetch" } })
-      .then(function (response) { return response.json(); })
+      .then(function (response) {
+        return response.json().then(function (data) {
+          if (!response.ok) throw new Error(data.error || response.statusText);  // 429: wait
+          return data;
+        });
+      })
       .then(function (data) {
         target.textContent = "";
         (data.terms || []).forEach(function (t) {
@@ -68,7 +73,7 @@
         });
         if (!(data.terms || []).length) target.textContent = "tidak ada kata yang menonjol";
       })
-      .catch(function () { target.textContent = "gagal"; });
+      .catch(function (error) { target.textContent = "gagal: " + error.message; });
   }
 
   document.addEventListener("DOMContentLoaded", function () {
