@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from aduan.model.pipeline import WARM_UP_TEXT, Pipeline, Routed
 from aduan.model.ray_runtime import RAY
 
 from .batcher import DynamicBatcher
 from .settings import Settings
+
+R = TypeVar("R")
 
 # A (text, address) pair to classify.
 Item = tuple[str, str | None]
@@ -42,6 +44,10 @@ class Backend(Protocol):
 
     async def warm_up(self, pipeline: Pipeline) -> None:
         """One prediction through the whole path (threads, first model call)."""
+
+    async def call(self, work: Callable[[], R], weight: int) -> R:
+        """Run the blocking `work` on this process's model (an explanation) in queue order
+        where the backend has a queue, counted as `weight` texts."""
 
     async def close(self) -> None:
         """Stop taking calls and release what the backend holds."""
@@ -74,6 +80,9 @@ class LocalBackend:
 
     async def warm_up(self, pipeline: Pipeline) -> None:
         await self.classify(pipeline, [(WARM_UP_TEXT, None)])
+
+    async def call(self, work: Callable[[], R], weight: int) -> R:
+        return await self.batcher.call(work, weight)
 
     async def close(self) -> None:
         await self.batcher.stop()

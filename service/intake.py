@@ -140,10 +140,10 @@ async def explain_text(
     queue order (up to MAX_SPANS + 1 predictions of the text: it weighs that many texts, and
     a full queue answers 429 as for classify)."""
     pipeline = state.pipeline  # one model version for the whole call, even across a reload
-    assert pipeline is not None and state.batcher is not None
+    assert pipeline is not None and state.backend is not None
     weight = 1 if (method or "") == NGRAMS else MAX_SPANS + 1
     try:
-        return await state.batcher.call(
+        return await state.backend.call(
             partial(explain, pipeline.classifier, text, head, method), weight
         )
     except QueueFull as exc:

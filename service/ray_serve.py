@@ -19,10 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError
@@ -33,6 +33,8 @@ from aduan.model.ray_runtime import connect
 
 from .batcher import BackendUnavailable, QueueFull
 from .settings import Settings
+
+R = TypeVar("R")
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +203,10 @@ class RayServeBackend:
 
     async def warm_up(self, pipeline: Pipeline) -> None:
         await self.classify(pipeline, [(WARM_UP_TEXT, None)])
+
+    async def call(self, work: Callable[[], R], weight: int) -> R:
+        """The front's own pipeline answers (explanations); the replicas keep classifying."""
+        return await asyncio.to_thread(work)
 
     async def close(self) -> None:
         await asyncio.to_thread(self.shutdown)
