@@ -556,6 +556,7 @@ def _serving(tiny_model, gazetteer_csv, tmp_path, **settings: str):
         "ADUAN_DATA_DIR": str(tmp_path / "var"),
         "ADUAN_API_KEYS": KEY,
         "ADUAN_LOG_LEVEL": "INFO",
+        "ADUAN_LOG_FORMAT": "json",
         **{f"ADUAN_{name.upper()}": value for name, value in settings.items()},
     }
     log = tmp_path / "server.log"
@@ -745,7 +746,7 @@ def test_hostile_a_client_that_drops_mid_upload_is_not_an_error(
         after = httpx.post(f"http://127.0.0.1:{port}/v1/classify", json=items("x"), headers=AUTH)
     output = log.read_text()
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
-    statuses = [line.get("status") for line in lines if line.get("route") == "/v1/classify"]
+    statuses = [line.get("status") for line in lines if line.get("handler") == "/v1/classify"]
     assert after.status_code == 200
     assert "Traceback" not in output and '"level": "ERROR"' not in output
     assert 500 not in statuses
