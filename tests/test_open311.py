@@ -135,9 +135,8 @@ def test_open311_anonymous_list_shows_no_text_street_or_coordinates(
     """Issue 19 item 3: with or without keys configured, an anonymous caller reading the
     list gets no complaint text, no street address and no exact coordinates; an operator's
     key gets all three."""
-    client = make_client(
-        api_keys="siti:k1" if keys == "configured" else "", database_url=database_url
-    )
+    configured = "siti:k1" if keys == "configured" else ""
+    client = make_client(api_keys=configured, operator_keys=configured, database_url=database_url)
     form = {
         "description": "sampah menumpuk di TPS Keputran",
         "address_string": "Jalan Keputran Kejambon no 12",
