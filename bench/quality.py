@@ -5,9 +5,12 @@ Train the variants first (commands in bench/quality.md), then:
     .venv/bin/python bench/quality.py models/default models/quick [...]
 
 Every model directory must come from the same split: the script refuses to mix splits. For a
-transformer directory, the ablation rows (encoder alone, + routing table, + TF-IDF, + prior
-correction) come from the same validation rows as its final figures; `--recompute` runs the
-ablation again with the current code (no retraining) instead of reading metrics.json.
+transformer trained with the ablation experiment (`python -m aduan.training.experiments
+ablation`), the ablation rows (encoder alone, + routing table, + TF-IDF, + prior correction)
+come from metrics.json, measured on the selection run's model and the same validation rows as
+its final figures; `aduan train` runs no ablation. `--recompute` runs it on the directory with
+the current code (no retraining) instead (a refitted directory has seen the validation months:
+optimistic).
 """
 
 from __future__ import annotations
@@ -51,8 +54,8 @@ def table(directories: list[Path], recompute: bool = False) -> str:
         size = f"{_size_mb(directory):.0f}"
         label = f"`{config['preset']}` ({config['model_type']})"
         variants = metrics.get("validation_variants", {})
-        if recompute and variants:
-            from aduan.training.finetune import ablate_model_dir
+        if recompute and config["model_type"] == "aduan-transformer":
+            from aduan.training.experiments.ablation import ablate_model_dir
 
             variants = ablate_model_dir(directory)
         for variant, figures in variants.items():
