@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from aduan.model.artifacts import TRAINING_CONFIG, read_config
+from aduan.model.labels import LabelSet
 from aduan.model.resources import shared_data
 from aduan.model.tfidf import TfidfBackend, TfidfHeads
 from aduan.model.transformer import TransformerBackend, mix
@@ -76,29 +78,44 @@ def _mixers(priors: dict[str, list[float]], target: float) -> dict[str, tuple[bo
     return variants
 
 
-def ablation(
-    model: TransformerBackend, splits: Splits, config: TrainConfig
-) -> dict[str, dict[str, Any]]:
-    """Validation figures (`metrics.summary` per routed head) of every variant of `model`'s
-    mixture on `splits.valid`, and of its TF-IDF part alone (the baseline on the same rows)."""
+@dataclass
+class MixtureInputs:
+    """A transformer's component outputs on the validation rows, and the targets."""
+
+    raw: dict[str, np.ndarray]  # the network's heads
+    tfidf: dict[str, np.ndarray] | None  # the TF-IDF part's logits
+    routes: dict[str, np.ndarray]  # the routing table, per routed head
+    targets: dict[str, dict[str, np.ndarray]]  # label ids per part ("train", "valid") and head
+    labels: dict[str, LabelSet]
+
+
+def mixture_inputs(model: TransformerBackend, splits: Splits, config: TrainConfig) -> MixtureInputs:
+    """Run `model`'s components on `splits.valid` (the network once)."""
     labels = model.labels
     topics = None
     if "topic" in labels:
         train_topics, valid_topics, _ = topic_labels(splits, config.transformer.min_topic_rows)
         topics = (train_topics, valid_topics)
-    targets = head_targets(splits, labels, topics)
     texts = splits.valid["text"].tolist()
-    raw = model.encoder_logits(texts)
-    tfidf = model.tfidf.logits(texts) if model.tfidf is not None else None
+    return MixtureInputs(
+        model.encoder_logits(texts),
+        model.tfidf.logits(texts) if model.tfidf is not None else None,
+        model.routes,
+        head_targets(splits, labels, topics),
+        labels,
+    )
+
+
+def variants(inputs: MixtureInputs, splits: Splits, target: float) -> dict[str, dict[str, Any]]:
+    """Validation figures (`metrics.summary` per routed head) of every variant of the
+    mixture, and of the TF-IDF part alone (the baseline on the same rows)."""
+    raw, tfidf, targets, labels = inputs.raw, inputs.tfidf, inputs.targets, inputs.labels
 
     def figures(logits: dict[str, np.ndarray]) -> dict[str, Any]:
         return {
             head: summary(
                 calibrate_head(
-                    logits[head],
-                    splits.valid[head].tolist(),
-                    labels[head].labels,
-                    config.route_accuracy,
+                    logits[head], splits.valid[head].tolist(), labels[head].labels, target
                 ).metrics
             )
             for head in ROUTED_HEADS
@@ -108,15 +125,22 @@ def ablation(
     if tfidf is not None:
         out[BASELINE] = figures(tfidf)
     priors = log_priors(targets["train"], labels)
-    for name, (routing, with_tfidf, fitted) in _mixers(priors, config.route_accuracy).items():
-        if (routing and not model.routes) or (with_tfidf and tfidf is None):
+    for name, (routing, with_tfidf, fitted) in _mixers(priors, target).items():
+        if (routing and not inputs.routes) or (with_tfidf and tfidf is None):
             continue
-        routes = model.routes if routing else {}
+        routes = inputs.routes if routing else {}
         variant_tfidf = tfidf if with_tfidf else None
         weights = fitted(raw, targets["valid"], routes, variant_tfidf)
         out[name] = figures(mix(raw, routes, weights, variant_tfidf))
         log.info("ablation: %s done", name)
     return out
+
+
+def ablation(
+    model: TransformerBackend, splits: Splits, config: TrainConfig
+) -> dict[str, dict[str, Any]]:
+    """Every variant of `model`'s mixture on `splits.valid` (`variants`)."""
+    return variants(mixture_inputs(model, splits, config), splits, config.route_accuracy)
 
 
 class AblationTrainer(TransformerTrainer):
@@ -148,11 +172,13 @@ def _recorded_data(model_dir: Path, model_config: dict[str, Any]) -> list[str]:
     return [str(roots.get(item["root"], Path.cwd()) / item["name"]) for item in files]
 
 
-def ablate_model_dir(model_dir: Path, data: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    """The ablation of a trained transformer directory on its own split (its recorded
-    settings, flat or sectioned), with the current code and no retraining; `data` names the
-    files when the recorded names do not find them (files outside the shared data folder and
-    the working directory are recorded by name alone)."""
+def load_trained(
+    model_dir: Path, data: list[str] | None = None
+) -> tuple[TransformerBackend, Splits, TrainConfig]:
+    """A trained transformer directory, its split (from its recorded settings, flat or
+    sectioned) and those settings; `data` names the files when the recorded names do not find
+    them (files outside the shared data folder and the working directory are recorded by name
+    alone)."""
     model_config = read_config(model_dir)
     if model_config.get("model_type") != TransformerBackend.model_type:
         raise ValueError(f"{model_dir}: not a transformer model directory")
@@ -162,4 +188,10 @@ def ablate_model_dir(model_dir: Path, data: list[str] | None = None) -> dict[str
     model = TransformerBackend.load(model_dir, model_config)
     if model.tfidf is None and config.mixing.tfidf:  # weighted 0: still the baseline row
         model.tfidf = TfidfBackend(TfidfHeads.load(model_dir), model.labels)
-    return ablation(model, splits, config)
+    return model, splits, config
+
+
+def ablate_model_dir(model_dir: Path, data: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The ablation of a trained transformer directory on its own split, with the current
+    code and no retraining (`load_trained`)."""
+    return ablation(*load_trained(model_dir, data))
