@@ -84,7 +84,9 @@ def main() -> None:
         import pandas as pd
 
         sample = out / "sample.csv"
-        pd.read_csv(default_data(), dtype=str).sample(1500, random_state=0).to_csv(sample)
+        pd.read_csv(default_data(), dtype=str).sample(1500, random_state=0).to_csv(
+            sample, index=False
+        )
         small = {
             "transformer.max_steps": "3",
             "transformer.epochs": "1",
