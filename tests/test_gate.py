@@ -190,7 +190,7 @@ def test_retrain_into_an_empty_registry_promotes_a_candidate_that_keeps_the_prom
             "--registry",
             str(registry.root),
             "--set",
-            "min_df=1",
+            "tfidf.min_df=1",
             "--set",
             "min_agency_rows=5",
             "--gate",

@@ -48,7 +48,7 @@ def _may_export(seed: int) -> pd.DataFrame:
 
 
 def _retrain(registry, *data):
-    args = ["retrain", "--registry", str(registry.root), "--set", "min_df=1"]
+    args = ["retrain", "--registry", str(registry.root), "--set", "tfidf.min_df=1"]
     args += [
         "--set",
         "min_agency_rows=5",
@@ -77,7 +77,7 @@ def test_retraining_loop_promotes_a_better_model_into_the_running_service(
             "--registry",
             str(registry.root),
             "--set",
-            "min_df=1",
+            "tfidf.min_df=1",
             *SPLIT,
         ],
     )

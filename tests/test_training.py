@@ -35,7 +35,7 @@ def test_train_writes_a_self_describing_model_directory(tiny_model):
     assert agency["accuracy"] > 0.9  # the synthetic phrases are easy to learn
     assert agency["auto_route_coverage"] > 0 and agency["auto_route_accuracy"] >= 0.95
     resolved = json.loads((tiny_model / "training_config.json").read_text())
-    assert resolved["preset"] == "baseline" and resolved["min_df"] == 1
+    assert resolved["preset"] == "baseline" and resolved["tfidf"]["min_df"] == 1
     assert "## Validation metrics" in (tiny_model / "README.md").read_text()
 
 
@@ -121,8 +121,15 @@ def test_train_fails_clearly_on_bad_data(tmp_path):
 
 
 def test_config_overrides_are_typed_and_checked():
-    config = load_config("baseline", {"epochs": "4", "bf16": "false", "svm_c": "0.1"})
-    assert (config.epochs, config.bf16, config.svm_c) == (4, False, 0.1)
+    config = load_config(
+        "baseline",
+        {"transformer.epochs": "4", "transformer.bf16": "false", "tfidf.svm_c": "0.1"},
+    )
+    assert (config.transformer.epochs, config.transformer.bf16, config.tfidf.svm_c) == (
+        4,
+        False,
+        0.1,
+    )
     import pytest
 
     with pytest.raises(ValueError, match="unknown setting"):
@@ -157,7 +164,8 @@ def test_train_refit_all_learns_from_the_validation_months(tmp_path):
     for refit in ("false", "true"):
         output = tmp_path / f"refit-{refit}"
         args = ["train", "--data", str(data), "--output", str(output), *SPLIT]
-        result = runner.invoke(app, [*args, "--set", "min_df=1", "--set", f"refit_all={refit}"])
+        settings = ["--set", "tfidf.min_df=1", "--set", f"refit_all={refit}"]
+        result = runner.invoke(app, [*args, *settings])
         assert result.exit_code == 0, result.output
         classifier = ComplaintClassifier.load(output)
         agency = classifier.predict_proba(["kresekbaru kresekbaru"])["agency"][0]

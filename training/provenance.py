@@ -84,9 +84,9 @@ def provenance(config: TrainConfig, rows: dict[str, int]) -> dict[str, Any]:
 
 
 def portable_settings(config: TrainConfig) -> dict[str, Any]:
-    """The resolved settings for training_config.json, paths made portable."""
+    """The resolved settings for training_config.json (sectioned), paths made portable."""
     values = config.to_dict()
     values["data"] = [portable_path(p)[0] for p in config.data]
-    for key in ("taxonomy", "base"):
-        values[key] = portable(values[key])
+    values["taxonomy"] = portable(values["taxonomy"])
+    values["transformer"]["base"] = portable(values["transformer"]["base"])
     return values

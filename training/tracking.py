@@ -14,7 +14,7 @@ from typing import Any
 from aduan.model import artifacts
 from aduan.model.labels import HEADS
 
-from .config import TrainConfig
+from .config import TrainConfig, dotted
 from .metrics import summary
 from .provenance import portable_settings
 
@@ -49,7 +49,11 @@ def log_run(
     mlflow.set_experiment(EXPERIMENT)
     with mlflow.start_run(run_name=model_config.get("model_version")) as run:
         mlflow.log_params(
-            {k: str(v)[:250] for k, v in portable_settings(config).items() if v not in ("", None)}
+            {
+                k: str(v)[:250]
+                for k, v in dotted(portable_settings(config)).items()
+                if v not in ("", None)
+            }
         )
         figures = {
             f"{head}.{name}": value

