@@ -81,9 +81,9 @@ audit: install
 # The long reliability runs (60 s loads per model kind, overload, faults, deeper fuzzing);
 # each writes its figures to bench/results/reliability/, and RELIABILITY.md's table is
 # rendered from them.
-RELIABILITY_TESTS := tests/test_load.py tests/test_faults.py tests/test_hostile.py \
-  tests/test_fuzz.py tests/test_security.py tests/test_security_data.py \
-  tests/test_security_sessions.py tests/test_model_files.py tests/test_training_inputs.py
+RELIABILITY_TESTS := tests/service/test_load.py tests/service/test_faults.py tests/service/test_hostile.py \
+  tests/service/test_fuzz.py tests/service/test_security.py tests/service/test_security_data.py \
+  tests/service/test_security_sessions.py tests/model/test_model_files.py tests/training/test_training_inputs.py
 reliability: install
 	ADUAN_FIGURES=bench/results/reliability ADUAN_FUZZ_EXAMPLES=200 $(BIN)/python -m pytest \
 	  -m "reliability or not slow" $(RELIABILITY_TESTS)

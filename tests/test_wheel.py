@@ -244,7 +244,7 @@ def _classify_over_http(venv: Path, cwd: Path, model: Path, text: str) -> str:
     """`aduan serve --model MODEL` in the venv; the agency it answers for `text`."""
     import httpx
 
-    from tests.test_server_process import free_port, wait_http_ready
+    from tests.service.test_server_process import free_port, wait_http_ready
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ADUAN_SHARED_DATA")}

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from tests.figures import record
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLIENT_TIMEOUT_S = 30.0
 
 

@@ -21,7 +21,7 @@ from aduan.service.app import create_app
 from aduan.service.settings import Settings
 from tests.conftest import add_version
 from tests.figures import record
-from tests.test_server_process import AD, free_port
+from tests.service.test_server_process import AD, free_port
 
 ADMIN = {"Authorization": "Bearer adm-files"}
 
@@ -214,7 +214,7 @@ def test_model_files_refused_at_reload_and_the_old_model_keeps_serving(
             "refused at start": len(DAMAGE),
             "refused at reload": len(refused),
         },
-        "pytest tests/test_model_files.py",
+        "pytest tests/model/test_model_files.py",
     )
 
 

@@ -131,7 +131,7 @@ def test_training_inputs_batch_sends_bad_rows_to_the_errors_file(tmp_path, tiny_
         "1-character texts and a 50 MB field: one message naming file, row and column (batch: "
         "its errors file), never a traceback",
         {"files": 4, "commands": 3, "tracebacks": 0},
-        "pytest tests/test_training_inputs.py",
+        "pytest tests/training/test_training_inputs.py",
     )
 
 

@@ -8,7 +8,7 @@ import time
 
 import httpx
 
-from tests.test_server_process import free_port, start_server, wait_http_ready
+from tests.service.test_server_process import free_port, start_server, wait_http_ready
 
 
 def test_durability_acknowledged_requests_survive_sigkill(tiny_model, gazetteer_csv, tmp_path):

@@ -25,7 +25,7 @@ from schemathesis.checks import (
 )
 
 from tests.figures import record
-from tests.test_server_process import AD, free_port, wait_http_ready
+from tests.service.test_server_process import AD, free_port, wait_http_ready
 
 KEY = "rahasia-fuzz"
 ADMIN = "adm-fuzz"
@@ -95,7 +95,7 @@ def served(tiny_model: Path, gazetteer_csv: Path, tmp_path_factory: pytest.TempP
             "requests": COUNTS["requests"],
             "5xx": COUNTS["5xx"],
         },
-        f"ADUAN_FUZZ_EXAMPLES={EXAMPLES} pytest tests/test_fuzz.py",
+        f"ADUAN_FUZZ_EXAMPLES={EXAMPLES} pytest tests/service/test_fuzz.py",
     )
 
 
@@ -154,7 +154,7 @@ def served_open(tiny_model: Path, gazetteer_csv: Path, tmp_path_factory: pytest.
             "requests": OPEN_COUNTS["requests"],
             "conformance failures": OPEN_COUNTS["failures"],
         },
-        f"ADUAN_FUZZ_EXAMPLES={EXAMPLES} pytest tests/test_fuzz.py -k open",
+        f"ADUAN_FUZZ_EXAMPLES={EXAMPLES} pytest tests/service/test_fuzz.py -k open",
     )
 
 

@@ -79,7 +79,7 @@ def test_security_purge_with_a_utc_offset_deletes_exactly_what_it_says(database_
         "requests received 09:55, 10:05 and 11:05 UTC; `aduan requests purge --before "
         "2026-12-03T17:00+07:00` (10:00 UTC) deletes the first only",
         {"stored": 3, "deleted": 1, "kept": 2},
-        "pytest tests/test_security_data.py -k purge_with",
+        "pytest tests/service/test_security_data.py -k purge_with",
     )
 
 
@@ -114,7 +114,7 @@ def test_security_purged_text_is_gone_from_the_sqlite_files(tmp_path: Path):
         "a purged request's text searched for in the SQLite database and its write-ahead log "
         "after `aduan requests purge` (secure_delete, WAL checkpointed and truncated)",
         {"files searched": len(files), "files still holding the text": len(found)},
-        "pytest tests/test_security_data.py -k gone_from",
+        "pytest tests/service/test_security_data.py -k gone_from",
     )
 
 
@@ -158,7 +158,7 @@ def test_security_feedback_export_csv_holds_no_live_formula(database_url, tmp_pa
         "complaint texts starting with = + - @ tab or CR exported by `aduan feedback export` "
         "to CSV: each cell starts with an apostrophe (a spreadsheet shows it as text)",
         {"texts": len(FORMULAS), "live formula cells": len(live)},
-        "pytest tests/test_security_data.py -k formula",
+        "pytest tests/service/test_security_data.py -k formula",
     )
 
 
@@ -189,7 +189,7 @@ def test_security_audit_with_nothing_looked_up_says_not_audited(tmp_path):
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     skipped = "Dependency not found on PyPI and could not be audited: x"
     report = {
         "dependencies": [
@@ -274,5 +274,5 @@ def test_security_feedback_records_the_keys_name_not_the_body_s(
         "the key 'op' posts feedback naming operator 'kepala-dinas': the request, its "
         "history, the feedback row and the export record 'op'",
         {"places checked": 4, "forged names recorded": 0},
-        "pytest tests/test_security_data.py -k keys_name",
+        "pytest tests/service/test_security_data.py -k keys_name",
     )

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from tests.conftest import POSTGRES_URL
 from tests.faults import TcpProxy
 from tests.figures import record
-from tests.test_server_process import free_port, wait_http_ready
+from tests.service.test_server_process import free_port, wait_http_ready
 
 KEY = "rahasia-faults"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -159,7 +159,7 @@ def test_faults_database_outage_answers_503_and_recovers_by_itself(make_client, 
             "recovery s (first stored request)": round(recovered_store, 2),
             "recovery s (readiness)": round(recovered_ready, 2),
         },
-        "pytest tests/test_faults.py -k database_outage",
+        "pytest tests/service/test_faults.py -k database_outage",
     )
 
 
@@ -279,7 +279,7 @@ def test_faults_sqlite_disk_full_answers_503_without_corruption(
             "integrity_check": "ok",
             "recovery s": round(recovery, 2),
         },
-        "pytest tests/test_faults.py -k disk_full",
+        "pytest tests/service/test_faults.py -k disk_full",
     )
 
 
@@ -377,7 +377,7 @@ def test_faults_sigterm_drains_in_flight_requests_and_exits_0(tiny_model, gazett
             "exit code": proc.returncode,
             "SIGTERM to exit s": round(stopped, 2),
         },
-        "pytest tests/test_faults.py -k sigterm",
+        "pytest tests/service/test_faults.py -k sigterm",
     )
 
 
@@ -489,7 +489,7 @@ def test_faults_database_that_hangs_is_cut_off_and_the_rest_keeps_serving(
             "hang s": round(hung_for, 1),
             "recovery s": round(recovered, 2),
         },
-        "pytest tests/test_faults.py -k hangs",
+        "pytest tests/service/test_faults.py -k hangs",
     )
 
 

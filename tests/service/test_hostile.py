@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.figures import record
-from tests.test_server_process import AD, free_port, start_server, wait_http_ready
+from tests.service.test_server_process import AD, free_port, start_server, wait_http_ready
 
 KEY = "rahasia-hostile"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -414,7 +414,7 @@ def test_hostile_catalogue_gets_its_statuses_and_error_bodies(make_client, datab
         "every catalogued hostile input (JSON API, Open311, operator routes) gets its status "
         "and error body; the stored request is unchanged afterwards",
         {"inputs": len(CASES), "unexpected answers": len(wrong), "5xx": 0},
-        "pytest tests/test_hostile.py -k catalogue",
+        "pytest tests/service/test_hostile.py -k catalogue",
     )
 
 
@@ -506,7 +506,7 @@ def test_hostile_slow_body_times_out_without_stalling_other_clients(server):
             "other errors": sum(code != 200 for code, _ in others),
             "other p100 ms": round(1000 * max(s for _, s in others), 1),
         },
-        "pytest tests/test_hostile.py -k slow_body",
+        "pytest tests/service/test_hostile.py -k slow_body",
     )
 
 
@@ -613,7 +613,7 @@ def test_hostile_slow_uploads_without_a_key_do_not_shed_other_clients(
             "classify answered 200": f"{classify.count(200)}/{len(classify)}",
             "429": labels.count(429) + classify.count(429),
         },
-        "pytest tests/test_hostile.py -k slow_uploads",
+        "pytest tests/service/test_hostile.py -k slow_uploads",
     )
 
 
@@ -689,7 +689,7 @@ def test_hostile_request_heads_are_bounded_in_time(tiny_model, gazetteer_csv, tm
             "other requests meanwhile": f"{others.count(200)}/{len(others)} answered",
             "over the connection limit": over.status_code,
         },
-        "pytest tests/test_hostile.py -k bounded_in_time",
+        "pytest tests/service/test_hostile.py -k bounded_in_time",
     )
 
 
@@ -724,7 +724,7 @@ def test_hostile_a_128_mb_head_is_refused_without_being_buffered(
             "MB sent before the server closed": round(sent / 2**20, 1),
             "resident memory growth MB": round(grown, 1),
         },
-        "pytest tests/test_hostile.py -k 128_mb",
+        "pytest tests/service/test_hostile.py -k 128_mb",
     )
 
 
@@ -761,5 +761,5 @@ def test_hostile_a_client_that_drops_mid_upload_is_not_an_error(
             "tracebacks": output.count("Traceback"),
             "logged as client gone": len(gone),
         },
-        "pytest tests/test_hostile.py -k drops_mid_upload",
+        "pytest tests/service/test_hostile.py -k drops_mid_upload",
     )

@@ -118,7 +118,7 @@ def test_security_a_broken_keys_file_fails_closed_and_loudly(make_client, keys_f
             "accepted": 0,
             "error logged": "yes",
         },
-        "pytest tests/test_security.py -k fails_closed",
+        "pytest tests/service/test_security.py -k fails_closed",
     )
 
 
@@ -187,7 +187,7 @@ def test_security_api_keys_hold_the_classify_scope_only(make_client):
         "refused the review queue, a stored request, feedback, the workbench and Open311 "
         "descriptions",
         {"refused": len(refused) + 2, "allowed": 1},
-        "pytest tests/test_security.py -k classify_scope_only",
+        "pytest tests/service/test_security.py -k classify_scope_only",
     )
 
 
@@ -312,7 +312,7 @@ def test_security_no_complaint_text_or_address_in_any_log_line(tiny_model, gazet
 
     import httpx
 
-    from tests.test_server_process import AD, free_port, wait_http_ready
+    from tests.service.test_server_process import AD, free_port, wait_http_ready
 
     secrets_ = {
         "text": "Budi Santoso di rumah nomor 17 lampu PJU padam",
@@ -428,7 +428,7 @@ def test_security_no_complaint_text_or_address_in_any_log_line(tiny_model, gazet
             "strings searched": len(secrets_) + len(words),
             "found": len(leaked) + len(leaked_words),
         },
-        "pytest tests/test_security.py -k log",
+        "pytest tests/service/test_security.py -k log",
     )
 
 
@@ -488,7 +488,7 @@ def test_security_explanations_run_in_the_inference_queue_and_are_throttled(
             "outside the inference thread": sum(not n.startswith("inference") for n in threads),
             "throttled (429)": 2,
         },
-        "pytest tests/test_security.py -k explanations_run",
+        "pytest tests/service/test_security.py -k explanations_run",
     )
 
 

@@ -53,7 +53,7 @@ def test_security_logout_ends_the_session_on_the_server(make_client, database_ur
         "log in, log out, replay the old session cookie: the workbench sends it to the login "
         "page (the session is deleted on the server)",
         {"replayed cookie": "refused (303 to login, 401 to fetch)"},
-        "pytest tests/test_security_sessions.py -k logout",
+        "pytest tests/service/test_security_sessions.py -k logout",
     )
 
 
@@ -158,5 +158,5 @@ def test_security_failed_authentication_is_throttled_per_address(make_client):
             "failed logins before 429": 5,
             "other address": "served",
         },
-        "pytest tests/test_security_sessions.py -k throttled",
+        "pytest tests/service/test_security_sessions.py -k throttled",
     )
