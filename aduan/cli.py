@@ -23,6 +23,7 @@ import typer
 from aduan import __version__
 from aduan.model.extras import explain
 from aduan.model.logs import FORMAT_ENV, LEVEL_ENV, LogFormat, LogLevel, configure_logging
+from aduan.model.ray_runtime import BackendChoice, EngineChoice
 from aduan.model.registry import DEFAULT_ROOT, ROOT_ENV
 from aduan.model.transformer import EngineName
 from aduan.models_cli import app as models_app
@@ -121,22 +122,8 @@ EngineOpt = Annotated[
 ]
 
 
-# The transformer engine of `batch`; `ray` is the old spelling of `--backend ray` (kept,
-# with a deprecation warning: `ray_runtime.resolve_backend`).
-class BatchEngine(StrEnum):
-    AUTO = "auto"
-    ONNX = "onnx"
-    TORCH = "torch"
-    RAY = "ray"
-
-
-class Backend(StrEnum):
-    LOCAL = "local"
-    RAY = "ray"
-
-
 BatchEngineOpt = Annotated[
-    BatchEngine,
+    EngineChoice,
     typer.Option(
         envvar="ADUAN_ENGINE",
         case_sensitive=False,
@@ -144,7 +131,7 @@ BatchEngineOpt = Annotated[
     ),
 ]
 BackendOpt = Annotated[
-    Backend | None,
+    BackendChoice | None,
     typer.Option(
         envvar="ADUAN_BACKEND",
         case_sensitive=False,
@@ -257,7 +244,7 @@ def batch(
     top_k: Annotated[int, typer.Option(min=1, max=10)] = 3,
     model: ModelOpt = None,
     registry: RegistryOpt = DEFAULT_ROOT,
-    engine: BatchEngineOpt = BatchEngine.AUTO,
+    engine: BatchEngineOpt = EngineChoice.AUTO,
     backend: BackendOpt = None,
     actors: Annotated[
         int, typer.Option(min=0, help="--backend ray: classifier actors (0: one per CPU)")

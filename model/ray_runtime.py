@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+from enum import StrEnum
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -18,6 +19,25 @@ ENGINE_RAY_DEPRECATED = (
     "--engine ray (ADUAN_ENGINE=ray) is deprecated: use --backend ray (ADUAN_BACKEND=ray); "
     "--engine now names the model engine only (auto, onnx or torch)"
 )
+
+
+class EngineChoice(StrEnum):
+    """What `--engine` accepts: the model engine, and `ray`, the old spelling of
+    `--backend ray` (kept, with a deprecation warning: `resolve_backend`)."""
+
+    AUTO = "auto"
+    ONNX = "onnx"
+    TORCH = "torch"
+    RAY = RAY
+
+
+class BackendChoice(StrEnum):
+    """What `--backend` accepts."""
+
+    LOCAL = LOCAL
+    RAY = RAY
+
+
 # A local instance keeps its shared-memory object store small: the streaming executor holds
 # only a few blocks at a time, and the machine is shared with the service and training.
 LOCAL_OBJECT_STORE_BYTES = 1 << 30

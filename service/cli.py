@@ -4,11 +4,12 @@ operator feedback. The root `aduan` app (`aduan/cli.py`) assembles this sub-app.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from aduan.model.ray_runtime import BackendChoice, EngineChoice
 
 if TYPE_CHECKING:
     from .storage import Store
@@ -26,19 +27,6 @@ keys_app = typer.Typer(
     help="API keys: make one, or hash an existing one, for ADUAN_KEYS_FILE.", **PLAIN
 )
 app.add_typer(keys_app, name="keys")
-
-
-# `ray` is the old spelling of `--backend ray` (kept, with a deprecation warning).
-class ServeEngine(StrEnum):
-    AUTO = "auto"
-    ONNX = "onnx"
-    TORCH = "torch"
-    RAY = "ray"
-
-
-class ServeBackend(StrEnum):
-    LOCAL = "local"
-    RAY = "ray"
 
 
 DbOpt = Annotated[
@@ -68,7 +56,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     engine: Annotated[
-        ServeEngine | None,
+        EngineChoice | None,
         typer.Option(
             case_sensitive=False,
             help="Transformer engine: auto, onnx or torch (ADUAN_ENGINE; the old `ray` means "
@@ -76,7 +64,7 @@ def serve(
         ),
     ] = None,
     backend: Annotated[
-        ServeBackend | None,
+        BackendChoice | None,
         typer.Option(
             case_sensitive=False,
             help="Where classify runs: local (in-process batcher) or ray (Ray Serve replicas, "
