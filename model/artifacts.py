@@ -211,7 +211,9 @@ def write_manifest(model_dir: Path) -> dict[str, Any]:
         }
         for path in _model_files(model_dir)
     }
-    manifest = {"algorithm": "sha256", "files": files}
+    # "coverage": "all" says every file is listed (older manifests listed the learned files
+    # only: see `verify_manifest`).
+    manifest = {"algorithm": "sha256", "coverage": "all", "files": files}
     write_json(model_dir / MANIFEST, manifest)
     return manifest
 
@@ -247,12 +249,29 @@ def verify_manifest(model_dir: Path) -> None:
                 f"(tampered, or edited by hand: run `{REHASH}` after a deliberate edit)"
             )
     listed = set(files)
-    for extra in _model_files(model_dir):
-        if extra.relative_to(model_dir).as_posix() not in listed:
-            raise ModelDirError(
-                f"{extra}: not recorded in {MANIFEST}: added after training (run `{REHASH}` "
-                "if you put it there on purpose)"
-            )
+    unlisted = [
+        p for p in _model_files(model_dir) if p.relative_to(model_dir).as_posix() not in listed
+    ]
+    if not unlisted:
+        return
+    if manifest.get("coverage") != "all":
+        # Written by an aduan that listed only the learned files: those are checked, the rest
+        # (config.json, metrics, card...) cannot be. Still served, so that an upgrade does not
+        # refuse every existing version (a registry mounted read-only cannot be re-signed).
+        log.warning(
+            "%s: written by an older aduan, %d file(s) it does not list (such as %s) are not "
+            "checked; run `%s %s` once you trust the directory",
+            path,
+            len(unlisted),
+            unlisted[0].relative_to(model_dir).as_posix(),
+            REHASH,
+            model_dir,
+        )
+        return
+    raise ModelDirError(
+        f"{unlisted[0]}: not recorded in {MANIFEST}: added after training (run `{REHASH}` "
+        "if you put it there on purpose)"
+    )
 
 
 def library_versions(packages: tuple[str, ...] = CHECKED_LIBRARIES) -> dict[str, str]:

@@ -3,6 +3,7 @@ operator feedback. The root `aduan` app (`aduan/cli.py`) assembles this sub-app.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -12,6 +13,7 @@ import typer
 from aduan.model.ray_runtime import BackendChoice, EngineChoice
 
 if TYPE_CHECKING:
+    from .settings import Settings
     from .storage import Store
 
 # rich_markup_mode=None: help texts print as written (see aduan/cli.py)
@@ -92,7 +94,6 @@ def serve(
     `--engine ray` still means this, with a deprecation warning)."""
     from aduan.model.artifacts import ModelDirError, read_config, verify_model_dir
     from aduan.model.extras import MissingExtra
-    from aduan.model.logs import configure_logging
     from aduan.model.registry import DEFAULT_ROOT, RegistryError
     from aduan.model.transformer import require_engine
 
@@ -131,8 +132,8 @@ def serve(
         where = settings.registry or settings.model_dir
         raise _fail(f"cannot serve {where}: {exc}") from exc
     try:
-        configure_logging(settings.log_level, settings.log_format, replace=True)
-    except ValueError as exc:  # ADUAN_LOG_LEVEL / ADUAN_LOG_FORMAT from a .env file
+        settings_logging(settings)
+    except ValueError as exc:  # a bad ADUAN_LOG_LEVEL / ADUAN_LOG_FORMAT
         raise _fail(str(exc)) from exc
     try:
         application = create_app(settings)
@@ -140,6 +141,22 @@ def serve(
         raise _fail(f"cannot serve: {exc}") from exc
     if not run(application, settings, host, port):  # the lifespan refused the model
         raise typer.Exit(code=3)
+
+
+def settings_logging(settings: Settings) -> None:
+    """The root options (-v, --log-level, --log-format) configured logging already; a level
+    or format the settings name explicitly (the environment or a .env file) wins, the rest
+    stay as they are."""
+    from aduan.model.logs import configure_logging
+
+    given = settings.model_fields_set & {"log_level", "log_format"}
+    if not given:
+        return
+    configure_logging(
+        settings.log_level if "log_level" in given else logging.getLevelName(logging.root.level),
+        settings.log_format if "log_format" in given else None,
+        replace=True,
+    )
 
 
 def _store(database_url: str | None, migrate: bool = True) -> Store:

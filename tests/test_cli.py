@@ -223,3 +223,32 @@ def test_cli_progress_logs_lines_off_a_terminal(caplog, monkeypatch):
     from tqdm import tqdm
 
     assert isinstance(progress(range(3), disable=True), tqdm)
+
+
+def test_cli_serve_keeps_the_root_log_options_unless_settings_name_them(monkeypatch):
+    """`aduan -v serve`: the settings reconfigure logging only for what they name explicitly
+    (they used to reset the root's DEBUG to INFO)."""
+    import logging
+
+    from aduan.model.logs import JsonFormatter, configure_logging
+    from aduan.service.cli import settings_logging
+    from aduan.service.settings import Settings
+
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    try:
+        monkeypatch.delenv("ADUAN_LOG_LEVEL", raising=False)
+        monkeypatch.delenv("ADUAN_LOG_FORMAT", raising=False)
+        configure_logging("DEBUG", "plain", replace=True)
+        settings_logging(Settings())
+        assert root.level == logging.DEBUG
+        monkeypatch.setenv("ADUAN_LOG_FORMAT", "json")
+        settings_logging(Settings())
+        assert root.level == logging.DEBUG
+        assert isinstance(root.handlers[0].formatter, JsonFormatter)
+        monkeypatch.setenv("ADUAN_LOG_LEVEL", "WARNING")
+        settings_logging(Settings())
+        assert root.level == logging.WARNING
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]

@@ -116,5 +116,9 @@ def test_deploy_keys_come_from_a_scoped_keys_file():
     [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
     assert volume["secret"]["secretName"] == "aduan-keys"
     assert {i["path"] for i in volume["secret"]["items"]} == {path.name}
+    # readable by the service's user: world-readable, or group-readable with its group
+    mode = volume["secret"].get("defaultMode", 0o644)
+    user = pod["securityContext"]["runAsUser"]
+    assert mode & 0o004 or (mode & 0o040 and pod["securityContext"].get("fsGroup") == user)
     assert env["ADUAN_PUBLIC_HTTPS"]["value"] == "true"
     assert env["ADUAN_TRUSTED_PROXIES"]["value"] not in ("*", "")

@@ -277,3 +277,27 @@ def test_model_files_safetensors_whose_header_length_looks_like_pickle_magic_is_
     (target / "extra.safetensors").write_bytes(pickle.dumps([1.0], protocol=2))
     with pytest.raises(ModelDirError, match=r"extra\.safetensors: a pickle-based file"):
         refuse_pickles(target)
+
+
+def test_model_files_an_older_manifest_still_loads_with_a_warning(tiny_model, tmp_path, caplog):
+    """A directory written before manifests listed every file (no `coverage`, config.json and
+    the card unlisted) is served, its listed files checked, with a warning naming `rehash`;
+    a current manifest still refuses an unlisted file."""
+    old = tmp_path / "old"
+    shutil.copytree(tiny_model, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest.pop("coverage")
+    for name in ("config.json", "README.md", "metrics.json"):
+        manifest["files"].pop(name)
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with caplog.at_level("WARNING"):
+        verify_model_dir(old)
+    assert "written by an older aduan" in caplog.text and "rehash" in caplog.text
+    (old / "tfidf.safetensors").write_bytes(b"x")  # a listed file is still checked
+    with pytest.raises(ModelDirError, match="tfidf.safetensors"):
+        verify_model_dir(old)
+    current = tmp_path / "current"
+    shutil.copytree(tiny_model, current)
+    (current / "extra.txt").write_text("x")
+    with pytest.raises(ModelDirError, match="not recorded"):
+        verify_model_dir(current)
