@@ -63,8 +63,11 @@ def identify(request: Request, token: str) -> ApiKey | None:
             f"{retry_after(wait)} s",
             {"Retry-After": retry_after(wait)},
         )
-    key = get_keys(request).find(token)
-    if key is None:
+    ring = get_keys(request)
+    key = ring.find(token)
+    # While the keys file cannot be used every key fails: the server's fault, not a guess, so
+    # it is not counted (each client would be locked out long after the file is mended).
+    if key is None and ring.broken is None:
         failures.take(caller)
     return key
 

@@ -122,6 +122,20 @@ def test_security_a_broken_keys_file_fails_closed_and_loudly(make_client, keys_f
     )
 
 
+def test_security_a_broken_keys_file_does_not_count_as_failed_guesses(make_client, keys_file):
+    """While the keys file cannot be used every key fails; those failures are not counted
+    against the callers, so once the file is mended no address is locked out."""
+    client = make_client(keys_file=keys_file, auth_failures=3)
+    write_keys(keys_file, f"clerk classify {hash_key(CLERK)}", "late classify not-a-hash")
+    statuses = [
+        client.post("/v1/classify", json=TEXT, headers=bearer(CLERK)).status_code
+        for _ in range(6)
+    ]
+    assert statuses == [401] * 6
+    write_keys(keys_file, f"clerk classify {hash_key(CLERK)}")
+    assert client.post("/v1/classify", json=TEXT, headers=bearer(CLERK)).status_code == 200
+
+
 def test_security_revoking_an_operator_key_ends_its_workbench_session(make_client, keys_file):
     client = make_client(keys_file=keys_file)
     form = client.get("/ui/login")
