@@ -126,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keys = KeyRing(settings)
     app.state.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
     app.state.explain_limiter = RateLimiter(settings.explain_rate)
+    app.state.public_limiter = RateLimiter(settings.public_read_rate)
     app.state.auth_failures = RateLimiter(
         settings.auth_failures / settings.auth_failure_period_s, settings.auth_failures
     )

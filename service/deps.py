@@ -102,6 +102,16 @@ def throttle(request: Request, key: ApiKey | None) -> None:
         raise rate_limited(who, retry_after(wait))
 
 
+def throttle_public(request: Request) -> None:
+    """429 with Retry-After when a keyless caller reads public documents (Open311 lists)
+    faster than `public_read_rate` per address: on by default, unlike `rate_limit`."""
+    throttle(request, None)
+    limiter: RateLimiter = request.app.state.public_limiter
+    wait = limiter.take(f"address:{client_address(request)}")
+    if wait > 0:
+        raise rate_limited("this address", retry_after(wait))
+
+
 def throttle_explanations(request: Request, operator: str) -> None:
     """429 with Retry-After when `operator` asks for explanations faster than
     `explain_rate` (each is up to MAX_SPANS + 1 predictions of a text of up to max_chars)."""

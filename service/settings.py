@@ -83,6 +83,12 @@ class Settings(BaseSettings):
         0.0, ge=0, description="Requests per second per API key (per address when open); 0: off"
     )
     rate_burst: int = Field(0, ge=0, description="Requests a key may send at once; 0: 2 x rate")
+    public_read_rate: float = Field(
+        5.0,
+        ge=0,
+        description="Public (keyless) Open311 reads per second per address, in bursts of 2 x "
+        "this; on whether or not rate_limit is set; 0: no limit",
+    )
     explain_rate: float = Field(
         1.0,
         ge=0,

@@ -27,6 +27,7 @@ from aduan.service.deps import (
     bearer_token,
     get_keys,
     throttle,
+    throttle_public,
 )
 from aduan.service.errors import ApiError, bad_request, not_found, not_ready, too_large
 from aduan.service.idempotency import idempotency_key, mark_replayed
@@ -77,7 +78,7 @@ def reader(
 ) -> ApiKey | None:
     """Reading is public and rate-limited; a key sent must be valid."""
     if not (api_key or bearer_token(request)):
-        throttle(request, None)
+        throttle_public(request)
         return None
     return _caller(request, api_key, (CLASSIFY, OPERATOR))
 
