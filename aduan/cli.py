@@ -315,8 +315,13 @@ class Quantization(StrEnum):
 
 @app.command()
 def export(
-    model: ModelOpt = None,
-    registry: RegistryOpt = DEFAULT_ROOT,
+    model: Annotated[
+        Path,
+        typer.Option(
+            help="Model directory, rewritten in place: give it explicitly (a registry "
+            "version is immutable; export a copy, then add it as a new version)"
+        ),
+    ],
     quantize: Annotated[
         Quantization,
         typer.Option(help="int8 (dynamic quantisation, the fast CPU engine) or fp32"),
@@ -328,7 +333,6 @@ def export(
     from aduan.model.artifacts import ModelDirError
     from aduan.model.onnx import export_model_dir
 
-    model = _model_dir(model, registry)
     try:
         entry = export_model_dir(model, quantize)
     except (ModelDirError, ValueError) as exc:

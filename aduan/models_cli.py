@@ -170,14 +170,21 @@ def verify(model: ModelArg = None, registry: RegistryOpt = DEFAULT_ROOT) -> None
 
 
 @app.command()
-def rehash(model: ModelArg = None, registry: RegistryOpt = DEFAULT_ROOT) -> None:
+def rehash(
+    model: Annotated[
+        Path,
+        typer.Argument(
+            help="Model directory to re-sign: given explicitly, never the live version by "
+            "default (re-signing whatever is live would bless a tampered directory)"
+        ),
+    ],
+) -> None:
     """Record the files' checksums in manifest.json: after a deliberate edit (e.g. of
     routing.json or config.json), or once for a trusted directory written before manifests
     (it is refused until it has one). Refuses a directory holding pickle files, without
     valid labels or whose config.json points outside it."""
     from aduan.model.artifacts import ModelDirError, read_config, refuse_pickles, write_manifest
 
-    model = _model_dir(model, registry)
     try:
         read_config(model)
         refuse_pickles(model)

@@ -56,7 +56,7 @@ def test_cli_version():
         ["batch", "--engine", "foo", "--input", "a.csv", "--output", "b.csv"],
         ["serve", "--engine", "foo"],
         ["evaluate", "--engine", "foo", "--data", "a.csv"],
-        ["export", "--quantize", "int4"],
+        ["export", "--model", "m", "--quantize", "int4"],
         ["--log-format", "xml", "classify", "x"],
     ],
 )
@@ -252,3 +252,11 @@ def test_cli_serve_keeps_the_root_log_options_unless_settings_name_them(monkeypa
     finally:
         root.setLevel(saved[0])
         root.handlers[:] = saved[1]
+
+
+@pytest.mark.parametrize("command", [["export"], ["models", "rehash"]])
+def test_cli_commands_that_rewrite_a_directory_need_it_named(command, registry):
+    """`export` rewrites a directory in place and `rehash` re-signs one: never the registry's
+    live version by default."""
+    result = runner.invoke(app, [*command], env={"ADUAN_REGISTRY": str(registry)})
+    assert result.exit_code == 2 and "Missing" in result.output
