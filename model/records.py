@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 import pandas as pd
 
 from .extras import install_hint
-from .spreadsheet import write_csv
+from .spreadsheet import unguarded, write_csv
 from .text import undecodable
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,8 @@ def read_frames(
     path: Path, chunk_rows: int, span: Span | None = None, *, na_markers: bool = False
 ) -> Iterator[tuple[int, pd.DataFrame]]:
     """The file's records as (row number of the first, frame of at most `chunk_rows` rows),
-    the whole file or one `span` of it. CSV values are Python strings, as written (with
+    the whole file or one `span` of it. CSV values are Python strings, as written (a cell that
+    `spreadsheet.write_csv` guarded with an apostrophe, without it; with
     `na_markers`, the cells spreadsheets write for a missing value, `NA`, `N/A`, `NULL`...,
     are missing instead); `RecordError` names the line that is not a record."""
     if not path.is_file():
@@ -269,7 +270,20 @@ def _csv_frames(
             header = handle.readline()
             source = io.BufferedReader(_Range(path, span.start, span.end, header))
         with source, _csv_errors(path):
-            yield from _csv(source, na_markers, chunksize=chunk_rows)
+            for frame in _csv(source, na_markers, chunksize=chunk_rows):
+                yield _unguarded(frame)
+
+
+def _unguarded(frame: pd.DataFrame) -> pd.DataFrame:
+    """A cell guarded against spreadsheet formulas (`spreadsheet.write_csv`) read back as the
+    text that was written; the columns stay Python objects (arrow strings refuse the
+    surrogates that stand for undecodable bytes)."""
+    for column in frame.columns:
+        values = frame[column].tolist()
+        cleaned = [unguarded(v) for v in values]
+        if cleaned != values:
+            frame[column] = pd.Series(cleaned, index=frame.index, dtype=object)
+    return frame
 
 
 def _jsonl_frames(

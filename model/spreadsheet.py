@@ -24,6 +24,14 @@ def safe_cell(value: Any) -> Any:
     return value
 
 
+def unguarded(value: Any) -> Any:
+    """`safe_cell` undone: the text as it was before it was written (a CSV this project wrote,
+    such as `aduan feedback export`, read back for training)."""
+    if isinstance(value, str) and value.startswith(GUARD) and value[1:].startswith(FORMULA_STARTS):
+        return value[1:]
+    return value
+
+
 def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy of `frame` whose text cells cannot start a formula (see `safe_cell`)."""
     out = frame.copy()

@@ -141,3 +141,17 @@ def test_records_training_reads_without_datasets(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_records_csv_written_with_formula_guards_reads_back_as_written(tmp_path):
+    """`aduan feedback export` guards cells against spreadsheet formulas; read back for
+    training (the monthly retrain does), the texts are the citizens' own, apostrophe-free."""
+    from aduan.model.records import read_frames
+    from aduan.model.spreadsheet import write_csv
+
+    texts = ["-- lampu mati", "=SUM(A1)", "'quoted already", "@camat tolong", "biasa"]
+    path = tmp_path / "feedback.csv"
+    write_csv(pd.DataFrame({"text": texts}), path)
+    assert "'--" in path.read_text()  # guarded on disk
+    [(_, frame)] = list(read_frames(path, 100))
+    assert frame["text"].tolist() == texts
