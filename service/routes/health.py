@@ -35,7 +35,9 @@ def ready(state: StateDep, request: Request) -> dict[str, str]:
     database = "none" if store is None else "ok" if store.available else "unavailable"
     if database == "unavailable" and state.settings.ready_requires_database:
         raise not_ready(f"the database is unavailable ({store.last_error})")
-    keys_broken = request.app.state.keys.broken is not None
+    ring = request.app.state.keys
+    ring.keys()  # re-read the file when it changed: the answer is about the file as it is now
+    keys_broken = ring.broken is not None
     answer = {
         "status": "degraded" if database == "unavailable" or keys_broken else "ready",
         "model_version": state.classifier.version if state.classifier else "unknown",
