@@ -14,6 +14,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import Counter
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from aduan import __version__
+
 from .database import DatabaseBusy
 from .deps import require_api_key, require_reader
 from .drift import feedback_agreement
@@ -116,7 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # /docs is served from the package's own files (install_web): no CDN, no ReDoc.
     app = FastAPI(
         title="aduan",
-        version="0.1.0",
+        version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
         docs_url=None,
