@@ -3,7 +3,7 @@ SHA-256, so logging out (or a revoked key) ends the session on every replica, an
 leaked cookie nor a leaked table reveals anything about the operator's key.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 """
 
 from __future__ import annotations
