@@ -128,8 +128,7 @@ def test_security_a_broken_keys_file_does_not_count_as_failed_guesses(make_clien
     client = make_client(keys_file=keys_file, auth_failures=3)
     write_keys(keys_file, f"clerk classify {hash_key(CLERK)}", "late classify not-a-hash")
     statuses = [
-        client.post("/v1/classify", json=TEXT, headers=bearer(CLERK)).status_code
-        for _ in range(6)
+        client.post("/v1/classify", json=TEXT, headers=bearer(CLERK)).status_code for _ in range(6)
     ]
     assert statuses == [401] * 6
     write_keys(keys_file, f"clerk classify {hash_key(CLERK)}")
