@@ -79,20 +79,20 @@ def merge_offices(
     listed keeps its other keys (and its own `sla_hours` unless `overwrite`), a new one is
     appended as `{name, sla_hours}`; the document's other keys stay. Returns a new dict."""
     document = dict(document or {})
-    offices = [dict(o) for o in document.get("offices") or []]
-    for i, office in enumerate(offices):
+    offices: list[dict[str, Any]] = []
+    for i, office in enumerate(document.get("offices") or []):
         if not isinstance(office, dict) or not isinstance(office.get("name"), str):
             raise ValueError(f"offices[{i}] has no name")
+        offices.append(dict(office))
     by_name = {o["name"]: o for o in offices}
     for sla in table:
         hours = int(sla.sla_hours) if float(sla.sla_hours).is_integer() else sla.sla_hours
-        office = by_name.get(sla.name)
-        if office is None:
-            office = {"name": sla.name, "sla_hours": hours}
-            offices.append(office)
-            by_name[sla.name] = office
-        elif overwrite or "sla_hours" not in office:
-            office["sla_hours"] = hours
+        known = by_name.get(sla.name)
+        if known is None:
+            by_name[sla.name] = {"name": sla.name, "sla_hours": hours}
+            offices.append(by_name[sla.name])
+        elif overwrite or "sla_hours" not in known:
+            known["sla_hours"] = hours
     document["offices"] = offices
     return document
 

@@ -76,6 +76,8 @@ def test_sla_merge_offices_keeps_what_a_person_wrote() -> None:
     assert kept["offices"][0]["sla_hours"] == 6
     with pytest.raises(ValueError, match=r"offices\[0\]"):
         merge_offices({"offices": [{"webhook": "x"}]}, table)
+    with pytest.raises(ValueError, match=r"offices\[1\]"):
+        merge_offices({"offices": [{"name": "A"}, "B"]}, table)
 
 
 def test_history_reader_types_buckets_and_clock_errors(tmp_path: Path) -> None:
