@@ -267,3 +267,14 @@ def expected_datetime(received_at: datetime, bucket_probs: Sequence[float]) -> d
     """Open311's `expected_datetime`: the arrival plus `expected_hours`, to the minute."""
     offset = timedelta(hours=float(expected_hours(bucket_probs)))
     return (received_at + offset).replace(second=0, microsecond=0)
+
+
+def median_hours(bucket_probs: Sequence[float] | np.ndarray) -> np.ndarray | float:
+    """The hours of the median bucket (the first whose cumulative probability reaches 0.5):
+    the estimate with the smaller absolute error on the history (docs/followup-history.md),
+    where `expected_hours` is the mean."""
+    probs = np.asarray(bucket_probs, dtype=np.float64)
+    hours = np.array([BUCKET_HOURS[b] for b in BUCKETS])
+    cumulative = probs.cumsum(axis=-1) / probs.sum(axis=-1, keepdims=True)
+    out = hours[(cumulative >= 0.5).argmax(axis=-1)]
+    return float(out) if np.ndim(out) == 0 else out

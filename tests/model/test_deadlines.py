@@ -17,6 +17,7 @@ from aduan.model.deadlines import (
     DeadlineModel,
     expected_datetime,
     expected_hours,
+    median_hours,
 )
 from aduan.model.history import BUCKET_HOURS, BUCKETS
 
@@ -31,6 +32,13 @@ def test_deadlines_expected_hours_weights_bucket_hours() -> None:
     assert list(matrix) == [hours[0], hours[2]]
     with pytest.raises(ValueError, match="3 bucket"):
         expected_hours([0.5, 0.5])
+
+
+def test_deadlines_median_hours_is_the_median_bucket() -> None:
+    hours = [BUCKET_HOURS[b] for b in BUCKETS]
+    assert median_hours([0.6, 0.1, 0.3]) == hours[0]
+    assert median_hours([0.3, 0.1, 0.6]) == hours[2]
+    assert list(median_hours(np.array([[0.4, 0.2, 0.4], [0.2, 0.2, 0.6]]))) == [hours[1], hours[2]]
 
 
 def test_deadlines_expected_datetime_offsets_arrival() -> None:
