@@ -168,6 +168,19 @@ class DeadlineModel:
         probs = self.predict_proba(*args, **kwargs)
         return [self.buckets[i] for i in probs.argmax(axis=1)]
 
+    def expected_at(
+        self,
+        received_at: datetime,
+        text: str,
+        agency: str,
+        kecamatan: str | None = None,
+        kelurahan: str | None = None,
+    ) -> datetime:
+        """One routed complaint's Open311 `expected_datetime`, from the default predictor: what
+        the service's `expected_resolution` calls."""
+        [probs] = self.predict_proba([text], [agency], [kecamatan], [kelurahan])
+        return expected_datetime(received_at, probs)
+
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         spec: dict[str, Any] = {

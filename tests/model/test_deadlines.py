@@ -66,6 +66,9 @@ def test_deadlines_baseline_only_directory_round_trips(tmp_path: Path) -> None:
     assert loaded.default == "baseline" and loaded.text_model is None
     assert loaded.predict_proba(["x"], ["Dinas Sosial"]).tolist() == [[0.1, 0.1, 0.8]]
     assert loaded.metrics == {"note": 1}
+    arrived = datetime(2023, 2, 1, 9, 0)
+    expected = expected_datetime(arrived, [0.1, 0.1, 0.8])
+    assert loaded.expected_at(arrived, "x", "Dinas Sosial", "Gubeng") == expected
 
 
 def test_deadlines_load_refuses_what_is_not_a_deadline_directory(tmp_path: Path) -> None:
