@@ -12,6 +12,10 @@
 | due_at | timestamp or NaT | the first-response deadline (NaT: none) |
 | sent_back | bool | the office sent it back as not its own |
 
+Timestamps may be naive or time-zone aware: they are compared as instants, a naive one (and a
+naive `start`/`end`) taken as UTC. Durations are as known now: a complaint that arrived in a
+period and closed after it counts its close time in that period's row.
+
 Per group (office, kecamatan, or everything) and per period (ISO week, or the whole range):
 
 - `received`: complaints that arrived in the period;

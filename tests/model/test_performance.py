@@ -75,6 +75,17 @@ def test_performance_hand_worked_weeks() -> None:
     json.dumps(to_records(table))  # JSON-ready as it is
 
 
+def test_performance_utc_aware_timestamps_give_the_same_figures() -> None:
+    naive = _hand_worked()
+    aware = naive.copy()
+    for column in ("received_at", "first_response_at", "closed_at", "due_at"):
+        aware[column] = aware[column].dt.tz_localize("UTC")
+    expected = office_performance(naive, start="2023-01-02", end="2023-01-16")
+    got = office_performance(aware, start="2023-01-02", end="2023-01-16")
+    columns = [c for c in expected if c not in ("period_start", "period_end")]
+    pd.testing.assert_frame_equal(got[columns], expected[columns])
+
+
 def test_performance_range_kecamatan_and_all() -> None:
     frame = _hand_worked()
     whole = office_performance(frame, by=None, weekly=False, start="2023-01-02", end="2023-01-16")
