@@ -11,9 +11,10 @@ import pytest
 
 from aduan.model.history import load_history
 from aduan.model.performance import history_complaints, office_performance, to_records
-from tests.conftest import SURABAYA
+from aduan.model.resources import default_data
 
 T = pd.Timestamp
+SURABAYA = default_data()  # the shared data, where model/resources.py finds it
 NAT = pd.NaT
 
 
