@@ -2,7 +2,9 @@
 
 `aduan train|retrain|evaluate|data|base` come from `aduan.training.cli`, `aduan
 serve|db|requests|feedback` from `aduan.service.cli`, `aduan models` (registry and drift, which
-need both sides) from `aduan.models_cli`; `classify` needs only `aduan.model`.
+need both sides) from `aduan.models_cli`, `aduan followup` (SLAs, deadline model and office
+figures from the history) from `aduan.training.followup_cli`; `classify` needs only
+`aduan.model`.
 
 Every command writes its data to stdout and its logs to stderr (`aduan.model.logs`), so a
 command's output can be piped; a usage error (an unknown option value) exits 2.
@@ -29,6 +31,7 @@ from aduan.model.transformer import EngineName
 from aduan.models_cli import app as models_app
 from aduan.service.cli import app as service_app
 from aduan.training.cli import app as training_app
+from aduan.training.followup_cli import followup_history
 
 if TYPE_CHECKING:
     from aduan.model.batch import BatchColumns, BatchReport
@@ -53,6 +56,7 @@ app = typer.Typer(
 app.add_typer(training_app)
 app.add_typer(service_app)
 app.add_typer(models_app, name="models")
+app.add_typer(followup_history, name="followup")
 
 
 def _fail(message: str) -> typer.Exit:
