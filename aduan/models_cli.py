@@ -68,21 +68,30 @@ def list_versions(registry: RegistryOpt = DEFAULT_ROOT, as_json: JsonOpt = False
     from rich.table import Table
 
     table = Table(title=f"model registry {registry}")
-    for name in ("live", "version", "preset", "data", "agency acc.", "macro-F1", "auto-routed"):
-        table.add_column(name, no_wrap=name in ("version", "data"))
+    columns = ("live", "version", "preset", "train", "valid", "rows", "fb", "agency acc.")
+    for name in (*columns, "macro-F1", "auto-routed"):
+        table.add_column(name, no_wrap=name in ("version", "train", "valid"))
     for v in versions:
         span = v["data_range"]
         agency = v["metrics"]["agency"]
+        feedback = v["provenance"]["feedback_rows"]
         table.add_row(
             "*" if v["live"] else "",
             v["version"],
             v["preset"] or "?",
-            f"{span['from']}..{span['seen_until']}" if span else "?",
+            "..".join(span["train"]) if span and span.get("train") else "?",
+            "..".join(span["validation"]) if span and span.get("validation") else "?",
+            str(v["rows"] or "?"),
+            "?" if feedback is None else str(feedback),
             _fmt(agency["accuracy"]),
             _fmt(agency["macro_f1"]),
             _fmt(agency["auto_route_coverage"], percent=True),
         )
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # piped or captured: no terminal width to fit, keep each row
+        console.width = max(console.width, 160)
+    console.print(table)
+    typer.echo("rows: rows the shipped weights saw; fb: operators' corrections among them")
 
 
 @app.command()

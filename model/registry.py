@@ -74,7 +74,8 @@ class Version:
         return str(self.config.get("created_at") or "")
 
     def summary(self) -> dict[str, Any]:
-        """Version, live flag, preset, data range and the key validation figures."""
+        """Version, live flag, preset, data range and split, what it was trained on (files,
+        months, operators' corrections) and the key validation figures."""
         validation = self.metrics.get("validation") or {}
         key = {}
         for head in ("agency", "category"):
@@ -83,6 +84,7 @@ class Version:
                 name: figures.get(name)
                 for name in ("accuracy", "macro_f1", "auto_route_coverage", "auto_route_accuracy")
             }
+        recorded = self.config.get("provenance") or {}
         return {
             "version": self.name,
             "live": self.live,
@@ -90,6 +92,20 @@ class Version:
             "preset": self.config.get("preset"),
             "model_type": self.config.get("model_type"),
             "data_range": artifacts.data_range(self.config, self.metrics),
+            "split": self.metrics.get("split"),
+            "trained_on": self.config.get("trained_on"),
+            # Rows the shipped weights saw: the refit's, else the training months'.
+            "rows": ((self.config.get("trained_on") or {}).get("rows"))
+            or (self.metrics.get("data") or {}).get("train_rows"),
+            "provenance": {
+                "files": [
+                    {k: f.get(k) for k in ("name", "sha256", "rows", "rows_used", "feedback")}
+                    for f in recorded.get("data") or []
+                ],
+                "months": recorded.get("months"),
+                "feedback_rows": recorded.get("feedback_rows"),
+                "excluded": recorded.get("excluded"),
+            },
             "metrics": key,
         }
 

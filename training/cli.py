@@ -129,10 +129,17 @@ def _train_config(
     base: str | None,
     set_: list[str] | None,
     column: list[str] | None,
+    split: dict[str, str | int | None] | None = None,
 ) -> TrainConfig:
     from .config import load_config
+    from .data import check_date
 
     overrides = pairs(set_, "--set")
+    for key, value in (split or {}).items():
+        if isinstance(value, str):
+            overrides[key] = check_date(value, "--" + key.replace("_", "-"))
+        elif value is not None:
+            overrides[key] = str(value)
     if column:
         overrides["columns"] = json.dumps(pairs(column, "--column"))
     return load_config(preset, overrides, data=[str(p) for p in data] if data else None, base=base)
@@ -159,17 +166,35 @@ def train(
     set_: SetOpt = None,
     column: ColumnOpt = None,
     mlflow: MlflowOpt = None,
+    valid_months: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Validate on the newest N months present in the data (default: preset's)"
+        ),
+    ] = None,
+    train_until: Annotated[
+        str | None, typer.Option(help="Train on rows up to this day (YYYY-MM-DD)")
+    ] = None,
+    valid_from: Annotated[
+        str | None, typer.Option(help="Validate on rows from this day on (YYYY-MM-DD)")
+    ] = None,
 ) -> None:
     """Train a model directory from labelled complaints (time split, calibrated): at --output,
-    or as a new immutable version of the --registry (default models/)."""
+    or as a new immutable version of the --registry (default models/).
+
+    The split comes from the data: validation on the newest `valid_months` months present
+    (2 in the presets; the newest may be partial), training on the months before, and with
+    `refit_all` the shipped weights refitted on every row. Rows left out are logged (WARNING)
+    and listed in the model card."""
     from aduan.model.artifacts import ModelDirError
     from aduan.model.registry import Registry, RegistryError
 
     from .train import train as run_training
     from .train import train_version
 
+    split = {"valid_months": valid_months, "train_until": train_until, "valid_from": valid_from}
     try:
-        config = _train_config(preset, data, base, set_, column)
+        config = _train_config(preset, data, base, set_, column, split)
         if mlflow:
             from .tracking import require_mlflow
 

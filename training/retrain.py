@@ -76,7 +76,7 @@ def retrain(
     `RegistryError` when nothing can be decided (the caller's "failed")."""
     gate = gate or GateConfig()
     frame = load_many(config.data, ColumnMap(**config.columns))
-    windows = plan_windows(frame["created_at"], gate)
+    windows = plan_windows(frame["created_at"], gate, config.valid_months)
     live = registry.live()
     live_dir = registry.path(live) if live else None
     rows, eval_from = evaluation_rows(

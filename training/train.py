@@ -12,6 +12,7 @@ A run, top to bottom (`_train_main`):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -70,7 +71,20 @@ def kind_trainer(
 def every_row(splits: Splits) -> Splits:
     """The splits with every labelled row (training + validation months) to train on."""
     rows = pd.concat([splits.train, splits.valid], ignore_index=True)
-    return Splits(rows, splits.valid, splits.labels, splits.agency_map)
+    return Splits(rows, splits.valid, splits.labels, splits.agency_map, split=splits.split)
+
+
+def resolved(config: TrainConfig, splits: Splits) -> TrainConfig:
+    """The settings with the dates of the split the data gave (what the model records, and
+    what reproduces the run on the same files)."""
+    if splits.split is None:
+        return config
+    return dataclasses.replace(
+        config,
+        train_until=splits.split.train_until,
+        valid_from=splits.split.valid_from,
+        valid_until=splits.split.valid_until,
+    )
 
 
 def validation_logits(selection: Selection, splits: Splits) -> dict[str, np.ndarray]:
@@ -121,6 +135,7 @@ def train(
     checkpoint_dir = output.parent / f".{output.name}.checkpoint"
     with distributed.session(config.device):
         splits, _ = load_splits(config)
+        config = resolved(config, splits)
         kind = kind_trainer(config, checkpoint_dir, trainer)
         if not distributed.is_main():
             _train_worker(config, kind, splits)
