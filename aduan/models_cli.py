@@ -55,7 +55,7 @@ def _fmt(value: Any, percent: bool = False) -> str:
 def list_versions(registry: RegistryOpt = DEFAULT_ROOT, as_json: JsonOpt = False) -> None:
     """Versions, oldest first: data range, preset, key validation figures, which is live."""
     try:
-        versions = [v.summary() for v in Registry(registry).versions()]
+        versions = [v.summary() for v in Registry(registry).require().versions()]
     except RegistryError as exc:
         raise _fail(str(exc)) from exc
     if as_json:
@@ -102,8 +102,8 @@ def path(
     ] = None,
 ) -> None:
     """Print the directory of the live version (or of the newest version of `--preset`)."""
-    store = Registry(registry)
     try:
+        store = Registry(registry).require()
         if preset is None:
             typer.echo(str(store.live_path()))
             return
@@ -125,7 +125,7 @@ def promote(
 ) -> None:
     """Make a version live (the pointer moves atomically; running services reload)."""
     try:
-        previous = Registry(registry).promote(version, verify=verify)
+        previous = Registry(registry).require().promote(version, verify=verify)
     except RegistryError as exc:
         raise _fail(str(exc)) from exc
     typer.echo(f"{version} is live (was {previous or 'none'})")
@@ -135,7 +135,7 @@ def promote(
 def rollback(registry: RegistryOpt = DEFAULT_ROOT) -> None:
     """Make the previously live version live again."""
     try:
-        version = Registry(registry).rollback()
+        version = Registry(registry).require().rollback()
     except RegistryError as exc:
         raise _fail(str(exc)) from exc
     typer.echo(f"rolled back: {version} is live")
@@ -148,9 +148,10 @@ def prune(
         int, typer.Option(min=0, help="Versions kept besides the live one")
     ] = DEFAULT_KEEP,
 ) -> None:
-    """Delete old versions, keeping the live one and the newest KEEP."""
+    """Delete old versions, keeping the live one, the one `rollback` would return to and the
+    newest KEEP."""
     try:
-        removed = Registry(registry).prune(keep)
+        removed = Registry(registry).require().prune(keep)
     except RegistryError as exc:
         raise _fail(str(exc)) from exc
     typer.echo(f"pruned {len(removed)} version(s){': ' + ', '.join(removed) if removed else ''}")

@@ -108,7 +108,11 @@ def test_cli_classify_takes_the_registry_live_version(registry, tmp_path, caplog
         from_env = runner.invoke(app, ["classify", "x"], env={"ADUAN_REGISTRY": str(registry.root)})
     assert from_env.exit_code == 0, from_env.output
     assert f"from {live}" in caplog.text
-    empty = runner.invoke(app, ["classify", "--registry", str(tmp_path / "none"), "x"])
+    missing = runner.invoke(app, ["classify", "--registry", str(tmp_path / "none"), "x"])
+    assert missing.exit_code == 2 and "no such registry folder" in missing.output
+    assert "--model" in missing.output
+    (tmp_path / "empty").mkdir()
+    empty = runner.invoke(app, ["classify", "--registry", str(tmp_path / "empty"), "x"])
     assert empty.exit_code == 2 and "no live version" in empty.output and "--model" in empty.output
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from aduan.model.registry import DEFAULT_KEEP, DEFAULT_ROOT, ROOT_ENV
+from aduan.model.registry import DEFAULT_KEEP, DEFAULT_ROOT, ROOT_ENV, Registry
 from aduan.model.transformer import EngineName
 
 from .config import TrainConfig, settings
@@ -187,7 +187,7 @@ def train(
     `refit_all` the shipped weights refitted on every row. Rows left out are logged (WARNING)
     and listed in the model card."""
     from aduan.model.artifacts import ModelDirError
-    from aduan.model.registry import Registry, RegistryError
+    from aduan.model.registry import RegistryError
 
     from .train import train as run_training
     from .train import train_version
@@ -226,12 +226,28 @@ def _track(uri: str, model_dir: Path, config: TrainConfig, metrics: dict, **extr
         logging.getLogger(__name__).error("MLflow tracking failed: %s", exc)
 
 
+def live_preset(store: Registry) -> str:
+    """The preset of the registry's live version (what a retrain should replace it with),
+    or `baseline` when nothing is live."""
+    live = next((v for v in store.versions() if v.live), None)
+    preset = str((live.config.get("preset") if live else None) or "baseline")
+    log.info(
+        "retrain: preset %s (%s)", preset, f"that of live {live.name}" if live else "none live"
+    )
+    return preset
+
+
 @app.command()
 def retrain(
     data: Annotated[
         list[Path], typer.Option(help="Labelled file(s): the export, operators' feedback, ...")
     ],
-    preset: Annotated[str, typer.Option(help="Preset in training/presets/")] = "baseline",
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="Preset in training/presets/ (default: the live version's, else baseline)"
+        ),
+    ] = None,
     registry: RegistryOpt = DEFAULT_ROOT,
     gate: Annotated[
         list[str] | None,
@@ -250,20 +266,21 @@ def retrain(
     (nothing decided). The comparison lands in REGISTRY/reports/CANDIDATE/.
     """
     from aduan.model.artifacts import ModelDirError
-    from aduan.model.registry import Registry, RegistryError
+    from aduan.model.registry import RegistryError
 
     from .gate import GateConfig
     from .retrain import EXIT_CODES, FAILED
     from .retrain import retrain as run_retrain
 
     try:
-        config = _train_config(preset, data, base, set_, column)
+        store = Registry(registry)
+        config = _train_config(preset or live_preset(store), data, base, set_, column)
         gate_config = settings(GateConfig, pairs(gate, "--gate"))
         if mlflow:
             from .tracking import require_mlflow
 
             require_mlflow()
-        result = run_retrain(config, Registry(registry), gate_config, keep=keep)
+        result = run_retrain(config, store, gate_config, keep=keep)
     except (DataError, ValueError, FileNotFoundError, ModelDirError, RegistryError) as exc:
         typer.secho(f"retrain failed: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=EXIT_CODES[FAILED]) from exc

@@ -12,6 +12,7 @@ A run, top to bottom (`_train_main`):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import shutil
@@ -205,19 +206,23 @@ def train_version(
     promote: bool | None = None,
     keep: int = DEFAULT_KEEP,
     trainer: TrainerFactory | None = None,
+    lock: bool = True,
 ) -> tuple[str, dict[str, Any]]:
     """Train a new version into `registry`; returns (version, metrics).
 
     `promote` None makes it live only when the registry has no live version yet (the first
     one); True always, False never. Old versions beyond the newest `keep` (and the live one)
-    are pruned afterwards.
+    are pruned afterwards. The registry's training lock is held throughout (`lock`=False:
+    the caller holds it); another run writing into it raises `TrainingBusy`.
     """
     if not distributed.is_main():  # torchrun: rank 0 names, writes and adds the version
         return "", train(config, registry.staging("data-parallel-worker"), trainer=trainer)
-    version = registry.new_version(config.preset)
-    metrics = train(config, registry.staging(version), model_version=version, trainer=trainer)
-    registry.add(registry.staging(version))
-    if promote or (promote is None and registry.live() is None):
-        registry.promote(version)
-    registry.prune(keep, protect=[version])
+    held = registry.training(config.preset) if lock else contextlib.nullcontext()
+    with held:
+        version = registry.new_version(config.preset)
+        metrics = train(config, registry.staging(version), model_version=version, trainer=trainer)
+        registry.add(registry.staging(version))
+        if promote or (promote is None and registry.live() is None):
+            registry.promote(version)
+        registry.prune(keep, protect=[version])
     return version, metrics
