@@ -195,3 +195,24 @@ def test_retraining_loop_promotes_a_better_model_into_the_running_service(
     assert verdict["outcome"] == "refused" and verdict["reasons"]
     time.sleep(0.5)  # several pointer checks later the service still answers from v2
     assert client.get("/v1/info", headers=KEY).json()["model_version"] == v2
+
+
+def test_retrain_defaults_to_the_live_versions_preset(tiny_model, tmp_path, monkeypatch):
+    import aduan.training.retrain
+    from tests.conftest import add_version
+
+    seen: list[str] = []
+
+    def judged(config, registry, gate, *, keep):
+        seen.append(config.preset)
+        raise ValueError("stop here")  # the gate's own run is tested above
+
+    monkeypatch.setattr(aduan.training.retrain, "retrain", judged)
+    store = Registry(tmp_path / "reg")
+    data = ["--data", str(tmp_path / "unused.csv"), "--registry", str(store.root)]
+    assert runner.invoke(app, ["retrain", *data]).exit_code == 2  # nothing live: baseline
+    add_version(store, tiny_model, "q1", preset="quick")
+    store.promote("q1", verify=False)
+    assert runner.invoke(app, ["retrain", *data]).exit_code == 2
+    assert runner.invoke(app, ["retrain", *data, "--preset", "full"]).exit_code == 2
+    assert seen == ["baseline", "quick", "full"]
