@@ -38,6 +38,7 @@ _STANDARD = (
     "address",
     "kelurahan",
     "kecamatan",
+    "id",
 )
 
 
@@ -69,6 +70,9 @@ class ColumnMap:
     kecamatan: str = "kecamatan"
     # Optional: a file that already carries category codes (e.g. exported operator feedback).
     category: str = "category"
+    # Optional: the row's id (in a feedback export, the stored request's), recorded for the
+    # operators' corrections a model learned from.
+    id: str = "id"
 
     def required(self) -> tuple[str, ...]:
         return (self.text, self.agency, self.created_at)

@@ -10,10 +10,14 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from aduan.model.resources import shared_data
 
 from .config import TrainConfig
 from .data import Splits
+
+MAX_FEEDBACK_IDS = 10_000  # a model directory stays small; the count above is exact
 
 # How a portable name is to be read: relative to the shared data folder (`ADUAN_SHARED_DATA`),
 # to the working directory training ran in, or a bare file name.
@@ -101,10 +105,16 @@ def provenance(config: TrainConfig, splits: Splits) -> dict[str, Any]:
     corrections (`aduan feedback export` files), the rows left out and why, code and seed:
     enough to answer "why did this version change" against the one before."""
     report = splits.report
+    rows = pd.concat([splits.train, splits.valid], ignore_index=True)
+    ids: list[str] = []
+    if "feedback" in rows and "id" in rows:
+        ids = sorted(str(i) for i in rows.loc[rows["feedback"].astype(bool), "id"] if str(i))
     return {
         "data": data_files(config.data, splits.files, splits.used or None, splits.feedback_files),
         "months": report.get("months", {}),
         "feedback_rows": int(report.get("feedback_rows", 0)),
+        # which corrections: the stored requests' ids (never their texts)
+        "feedback_ids": ids[:MAX_FEEDBACK_IDS],
         "excluded": report.get("excluded", {}),
         "code": code_version(),
         "seed": config.seed,

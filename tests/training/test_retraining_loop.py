@@ -3,10 +3,12 @@ registry, serve it, store requests and operators' corrections, export them, retr
 feedback and a new month's export, gate, promote, and the running service answers from v2
 without a restart and without a failed request; a deliberately worse candidate is refused."""
 
+import json
 import random
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pandas as pd
 from typer.testing import CliRunner
@@ -171,6 +173,20 @@ def test_retraining_loop_promotes_a_better_model_into_the_running_service(
     assert (registry.report_dir(v2) / "comparison.png").stat().st_size > 1000
     assert "| agency accuracy |" in (registry.report_dir(v2) / "comparison.md").read_text()
     assert "pohon" not in report  # the report holds figures, never complaint text
+
+    # Why v2 changed: the files, months and operators' corrections it learned from.
+    listed = runner.invoke(app, ["models", "list", "--registry", str(registry.root), "--json"])
+    seen = {v["version"]: v["provenance"] for v in json.loads(listed.stdout)}
+    assert seen[v1]["feedback_rows"] == 0 and "2023-04" not in seen[v1]["months"]
+    assert seen[v2]["feedback_rows"] == 12 and seen[v2]["months"]["2023-04"] == 12
+    files = {Path(f["name"]).name: f for f in seen[v2]["files"]}
+    assert files["feedback.csv"]["feedback"] and files["feedback.csv"]["rows_used"] == 12
+    assert not files[export.name]["feedback"] and len(files[export.name]["sha256"]) == 64
+    assert seen[v2]["excluded"] == {"dated after valid_until": 120}  # May: the gate's month
+    card = (registry.path(v2) / "README.md").read_text()
+    assert "operators' corrections included: 12 rows" in card and "2023-04 (12)" in card
+    config = json.loads((registry.path(v2) / "config.json").read_text())
+    assert len(config["provenance"]["feedback_ids"]) == 12
 
     # The running service now routes fallen trees as the operators taught it.
     answer = client.post(
