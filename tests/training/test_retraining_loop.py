@@ -232,3 +232,23 @@ def test_retrain_defaults_to_the_live_versions_preset(tiny_model, tmp_path, monk
     assert runner.invoke(app, ["retrain", *data]).exit_code == 2
     assert runner.invoke(app, ["retrain", *data, "--preset", "full"]).exit_code == 2
     assert seen == ["baseline", "quick", "full"]
+
+
+def test_retrain_refuses_while_another_run_trains(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    store = Registry(tmp_path / "reg")
+    store.root.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        held = {"pid": sleeper.pid, "host": socket.gethostname(), "preset": "fast"}
+        (store.root / "training.json").write_text(json.dumps({**held, "log": "/tmp/fast.log"}))
+        args = ["retrain", "--data", str(tmp_path / "x.csv"), "--registry", str(store.root)]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2  # failed: nothing decided
+        assert f"pid {sleeper.pid}" in result.output and "/tmp/fast.log" in result.output
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -112,3 +112,20 @@ def test_train_valid_months_option_and_bad_date(complaints_csv, tmp_path):
     assert json.loads((output / "metrics.json").read_text())["split"]["valid_from"] == "2023-03-01"
     bad = CliRunner().invoke(app, [*base, "--train-until", "31/01/2023"])
     assert bad.exit_code == 2 and "--train-until: expected a date as YYYY-MM-DD" in bad.output
+
+
+@pytest.mark.parametrize("name", ["feedback.csv", "feedback.jsonl"])
+def test_rows_of_a_feedback_export_are_marked_as_corrections(tmp_path, name):
+    from aduan.training.data import load_complaints
+
+    frame = make_complaints(12)
+    frame["predicted_agency"] = "Dinas Sosial"  # what `aduan feedback export` adds
+    path = tmp_path / name
+    if name.endswith(".csv"):
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_json(path, orient="records", lines=True)
+    assert load_complaints(path)["feedback"].all()
+    plain = tmp_path / "plain.csv"
+    frame.drop(columns=["predicted_agency"]).to_csv(plain, index=False)
+    assert not load_complaints(plain)["feedback"].any()
