@@ -6,6 +6,7 @@ Each command is a thin wrapper around a plain function of this package; the root
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -213,7 +214,14 @@ def train(
     except (DataError, ValueError, FileNotFoundError, ModelDirError, RegistryError) as exc:
         raise _fail(str(exc)) from exc
     if mlflow:
-        _track(mlflow, where, config, metrics)
+        split = metrics.get("split") or {}  # the split the data gave
+        resolved = dataclasses.replace(
+            config,
+            train_until=str(split.get("train_until") or config.train_until),
+            valid_from=str(split.get("valid_from") or config.valid_from),
+            valid_until=str(split.get("valid_until") or config.valid_until),
+        )
+        _track(mlflow, where, resolved, metrics)
     print_summary(metrics["validation"], f"validation metrics, model in {where}")
 
 
