@@ -258,6 +258,7 @@ def test_registry_train_refuses_while_another_run_trains(complaints_csv, tmp_pat
         ["models", "verify"],
         ["classify", "lampu jalan mati"],
         ["evaluate", "--data", "x.csv"],
+        ["serve", "--port", "0"],
     ],
 )
 def test_registry_read_commands_refuse_a_missing_registry(tmp_path, command):
