@@ -222,10 +222,12 @@ def up(
 
     An empty registry first gets the `baseline` preset (about a minute) and the service starts
     on it; when no version of `--preset` exists yet, that preset trains in a background
-    process (log in REGISTRY/logs/) and is promoted when done: the running service swaps it in
-    without a restart. An existing version of `--preset` that is not live is promoted only when
-    the promotion gate passed it (`aduan retrain`) and no operator rolled back from it; with
-    nothing live, any version the gate did not refuse. While another training run writes into
+    process (log in REGISTRY/logs/) and, when the registry was empty, is promoted when done:
+    the running service swaps it in without a restart (into a registry that had a live
+    version it is added, not promoted: the gate or an operator decides). An existing version
+    of `--preset` that is not live is promoted only when the promotion gate passed it (`aduan
+    retrain`) and no operator rolled back from it; with nothing live, any version the gate
+    did not refuse. While another training run writes into
     the registry, `up` starts none (it names that run and its log) and serves the live
     version; with none live it exits 2."""
     import subprocess
@@ -239,9 +241,10 @@ def up(
     files = [str(p) for p in data] if data else None
     logs = registry / "logs"
     log_file = logs / f"train-{preset}.log"
+    empty = store.live() is None  # only then may what `up` trains go live ungated
     try:
-        with store.training("baseline" if store.live() is None else preset):
-            if store.newest(preset) is None and store.live() is None:
+        with store.training("baseline" if empty else preset):
+            if store.newest(preset) is None and empty:
                 log.info("%s is empty: training the baseline first (about a minute)", registry)
                 config = load_config("baseline", data=files)
                 train_version(config, store, promote=True, lock=False)
@@ -251,7 +254,8 @@ def up(
             elif store.newest(preset) is None:
                 logs.mkdir(parents=True, exist_ok=True)
                 command = [sys.executable, "-m", "aduan", "train", "--preset", preset]
-                command += ["--registry", str(registry), "--promote"]
+                command += ["--registry", str(registry)]
+                command += ["--promote"] if empty else ["--no-promote"]
                 command += [arg for path in data or [] for arg in ("--data", str(path))]
                 command += [arg for item in set_ or [] for arg in ("--set", item)]
                 with open(log_file, "ab") as handle:
@@ -259,11 +263,15 @@ def up(
                 store.hand_over(child.pid, preset, log_file)
                 log.info(
                     "training `%s` in the background (pid %d, log: %s); the service answers "
-                    "with %s until it is promoted",
+                    "with %s %s",
                     preset,
                     child.pid,
                     log_file,
                     store.live(),
+                    "until it is promoted"
+                    if empty
+                    else f"(a live version was there: judge the new one with `aduan retrain "
+                    f"--preset {preset}` or promote it with `aduan models promote`)",
                 )
     except TrainingBusy as exc:
         if store.live() is None:

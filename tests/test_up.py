@@ -221,6 +221,8 @@ def test_up_starts_one_training_and_a_second_up_names_it(tmp_path, tiny_model, q
     assert _up(store).exit_code == 0
     [command] = quiet_up["started"]
     assert command[3:6] == ["train", "--preset", "quick"]
+    # a live version was there: the new one is added for the gate or an operator to judge
+    assert "--no-promote" in command and "--promote" not in command
     held = store.running()
     assert held["pid"] == quiet_up["child"]  # handed to the child that trains
     assert held["log"] == str(store.root / "logs" / "train-quick.log")
