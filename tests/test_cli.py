@@ -145,7 +145,10 @@ def test_cli_serve_without_a_model_uses_the_models_registry(tmp_path, monkeypatc
     for name in ("ADUAN_REGISTRY", "ADUAN_MODEL_DIR"):
         monkeypatch.delenv(name, raising=False)
     result = runner.invoke(app, ["serve", "--port", "1"])
-    assert result.exit_code == 2 and "cannot serve models: models: no live version" in result.output
+    assert (
+        result.exit_code == 2
+        and "cannot serve models: models: no such registry folder" in result.output
+    )
     monkeypatch.setenv("ADUAN_MODEL_DIR", str(tmp_path / "elsewhere"))
     result = runner.invoke(app, ["serve", "--port", "1"])
     assert result.exit_code == 2 and f"cannot serve {tmp_path / 'elsewhere'}" in result.output
