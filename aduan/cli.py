@@ -35,6 +35,7 @@ from aduan.training.followup_cli import followup_history
 
 if TYPE_CHECKING:
     from aduan.model.batch import BatchColumns, BatchReport
+    from aduan.model.registry import Registry
 
 # Nothing here may reach a model hub at run time.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -144,6 +145,32 @@ BackendOpt = Annotated[
 ]
 
 
+def _servable(store: Registry, preset: str) -> str | None:
+    """The version of `preset` that `up` may make live, when the live one is not of it: the
+    newest the gate passed and no operator rolled back from; with nothing live, the newest the
+    gate did not refuse. None when the live version is of `preset` already, or none may be."""
+    live = next((v for v in store.versions() if v.live), None)
+    if live is not None and live.config.get("preset") == preset:
+        return None
+    withdrawn = store.withdrawn()
+    for version in reversed([v for v in store.versions() if v.config.get("preset") == preset]):
+        verdict = store.verdict(version.name)
+        if version.name in withdrawn or verdict == "refused":
+            why = "an operator rolled back from it" if version.name in withdrawn else "refused"
+            log.warning("not promoting %s (%s)", version.name, why)
+            continue
+        if verdict == "promoted" or live is None:
+            return version.name
+        log.warning(
+            "not promoting %s: the gate never judged it (`aduan retrain --preset %s`, or "
+            "`aduan models promote %s`)",
+            version.name,
+            preset,
+            version.name,
+        )
+    return None
+
+
 def _model_dir(model: Path | None, registry: Path) -> Path:
     """--model, else the registry's live version; exit 2 naming both when there is none."""
     from aduan.model.registry import RegistryError, model_dir_or_live
@@ -199,41 +226,63 @@ def up(
 
     An empty registry first gets the `baseline` preset (about a minute) and the service starts
     on it; when no version of `--preset` exists yet, that preset trains in a background
-    process (log in REGISTRY/logs/) and is promoted when done: the running service swaps it in
-    without a restart. A version of `--preset` that exists but is not live is promoted."""
+    process (log in REGISTRY/logs/) and, when the registry was empty, is promoted when done:
+    the running service swaps it in without a restart (into a registry that had a live
+    version it is added, not promoted: the gate or an operator decides). An existing version
+    of `--preset` that is not live is promoted only when the promotion gate passed it (`aduan
+    retrain`) and no operator rolled back from it; with nothing live, any version the gate
+    did not refuse. While another training run writes into
+    the registry, `up` starts none (it names that run and its log) and serves the live
+    version; with none live it exits 2."""
     import subprocess
 
-    from aduan.model.registry import Registry
+    from aduan.model.registry import Registry, RegistryError, TrainingBusy
     from aduan.service.cli import serve
     from aduan.training.config import load_config
     from aduan.training.train import train_version
 
     store = Registry(registry)
     files = [str(p) for p in data] if data else None
-    wanted = store.newest(preset)
-    if wanted is None and store.live() is None:
-        log.info("%s is empty: training the baseline first (about a minute)", registry)
-        train_version(load_config("baseline", data=files), store, promote=True)
-        wanted = store.newest(preset)  # `--preset baseline`: the version just trained
-    if wanted is not None and not wanted.live:
-        store.promote(wanted.name)
-    elif wanted is None:
-        logs = registry / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        log_file = logs / f"train-{preset}.log"
-        command = [sys.executable, "-m", "aduan", "train", "--preset", preset]
-        command += ["--registry", str(registry), "--promote"]
-        command += [arg for path in data or [] for arg in ("--data", str(path))]
-        command += [arg for item in set_ or [] for arg in ("--set", item)]
-        with open(log_file, "ab") as handle:
-            subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
-        log.info(
-            "training `%s` in the background (log: %s); the service answers with %s until it "
-            "is promoted",
-            preset,
-            log_file,
-            store.live(),
-        )
+    logs = registry / "logs"
+    log_file = logs / f"train-{preset}.log"
+    empty = store.live() is None  # only then may what `up` trains go live ungated
+    try:
+        with store.training("baseline" if empty else preset):
+            if store.newest(preset) is None and empty:
+                log.info("%s is empty: training the baseline first (about a minute)", registry)
+                config = load_config("baseline", data=files)
+                train_version(config, store, promote=True, lock=False)
+            wanted = _servable(store, preset)
+            if wanted is not None:
+                store.promote(wanted)
+            elif store.newest(preset) is None:
+                logs.mkdir(parents=True, exist_ok=True)
+                command = [sys.executable, "-m", "aduan", "train", "--preset", preset]
+                command += ["--registry", str(registry)]
+                command += ["--promote"] if empty else ["--no-promote"]
+                command += [arg for path in data or [] for arg in ("--data", str(path))]
+                command += [arg for item in set_ or [] for arg in ("--set", item)]
+                with open(log_file, "ab") as handle:
+                    child = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+                store.hand_over(child.pid, preset, log_file)
+                log.info(
+                    "training `%s` in the background (pid %d, log: %s); the service answers "
+                    "with %s %s",
+                    preset,
+                    child.pid,
+                    log_file,
+                    store.live(),
+                    "until it is promoted"
+                    if empty
+                    else f"(a live version was there: judge the new one with `aduan retrain "
+                    f"--preset {preset}` or promote it with `aduan models promote`)",
+                )
+    except TrainingBusy as exc:
+        if store.live() is None:
+            raise _fail(f"{exc}; nothing is live to serve meanwhile") from exc
+        log.warning("%s: not starting another; serving %s", exc, store.live())
+    except RegistryError as exc:
+        raise _fail(str(exc)) from exc
     serve(model=None, registry=registry, host=host, port=port, engine=None)
 
 

@@ -55,7 +55,7 @@ def _fmt(value: Any, percent: bool = False) -> str:
 def list_versions(registry: RegistryOpt = DEFAULT_ROOT, as_json: JsonOpt = False) -> None:
     """Versions, oldest first: data range, preset, key validation figures, which is live."""
     try:
-        versions = [v.summary() for v in Registry(registry).versions()]
+        versions = [v.summary() for v in Registry(registry).require().versions()]
     except RegistryError as exc:
         raise _fail(str(exc)) from exc
     if as_json:
@@ -68,21 +68,30 @@ def list_versions(registry: RegistryOpt = DEFAULT_ROOT, as_json: JsonOpt = False
     from rich.table import Table
 
     table = Table(title=f"model registry {registry}")
-    for name in ("live", "version", "preset", "data", "agency acc.", "macro-F1", "auto-routed"):
-        table.add_column(name, no_wrap=name in ("version", "data"))
+    columns = ("live", "version", "preset", "train", "valid", "rows", "fb", "agency acc.")
+    for name in (*columns, "macro-F1", "auto-routed"):
+        table.add_column(name, no_wrap=name in ("version", "train", "valid"))
     for v in versions:
         span = v["data_range"]
         agency = v["metrics"]["agency"]
+        feedback = v["provenance"]["feedback_rows"]
         table.add_row(
             "*" if v["live"] else "",
             v["version"],
             v["preset"] or "?",
-            f"{span['from']}..{span['seen_until']}" if span else "?",
+            "..".join(span["train"]) if span and span.get("train") else "?",
+            "..".join(span["validation"]) if span and span.get("validation") else "?",
+            str(v["rows"] or "?"),
+            "?" if feedback is None else str(feedback),
             _fmt(agency["accuracy"]),
             _fmt(agency["macro_f1"]),
             _fmt(agency["auto_route_coverage"], percent=True),
         )
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # piped or captured: no terminal width to fit, keep each row
+        console.width = max(console.width, 160)
+    console.print(table)
+    typer.echo("rows: rows the shipped weights saw; fb: operators' corrections among them")
 
 
 @app.command()
@@ -93,8 +102,8 @@ def path(
     ] = None,
 ) -> None:
     """Print the directory of the live version (or of the newest version of `--preset`)."""
-    store = Registry(registry)
     try:
+        store = Registry(registry).require()
         if preset is None:
             typer.echo(str(store.live_path()))
             return
@@ -116,7 +125,7 @@ def promote(
 ) -> None:
     """Make a version live (the pointer moves atomically; running services reload)."""
     try:
-        previous = Registry(registry).promote(version, verify=verify)
+        previous = Registry(registry).require().promote(version, verify=verify)
     except RegistryError as exc:
         raise _fail(str(exc)) from exc
     typer.echo(f"{version} is live (was {previous or 'none'})")
@@ -126,7 +135,7 @@ def promote(
 def rollback(registry: RegistryOpt = DEFAULT_ROOT) -> None:
     """Make the previously live version live again."""
     try:
-        version = Registry(registry).rollback()
+        version = Registry(registry).require().rollback()
     except RegistryError as exc:
         raise _fail(str(exc)) from exc
     typer.echo(f"rolled back: {version} is live")
@@ -139,9 +148,10 @@ def prune(
         int, typer.Option(min=0, help="Versions kept besides the live one")
     ] = DEFAULT_KEEP,
 ) -> None:
-    """Delete old versions, keeping the live one and the newest KEEP."""
+    """Delete old versions, keeping the live one, the one `rollback` would return to and the
+    newest KEEP."""
     try:
-        removed = Registry(registry).prune(keep)
+        removed = Registry(registry).require().prune(keep)
     except RegistryError as exc:
         raise _fail(str(exc)) from exc
     typer.echo(f"pruned {len(removed)} version(s){': ' + ', '.join(removed) if removed else ''}")

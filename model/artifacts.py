@@ -53,7 +53,10 @@ _PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK\x03\x0
 
 # 1: directories written before the version was recorded (no `format_version` key).
 # 2: `format_version` and `versions` recorded; the kinds' files are unchanged from 1.
-FORMAT_VERSION = 2
+# 3: the transformer's files of `layout.py` (encoder/ folder, heads.safetensors, routing.json);
+#    TF-IDF unchanged. Versions 1-2 still load (`layout.is_legacy` tells the transformer's
+#    apart); a directory claiming a newer one is refused by name, not misread.
+FORMAT_VERSION = 3
 
 # model_type -> "module:class" inside this package, imported only when that kind is loaded
 # (a TF-IDF directory never imports torch).

@@ -7,6 +7,7 @@ reloads when the pointer moves.
     <root>/reports/<version>/    what the promotion gate measured for that candidate
     <root>/.staging/             directories being written (never listed)
     <root>/.lock                 serialises writers (add, promote, rollback, prune)
+    <root>/training.json         the one training run writing a version now (pid, log path)
 
 The pointer is one small JSON file replaced with `os.replace` (atomic on POSIX), so a reader
 sees the old or the new version, never a torn one; a version directory is renamed into
@@ -22,6 +23,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -39,6 +41,7 @@ POINTER = "live.json"
 REPORTS = "reports"
 STAGING = ".staging"
 LOCK = ".lock"
+TRAINING = "training.json"  # the training run writing into the registry now: pid, log
 HISTORY_LIMIT = 50  # earlier live versions remembered for rollback
 DEFAULT_KEEP = 5
 # Where every command looks for the registry unless told: `--registry`, else ADUAN_REGISTRY,
@@ -50,6 +53,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 class RegistryError(ValueError):
     """A registry operation that cannot be done; the message says why."""
+
+
+class TrainingBusy(RegistryError):
+    """Another training run is writing into the registry; the message names it and its log."""
 
 
 def check_name(version: str) -> str:
@@ -74,7 +81,8 @@ class Version:
         return str(self.config.get("created_at") or "")
 
     def summary(self) -> dict[str, Any]:
-        """Version, live flag, preset, data range and the key validation figures."""
+        """Version, live flag, preset, data range and split, what it was trained on (files,
+        months, operators' corrections) and the key validation figures."""
         validation = self.metrics.get("validation") or {}
         key = {}
         for head in ("agency", "category"):
@@ -83,6 +91,7 @@ class Version:
                 name: figures.get(name)
                 for name in ("accuracy", "macro_f1", "auto_route_coverage", "auto_route_accuracy")
             }
+        recorded = self.config.get("provenance") or {}
         return {
             "version": self.name,
             "live": self.live,
@@ -90,6 +99,20 @@ class Version:
             "preset": self.config.get("preset"),
             "model_type": self.config.get("model_type"),
             "data_range": artifacts.data_range(self.config, self.metrics),
+            "split": self.metrics.get("split"),
+            "trained_on": self.config.get("trained_on"),
+            # Rows the shipped weights saw: the refit's, else the training months'.
+            "rows": ((self.config.get("trained_on") or {}).get("rows"))
+            or (self.metrics.get("data") or {}).get("train_rows"),
+            "provenance": {
+                "files": [
+                    {k: f.get(k) for k in ("name", "sha256", "rows", "rows_used", "feedback")}
+                    for f in recorded.get("data") or []
+                ],
+                "months": recorded.get("months"),
+                "feedback_rows": recorded.get("feedback_rows"),
+                "excluded": recorded.get("excluded"),
+            },
             "metrics": key,
         }
 
@@ -104,6 +127,15 @@ class Registry:
         self.reports_dir = self.root / REPORTS
 
     # Reading -------------------------------------------------------------------------------
+
+    def require(self) -> Registry:
+        """This registry when its folder exists; else `RegistryError` (a read command given a
+        mistyped path must not answer "no versions")."""
+        if not self.root.is_dir():
+            raise RegistryError(
+                f"{self.root}: no such registry folder (give --registry or set {ROOT_ENV})"
+            )
+        return self
 
     def names(self) -> list[str]:
         """Version names, oldest first (by the `created_at` each directory records)."""
@@ -171,6 +203,29 @@ class Registry:
         found = [v for v in self.versions() if v.config.get("preset") == preset]
         return found[-1] if found else None
 
+    def rollback_target(self) -> str | None:
+        """The version `rollback` would make live now (the newest earlier live one still on
+        disk), or None."""
+        state = self.state()
+        for candidate in reversed(state.get("history", [])):
+            if candidate != state.get("version") and (self.versions_dir / candidate).is_dir():
+                return str(candidate)
+        return None
+
+    def withdrawn(self) -> set[str]:
+        """Versions an operator rolled back from (until one is promoted again by name)."""
+        return {str(v) for v in self.state().get("withdrawn", [])}
+
+    def verdict(self, version: str) -> str | None:
+        """What the promotion gate decided for `version` ("promoted" or "refused"), or None
+        when it was never judged."""
+        path = self.report_dir(version) / "comparison.json"
+        try:
+            outcome = json.loads(path.read_text(encoding="utf-8")).get("outcome")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return str(outcome) if outcome else None
+
     def report_dir(self, version: str) -> Path:
         return self.reports_dir / check_name(version)
 
@@ -229,11 +284,14 @@ class Registry:
             history = [v for v in state.get("history", []) if v != version]
             if previous:
                 history.append(previous)
+            # promoting a version by name takes it off the rolled-back list
+            withdrawn = [v for v in state.get("withdrawn", []) if v != version]
             self._write_pointer(
                 {
                     "version": version,
                     "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
                     "history": history[-HISTORY_LIMIT:],
+                    **({"withdrawn": withdrawn[-HISTORY_LIMIT:]} if withdrawn else {}),
                 }
             )
         log.info("registry %s: %s is live (was %s)", self.root, version, previous)
@@ -248,12 +306,17 @@ class Registry:
             while history:
                 candidate = history.pop()
                 if (self.versions_dir / candidate).is_dir() and candidate != current:
+                    # remembered for good: `aduan up` must not promote it again behind the
+                    # operator's back
+                    withdrawn = [v for v in state.get("withdrawn", []) if v != candidate]
+                    withdrawn += [current] if current else []
                     self._write_pointer(
                         {
                             "version": candidate,
                             "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
                             "history": history,
                             "rolled_back_from": current,
+                            "withdrawn": withdrawn[-HISTORY_LIMIT:],
                         }
                     )
                     log.info(
@@ -263,19 +326,85 @@ class Registry:
         raise RegistryError(f"{self.root}: no earlier live version to roll back to")
 
     def prune(self, keep: int = DEFAULT_KEEP, protect: Iterable[str] = ()) -> list[str]:
-        """Delete versions except the live one, the newest `keep` and those in `protect` (a
-        candidate still to be judged); returns the deleted."""
+        """Delete versions except the live one, the one `rollback` would return to, the newest
+        `keep` and those in `protect` (a candidate still to be judged); returns the deleted."""
         if keep < 0:
             raise RegistryError("keep must be 0 or more")
         with self._locked():
             names = self.names()
-            kept = set(names[-keep:] if keep else []) | {self.live()} | set(protect)
+            kept = set(names[-keep:] if keep else []) | {self.live(), self.rollback_target()}
+            kept |= set(protect)
             removed = [name for name in names if name not in kept]
             for name in removed:
                 _remove(self.versions_dir / name)
         if removed:
             log.info("registry %s: pruned %s", self.root, ", ".join(removed))
         return removed
+
+    # The one training run ---------------------------------------------------------------
+
+    def running(self) -> dict[str, Any] | None:
+        """The training run `training.json` names while its process is alive, else None."""
+        held = self._read_training()
+        return held if held and _holds(held) else None
+
+    @contextlib.contextmanager
+    def training(self, preset: str, log_path: Path | str | None = None) -> Iterator[None]:
+        """Hold the registry's training lock while a version is trained: a second `aduan
+        train --registry`, `retrain` or `up` is refused with `TrainingBusy` naming this one.
+        A lock whose process is gone is taken over (WARNING); one held by this process's
+        parent was handed to it (`aduan up` starts the training it holds the lock for)."""
+        self._claim(preset, log_path)
+        try:
+            yield
+        finally:
+            with self._locked():
+                held = self._read_training()
+                if held and held.get("pid") == os.getpid():
+                    (self.root / TRAINING).unlink(missing_ok=True)
+
+    def hand_over(self, pid: int, preset: str, log_path: Path | str | None) -> None:
+        """Pass the training lock this process holds to the child `pid` that trains."""
+        with self._locked():
+            held = self._read_training()
+            if held and held.get("pid") == os.getpid():
+                self._write_training(pid, preset, log_path)
+
+    def _claim(self, preset: str, log_path: Path | str | None) -> None:
+        with self._locked():
+            held = self._read_training()
+            if held and held.get("pid") in (os.getpid(), os.getppid()):
+                log_path = log_path or held.get("log")
+            elif held and _holds(held):
+                raise TrainingBusy(f"{self.root}: {describe_training(held)}; wait for it to end")
+            elif held:
+                log.warning(
+                    "registry %s: taking over the training lock of pid %s (no longer running)",
+                    self.root,
+                    held.get("pid"),
+                )
+            self._write_training(os.getpid(), preset, log_path)
+
+    def _read_training(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads((self.root / TRAINING).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}  # torn or unreadable: nobody to wait for
+        return data if isinstance(data, dict) else {}
+
+    def _write_training(self, pid: int, preset: str, log_path: Path | str | None) -> None:
+        data = {
+            "pid": pid,
+            "host": socket.gethostname(),
+            "preset": preset,
+            "log": str(log_path) if log_path else None,
+            "since": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        tmp = self.root / f".{TRAINING}.{os.getpid()}"
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, self.root / TRAINING)
 
     def _write_pointer(self, data: dict[str, Any]) -> None:
         tmp = self.root / f".{POINTER}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
@@ -304,7 +433,38 @@ def model_dir_or_live(model: Path | None, registry: Path | str | None) -> Path:
     `registry` (default models/); raises `RegistryError` when that has none."""
     if model is not None:
         return model
-    return Registry(registry if registry is not None else DEFAULT_ROOT).live_path()
+    return Registry(registry if registry is not None else DEFAULT_ROOT).require().live_path()
+
+
+def describe_training(held: dict[str, Any]) -> str:
+    """One line naming a training run: pid, host, preset, start and log."""
+    where = held.get("log") or f"the output of pid {held.get('pid')}"
+    return (
+        f"a training run is already writing here: pid {held.get('pid')} on "
+        f"{held.get('host') or '?'} (preset {held.get('preset')}, since {held.get('since')}), "
+        f"log {where}"
+    )
+
+
+def _holds(held: dict[str, Any]) -> bool:
+    """Whether the process of a training lock still runs. On another host that cannot be
+    checked: it holds until someone who knows removes training.json."""
+    pid = held.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if held.get("host") not in (None, socket.gethostname()):
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (ended, not yet reaped by its parent) trains nothing
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _read(path: Path) -> dict[str, Any]:

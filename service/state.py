@@ -107,7 +107,7 @@ class ServiceState:
         the configured model directory. Raises `RegistryError` when the registry has none."""
         registry = self.registry
         if registry is not None:
-            path = registry.live_path()
+            path = registry.require().live_path()
             return path.name, path
         return str(self.settings.model_dir), self.settings.model_dir
 

@@ -293,9 +293,11 @@ def tiny_transformer(
     return output
 
 
-def add_version(registry, source: Path, version: str, created_at: str | None = None) -> str:
+def add_version(
+    registry, source: Path, version: str, created_at: str | None = None, preset: str | None = None
+) -> str:
     """Copy a trained model directory into `registry` (an `aduan.model.registry.Registry`) as
-    `version`, without training again."""
+    `version` (recorded as trained with `preset` when given), without training again."""
     import json
     import shutil
 
@@ -307,6 +309,8 @@ def add_version(registry, source: Path, version: str, created_at: str | None = N
     config["model_version"] = version
     if created_at:
         config["created_at"] = created_at
+    if preset:
+        config["preset"] = preset
     path.unlink()
     path.write_text(json.dumps(config))
     from aduan.model.artifacts import write_manifest

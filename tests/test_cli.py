@@ -108,7 +108,11 @@ def test_cli_classify_takes_the_registry_live_version(registry, tmp_path, caplog
         from_env = runner.invoke(app, ["classify", "x"], env={"ADUAN_REGISTRY": str(registry.root)})
     assert from_env.exit_code == 0, from_env.output
     assert f"from {live}" in caplog.text
-    empty = runner.invoke(app, ["classify", "--registry", str(tmp_path / "none"), "x"])
+    missing = runner.invoke(app, ["classify", "--registry", str(tmp_path / "none"), "x"])
+    assert missing.exit_code == 2 and "no such registry folder" in missing.output
+    assert "--model" in missing.output
+    (tmp_path / "empty").mkdir()
+    empty = runner.invoke(app, ["classify", "--registry", str(tmp_path / "empty"), "x"])
     assert empty.exit_code == 2 and "no live version" in empty.output and "--model" in empty.output
 
 
@@ -141,7 +145,10 @@ def test_cli_serve_without_a_model_uses_the_models_registry(tmp_path, monkeypatc
     for name in ("ADUAN_REGISTRY", "ADUAN_MODEL_DIR"):
         monkeypatch.delenv(name, raising=False)
     result = runner.invoke(app, ["serve", "--port", "1"])
-    assert result.exit_code == 2 and "cannot serve models: models: no live version" in result.output
+    assert (
+        result.exit_code == 2
+        and "cannot serve models: models: no such registry folder" in result.output
+    )
     monkeypatch.setenv("ADUAN_MODEL_DIR", str(tmp_path / "elsewhere"))
     result = runner.invoke(app, ["serve", "--port", "1"])
     assert result.exit_code == 2 and f"cannot serve {tmp_path / 'elsewhere'}" in result.output

@@ -11,6 +11,8 @@ import sys
 import time
 import urllib.request
 
+import pytest
+
 from tests.conftest import SPLIT, TINY_TRANSFORMER
 
 
@@ -120,3 +122,126 @@ def test_up_promotes_an_existing_version_of_the_preset_without_training(
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+# `up`'s decisions, without a server: `serve` and the background training are stand-ins.
+
+
+class _Child:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+
+@pytest.fixture
+def quiet_up(monkeypatch):
+    """`aduan up` with `serve` recording instead of serving and `Popen` recording the
+    training it would start (a sleeping process stands for the child)."""
+    import aduan.service.cli
+
+    calls: dict = {"served": [], "started": []}
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    monkeypatch.setattr(aduan.service.cli, "serve", lambda **kw: calls["served"].append(kw))
+
+    def popen(command, **kwargs):
+        calls["started"].append(command)
+        return _Child(sleeper.pid)
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    calls["child"] = sleeper.pid
+    yield calls
+    sleeper.kill()
+    sleeper.wait()
+
+
+def _registry(tmp_path, tiny_model, live_preset="baseline"):
+    from aduan.model.registry import Registry
+    from tests.conftest import add_version
+
+    store = Registry(tmp_path / "models")
+    add_version(store, tiny_model, "b1", "2024-01-01T00:00:00+00:00", preset=live_preset)
+    store.promote("b1", verify=False)
+    add_version(store, tiny_model, "q1", "2024-02-01T00:00:00+00:00", preset="quick")
+    return store
+
+
+def _judged(store, version: str, outcome: str) -> None:
+    report = store.report_dir(version)
+    report.mkdir(parents=True)
+    (report / "comparison.json").write_text(json.dumps({"outcome": outcome}))
+
+
+def _up(store, *extra):
+    from typer.testing import CliRunner
+
+    from aduan.cli import app
+
+    return CliRunner().invoke(
+        app, ["up", "--registry", str(store.root), "--preset", "quick", *extra]
+    )
+
+
+@pytest.mark.parametrize("verdict", ["refused", None])
+def test_up_never_promotes_a_version_the_gate_refused_or_never_judged(
+    tmp_path, tiny_model, quiet_up, verdict, caplog
+):
+    store = _registry(tmp_path, tiny_model)
+    if verdict:
+        _judged(store, "q1", verdict)
+    result = _up(store)
+    assert result.exit_code == 0, result.output
+    assert store.live() == "b1"
+    assert quiet_up["started"] == [] and len(quiet_up["served"]) == 1
+    assert "not promoting q1" in caplog.text
+
+
+def test_up_promotes_a_version_the_gate_passed(tmp_path, tiny_model, quiet_up):
+    store = _registry(tmp_path, tiny_model)
+    _judged(store, "q1", "promoted")
+    assert _up(store).exit_code == 0
+    assert store.live() == "q1" and quiet_up["started"] == []
+
+
+def test_up_does_not_undo_an_operators_rollback(tmp_path, tiny_model, quiet_up, caplog):
+    store = _registry(tmp_path, tiny_model)
+    _judged(store, "q1", "promoted")
+    store.promote("q1", verify=False)
+    assert store.rollback() == "b1"
+    assert _up(store).exit_code == 0
+    assert store.live() == "b1"
+    assert "not promoting q1 (an operator rolled back from it)" in caplog.text
+
+
+def test_up_starts_one_training_and_a_second_up_names_it(tmp_path, tiny_model, quiet_up, caplog):
+    from aduan.model.registry import Registry
+    from tests.conftest import add_version
+
+    store = Registry(tmp_path / "models")
+    add_version(store, tiny_model, "b1", preset="baseline")
+    store.promote("b1", verify=False)
+    assert _up(store).exit_code == 0
+    [command] = quiet_up["started"]
+    assert command[3:6] == ["train", "--preset", "quick"]
+    # a live version was there: the new one is added for the gate or an operator to judge
+    assert "--no-promote" in command and "--promote" not in command
+    held = store.running()
+    assert held["pid"] == quiet_up["child"]  # handed to the child that trains
+    assert held["log"] == str(store.root / "logs" / "train-quick.log")
+    second = _up(store)
+    assert second.exit_code == 0, second.output
+    assert len(quiet_up["started"]) == 1  # no second training
+    assert f"pid {quiet_up['child']}" in caplog.text and "train-quick.log" in caplog.text
+    assert len(quiet_up["served"]) == 2  # the live version serves meanwhile
+
+
+def test_up_with_nothing_live_while_another_trains_exits_naming_it(tmp_path, quiet_up):
+    from aduan.model.registry import Registry
+
+    store = Registry(tmp_path / "models")
+    store.root.mkdir()
+    (store.root / "training.json").write_text(
+        json.dumps({"pid": quiet_up["child"], "preset": "baseline", "log": "/tmp/b.log"})
+    )
+    result = _up(store)
+    assert result.exit_code == 2
+    assert f"pid {quiet_up['child']}" in result.output and "/tmp/b.log" in result.output
+    assert quiet_up["served"] == [] and quiet_up["started"] == []

@@ -30,10 +30,17 @@ def _provenance(recorded: dict[str, Any]) -> list[str]:
         + f"; seed {recorded.get('seed')}",
     ]
     for item in recorded.get("data") or []:
+        used = f", {item['rows_used']} kept" if "rows_used" in item else ""
+        kind = ", operators' corrections" if item.get("feedback") else ""
         lines.append(
-            f"- data: `{item['name']}` ({item['root']}), {item['rows']} rows, "
+            f"- data: `{item['name']}` ({item['root']}), {item['rows']} rows{used}{kind}, "
             f"sha256 `{item['sha256'][:16]}…`"
         )
+    months = recorded.get("months") or {}
+    if months:
+        lines.append("- months: " + ", ".join(f"{month} ({n})" for month, n in months.items()))
+    if "feedback_rows" in recorded:
+        lines.append(f"- operators' corrections included: {recorded['feedback_rows']} rows")
     return lines
 
 
@@ -111,6 +118,15 @@ def render_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
         f"{data['valid_period'][0]} to {data['valid_period'][1]}",
         f"- classes: {data['classes']}",
     ]
+    split = metrics.get("split") or {}
+    if split.get("basis"):
+        lines.append(
+            f"- split: train up to {split.get('train_until')}, validate "
+            f"{split.get('valid_from')}..{split.get('valid_until')} ({split['basis']})"
+        )
+    excluded = data.get("excluded") or {}
+    left_out = "; ".join(f"{n} {reason}" for reason, n in excluded.items())
+    lines.append(f"- rows left out: {left_out or 'none'}")
     if config.get("trained_on"):
         refit = config["trained_on"]
         lines.append(
@@ -158,7 +174,9 @@ def render_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
         f"accuracy at or above {config['route_accuracy']:.0%}.",
         "",
         "## Limitations",
-        "- Trained on one city's complaints (Surabaya, 2022-01 to 2023-03); topics, agencies and "
+        f"- Trained on one city's complaints (Surabaya, {data['train_period'][0]} to "
+        f"{(config.get('trained_on') or {}).get('until') or data['valid_period'][1]}); topics, "
+        "agencies and "
         "routing practice drift over time, so accuracy on later months is lower than here.",
         "- Temperature and threshold are chosen on the same validation months these metrics are "
         "measured on; `aduan evaluate` on newer data gives the honest figure.",

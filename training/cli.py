@@ -6,6 +6,7 @@ Each command is a thin wrapper around a plain function of this package; the root
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -14,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from aduan.model.registry import DEFAULT_KEEP, DEFAULT_ROOT, ROOT_ENV
+from aduan.model.registry import DEFAULT_KEEP, DEFAULT_ROOT, ROOT_ENV, Registry
 from aduan.model.transformer import EngineName
 
 from .config import TrainConfig, settings
@@ -129,10 +130,17 @@ def _train_config(
     base: str | None,
     set_: list[str] | None,
     column: list[str] | None,
+    split: dict[str, str | int | None] | None = None,
 ) -> TrainConfig:
     from .config import load_config
+    from .data import check_date
 
     overrides = pairs(set_, "--set")
+    for key, value in (split or {}).items():
+        if isinstance(value, str):
+            overrides[key] = check_date(value, "--" + key.replace("_", "-"))
+        elif value is not None:
+            overrides[key] = str(value)
     if column:
         overrides["columns"] = json.dumps(pairs(column, "--column"))
     return load_config(preset, overrides, data=[str(p) for p in data] if data else None, base=base)
@@ -159,17 +167,35 @@ def train(
     set_: SetOpt = None,
     column: ColumnOpt = None,
     mlflow: MlflowOpt = None,
+    valid_months: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Validate on the newest N months present in the data (default: preset's)"
+        ),
+    ] = None,
+    train_until: Annotated[
+        str | None, typer.Option(help="Train on rows up to this day (YYYY-MM-DD)")
+    ] = None,
+    valid_from: Annotated[
+        str | None, typer.Option(help="Validate on rows from this day on (YYYY-MM-DD)")
+    ] = None,
 ) -> None:
     """Train a model directory from labelled complaints (time split, calibrated): at --output,
-    or as a new immutable version of the --registry (default models/)."""
+    or as a new immutable version of the --registry (default models/).
+
+    The split comes from the data: validation on the newest `valid_months` months present
+    (2 in the presets; the newest may be partial), training on the months before, and with
+    `refit_all` the shipped weights refitted on every row. Rows left out are logged (WARNING)
+    and listed in the model card."""
     from aduan.model.artifacts import ModelDirError
-    from aduan.model.registry import Registry, RegistryError
+    from aduan.model.registry import RegistryError
 
     from .train import train as run_training
     from .train import train_version
 
+    split = {"valid_months": valid_months, "train_until": train_until, "valid_from": valid_from}
     try:
-        config = _train_config(preset, data, base, set_, column)
+        config = _train_config(preset, data, base, set_, column, split)
         if mlflow:
             from .tracking import require_mlflow
 
@@ -188,7 +214,14 @@ def train(
     except (DataError, ValueError, FileNotFoundError, ModelDirError, RegistryError) as exc:
         raise _fail(str(exc)) from exc
     if mlflow:
-        _track(mlflow, where, config, metrics)
+        split = metrics.get("split") or {}  # the split the data gave
+        resolved = dataclasses.replace(
+            config,
+            train_until=str(split.get("train_until") or config.train_until),
+            valid_from=str(split.get("valid_from") or config.valid_from),
+            valid_until=str(split.get("valid_until") or config.valid_until),
+        )
+        _track(mlflow, where, resolved, metrics)
     print_summary(metrics["validation"], f"validation metrics, model in {where}")
 
 
@@ -201,12 +234,28 @@ def _track(uri: str, model_dir: Path, config: TrainConfig, metrics: dict, **extr
         logging.getLogger(__name__).error("MLflow tracking failed: %s", exc)
 
 
+def live_preset(store: Registry) -> str:
+    """The preset of the registry's live version (what a retrain should replace it with),
+    or `baseline` when nothing is live."""
+    live = next((v for v in store.versions() if v.live), None)
+    preset = str((live.config.get("preset") if live else None) or "baseline")
+    log.info(
+        "retrain: preset %s (%s)", preset, f"that of live {live.name}" if live else "none live"
+    )
+    return preset
+
+
 @app.command()
 def retrain(
     data: Annotated[
         list[Path], typer.Option(help="Labelled file(s): the export, operators' feedback, ...")
     ],
-    preset: Annotated[str, typer.Option(help="Preset in training/presets/")] = "baseline",
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="Preset in training/presets/ (default: the live version's, else baseline)"
+        ),
+    ] = None,
     registry: RegistryOpt = DEFAULT_ROOT,
     gate: Annotated[
         list[str] | None,
@@ -225,20 +274,21 @@ def retrain(
     (nothing decided). The comparison lands in REGISTRY/reports/CANDIDATE/.
     """
     from aduan.model.artifacts import ModelDirError
-    from aduan.model.registry import Registry, RegistryError
+    from aduan.model.registry import RegistryError
 
     from .gate import GateConfig
     from .retrain import EXIT_CODES, FAILED
     from .retrain import retrain as run_retrain
 
     try:
-        config = _train_config(preset, data, base, set_, column)
+        store = Registry(registry)
+        config = _train_config(preset or live_preset(store), data, base, set_, column)
         gate_config = settings(GateConfig, pairs(gate, "--gate"))
         if mlflow:
             from .tracking import require_mlflow
 
             require_mlflow()
-        result = run_retrain(config, Registry(registry), gate_config, keep=keep)
+        result = run_retrain(config, store, gate_config, keep=keep)
     except (DataError, ValueError, FileNotFoundError, ModelDirError, RegistryError) as exc:
         typer.secho(f"retrain failed: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=EXIT_CODES[FAILED]) from exc

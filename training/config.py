@@ -105,10 +105,14 @@ class TrainConfig:
     data: list[str] = field(default_factory=lambda: [str(default_data())])
     columns: dict[str, str] = field(default_factory=dict)
     taxonomy: str = ""  # empty: the project's data/taxonomy.yaml
-    # The time split: train on the older months, choose and calibrate on the newer ones.
-    train_until: str = "2023-01-31"
-    valid_from: str = "2023-02-01"
-    valid_until: str = "2023-03-31"
+    # The time split: train on the older months, choose and calibrate on the newer ones. By
+    # default the validation window is the newest `valid_months` months present in the data
+    # (`data.plan_split`); the dates override it (`aduan train --train-until/--valid-from`).
+    # The model records the dates the run resolved.
+    valid_months: int = 2
+    train_until: str = ""
+    valid_from: str = ""
+    valid_until: str = ""
     min_agency_rows: int = 30
     route_accuracy: float = 0.95
     # After validation has chosen epochs, mixing, temperatures and thresholds, fit the shipped

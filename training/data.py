@@ -38,11 +38,19 @@ _STANDARD = (
     "address",
     "kelurahan",
     "kecamatan",
+    "id",
 )
 
 
 # Shorter texts (after normalisation) carry nothing to learn from; such rows are skipped.
 MIN_TEXT_CHARS = 3
+# The column only `aduan feedback export` writes: its rows are operators' corrections.
+FEEDBACK_COLUMN = "predicted_agency"
+# Why rows are left out of a run (the keys of the report's `excluded`; card and log name them).
+NO_TEXT_OR_AGENCY = "no usable text or agency"
+DUPLICATE = "duplicate text (the earliest row kept)"
+IN_GAP = "dated between train_until and valid_from"
+AFTER_VALID = "dated after valid_until"
 
 
 class DataError(ValueError):
@@ -62,6 +70,9 @@ class ColumnMap:
     kecamatan: str = "kecamatan"
     # Optional: a file that already carries category codes (e.g. exported operator feedback).
     category: str = "category"
+    # Optional: the row's id (in a feedback export, the stored request's), recorded for the
+    # operators' corrections a model learned from.
+    id: str = "id"
 
     def required(self) -> tuple[str, ...]:
         return (self.text, self.agency, self.created_at)
@@ -78,6 +89,10 @@ class Splits:
     report: dict[str, Any] = field(default_factory=dict)
     # Usable rows read from each data file (path as given): recorded with the model.
     files: dict[str, int] = field(default_factory=dict)
+    split: Split | None = None  # the time split the rows were divided by
+    # Rows of each data file the run kept (training + validation, after de-duplication).
+    used: dict[str, int] = field(default_factory=dict)
+    feedback_files: set[str] = field(default_factory=set)  # operators' corrections
 
 
 def read_table(path: Path | str, columns: ColumnMap) -> pd.DataFrame:
@@ -136,8 +151,13 @@ def _refuse_undecodable(path: Path, frame: pd.DataFrame, first_row: int) -> None
     )
 
 
-def load_complaints(path: Path | str, columns: ColumnMap | None = None) -> pd.DataFrame:
-    """Load one labelled file into the standard columns, validated and normalised.
+def load_complaints(
+    path: Path | str, columns: ColumnMap | None = None, skipped: Counter[str] | None = None
+) -> pd.DataFrame:
+    """Load one labelled file into the standard columns, validated and normalised; rows
+    without usable text or agency are skipped (a WARNING, and counted into `skipped` by
+    reason when given). A file exported by `aduan feedback export` (it has the column
+    `predicted_agency`) marks its rows `feedback`.
 
     Raises `DataError` naming file, row and column for anything that cannot be used.
     """
@@ -145,6 +165,7 @@ def load_complaints(path: Path | str, columns: ColumnMap | None = None) -> pd.Da
     path = Path(path)
     out = read_table(path, columns)
     out["source_file"] = str(path)
+    out["feedback"] = _is_feedback(path)
     _check_lengths(out, path, columns.text)
     if (out["agency"] == "").all():
         raise DataError(f"{path}: column {columns.agency!r}: the label column is entirely empty")
@@ -165,6 +186,8 @@ def load_complaints(path: Path | str, columns: ColumnMap | None = None) -> pd.Da
         )
     if dropped:
         log.warning("%s: %d row(s) without usable text or agency skipped", path, dropped)
+        if skipped is not None:
+            skipped[NO_TEXT_OR_AGENCY] += dropped
     if not usable.any():
         detail = ""
         if first is not None:
@@ -177,6 +200,16 @@ def load_complaints(path: Path | str, columns: ColumnMap | None = None) -> pd.Da
             f"{path}: no usable rows (every row lacks text or {columns.agency!r}){detail}"
         )
     return out[usable].reset_index(drop=True)
+
+
+def _is_feedback(path: Path) -> bool:
+    """Whether the file is operators' corrections (`aduan feedback export` writes the
+    model's answer beside the operator's in `predicted_agency`)."""
+    names = records.header_columns(path)
+    if names is None:  # JSON Lines: the first object's keys
+        first = next(iter(records.read_frames(path, 1)), None)
+        names = [str(c) for c in first[1].columns] if first is not None else []
+    return FEEDBACK_COLUMN in names
 
 
 def _check_lengths(frame: pd.DataFrame, path: Path, column: str) -> None:
@@ -207,11 +240,15 @@ def _parse_dates(frame: pd.DataFrame, path: Path, column: str) -> pd.Series:
     return parsed
 
 
-def load_many(paths: list[Path] | list[str], columns: ColumnMap | None = None) -> pd.DataFrame:
+def load_many(
+    paths: list[Path] | list[str],
+    columns: ColumnMap | None = None,
+    skipped: Counter[str] | None = None,
+) -> pd.DataFrame:
     """Load and concatenate several labelled files (e.g. the export plus operator feedback)."""
     if not paths:
         raise DataError("no data file given")
-    frames = [load_complaints(p, columns) for p in paths]
+    frames = [load_complaints(p, columns, skipped) for p in paths]
     return pd.concat(frames, ignore_index=True)
 
 
@@ -282,28 +319,109 @@ def check_date(value: str, name: str) -> str:
     return value
 
 
+@dataclass(frozen=True)
+class Split:
+    """The time split of a run (inclusive days): training up to `train_until`, validation
+    `valid_from`..`valid_until`; `basis` says how it was chosen."""
+
+    train_until: str
+    valid_from: str
+    valid_until: str
+    basis: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "train_until": self.train_until,
+            "valid_from": self.valid_from,
+            "valid_until": self.valid_until,
+            "basis": self.basis,
+        }
+
+
+def plan_split(
+    dates: pd.Series,
+    *,
+    valid_months: int = 2,
+    train_until: str | None = None,
+    valid_from: str | None = None,
+    valid_until: str | None = None,
+) -> Split:
+    """The split a run uses. By default the validation window is the newest `valid_months`
+    months present in `dates` (up to `valid_until` when given) and training is every month
+    before it. A month is present when any row is dated in it: the newest month of an export
+    usually ends mid-month and still counts as one (validation then ends on the newest row's
+    day). `train_until` and/or `valid_from` override: given one, the other is the next (or
+    previous) day."""
+    if dates.empty:
+        raise DataError("no dated rows to split")
+    newest = dates.max().normalize()
+    end = pd.Timestamp(valid_until) if valid_until else newest
+    day = pd.Timedelta(days=1)
+    if train_until or valid_from:
+        start = pd.Timestamp(valid_from) if valid_from else pd.Timestamp(train_until) + day
+        last = pd.Timestamp(train_until) if train_until else start - day
+        basis = "given"
+    else:
+        if valid_months < 1:
+            raise DataError(f"valid_months must be 1 or more, got {valid_months}")
+        months = sorted(dates[dates.dt.normalize() <= end].dt.to_period("M").unique())
+        if len(months) <= valid_months:
+            span = f" ({months[0]}..{months[-1]})" if months else ""
+            raise DataError(
+                f"the data spans {len(months)} month(s){span}: {valid_months} validation "
+                "month(s) leave none to train on (--valid-months N, --valid-from DATE)"
+            )
+        chosen = months[-valid_months:]
+        start, last = chosen[0].start_time, chosen[0].start_time - day
+        basis = f"newest {valid_months} month(s) present: {chosen[0]}..{chosen[-1]}"
+        if end < chosen[-1].end_time.normalize():
+            basis += f" ({chosen[-1]} partial, to {end.date()})"
+    return Split(str(last.date()), str(start.date()), str(end.date()), basis)
+
+
 def prepare(
     frame: pd.DataFrame,
     taxonomy: Taxonomy,
     *,
-    train_until: str,
-    valid_from: str,
-    valid_until: str | None,
+    train_until: str | None = None,
+    valid_from: str | None = None,
+    valid_until: str | None = None,
     min_agency_rows: int,
+    valid_months: int = 2,
+    skipped: Counter[str] | None = None,
 ) -> Splits:
-    """Labels, de-duplication, the time split and rare-agency folding, in that order."""
-    if pd.Timestamp(valid_from) <= pd.Timestamp(train_until):
-        raise DataError(
-            f"valid_from {valid_from} must come after train_until {train_until}: "
-            "validation months must be newer than every training row"
-        )
+    """Labels, de-duplication, the time split (`plan_split`) and rare-agency folding, in that
+    order. Every row left out is counted by reason (`skipped`: rows the files' reading
+    dropped) in the report's `excluded` and logged as a WARNING."""
     labelled = add_labels(frame, taxonomy)
     deduped, dup_report = deduplicate(labelled)
-    train, valid = time_split(deduped, train_until, valid_from, valid_until)
+    split = plan_split(
+        deduped["created_at"],
+        valid_months=valid_months,
+        train_until=train_until or None,
+        valid_from=valid_from or None,
+        valid_until=valid_until or None,
+    )
+    if pd.Timestamp(split.valid_from) <= pd.Timestamp(split.train_until):
+        raise DataError(
+            f"valid_from {split.valid_from} must come after train_until {split.train_until}: "
+            "validation months must be newer than every training row"
+        )
+    train, valid = time_split(deduped, split.train_until, split.valid_from, split.valid_until)
     if train.empty:
-        raise DataError(f"no training rows on or before {train_until}")
+        raise DataError(f"no training rows on or before {split.train_until}")
     if valid.empty:
-        raise DataError(f"no validation rows from {valid_from} to {valid_until or 'the end'}")
+        raise DataError(f"no validation rows from {split.valid_from} to {split.valid_until}")
+    day = deduped["created_at"].dt.normalize()
+    excluded = Counter(skipped or {})
+    excluded[DUPLICATE] += dup_report["duplicates_removed"]
+    excluded[IN_GAP] += int(
+        ((day > pd.Timestamp(split.train_until)) & (day < pd.Timestamp(split.valid_from))).sum()
+    )
+    excluded[AFTER_VALID] += int((day > pd.Timestamp(split.valid_until)).sum())
+    excluded = Counter({reason: n for reason, n in excluded.items() if n})
+    for reason, n in excluded.items():
+        log.warning("%d row(s) left out: %s", n, reason)
     agency_map = fold_rare_agencies(train, min_agency_rows)
     train, valid = apply_agency_map(train, agency_map), apply_agency_map(valid, agency_map)
     _check_classes(train)
@@ -311,6 +429,7 @@ def prepare(
         head: LabelSet.from_values(pd.concat([train[head], valid[head]]))
         for head in ("category", "agency")
     }
+    used = pd.concat([train, valid], ignore_index=True)
     report = {
         "rows_loaded": len(frame),
         **dup_report,
@@ -318,9 +437,28 @@ def prepare(
         "valid_rows": len(valid),
         "train_period": _period(train),
         "valid_period": _period(valid),
+        "split": split.to_dict(),
+        "excluded": dict(excluded),
+        "months": {
+            str(k): int(v)
+            for k, v in used["created_at"].dt.to_period("M").value_counts().sort_index().items()
+        },
+        "feedback_rows": int(used["feedback"].sum()) if "feedback" in used else 0,
         "classes": {head: len(ls) for head, ls in labels.items()},
     }
-    return Splits(train, valid, labels, agency_map, report)
+    log.info(
+        "split: train <= %s (%d rows), validate %s..%s (%d rows); %s",
+        split.train_until,
+        len(train),
+        split.valid_from,
+        split.valid_until,
+        len(valid),
+        split.basis,
+    )
+    splits = Splits(train, valid, labels, agency_map, report, split=split)
+    if "source_file" in used:
+        splits.used = {str(k): int(v) for k, v in used.groupby("source_file").size().items()}
+    return splits
 
 
 def _check_classes(train: pd.DataFrame) -> None:
@@ -342,17 +480,22 @@ def _period(frame: pd.DataFrame) -> list[str]:
 
 
 def load_splits(config: TrainConfig) -> tuple[Splits, Taxonomy]:
-    """The configured files, labelled, de-duplicated and split by time; and the taxonomy."""
+    """The configured files, labelled, de-duplicated and split by time (the settings' dates,
+    else the newest `valid_months` months of the data); and the taxonomy."""
     taxonomy = Taxonomy.load(config.taxonomy or None)
-    frame = load_many(config.data, ColumnMap(**config.columns))
+    skipped: Counter[str] = Counter()
+    frame = load_many(config.data, ColumnMap(**config.columns), skipped)
     splits = prepare(
         frame,
         taxonomy,
-        train_until=config.train_until,
-        valid_from=config.valid_from,
+        train_until=config.train_until or None,
+        valid_from=config.valid_from or None,
         valid_until=config.valid_until or None,
         min_agency_rows=config.min_agency_rows,
+        valid_months=config.valid_months,
+        skipped=skipped,
     )
     splits.files = {str(k): int(v) for k, v in frame.groupby("source_file").size().items()}
+    splits.feedback_files = {str(f) for f in frame.loc[frame["feedback"], "source_file"].unique()}
     log.info("data: %s", splits.report)
     return splits, taxonomy

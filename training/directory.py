@@ -67,7 +67,12 @@ def write_directory(workdir: Path, model: ModelKind, outcome: Outcome) -> dict[s
         "route_accuracy": config.route_accuracy,
         "agency_map": outcome.splits.agency_map,
         "versions": artifacts.library_versions(),
-        "provenance": provenance(config, outcome.splits.files),
+        "split": {
+            "train": outcome.splits.report.get("train_period"),
+            "validation": outcome.splits.report.get("valid_period"),
+            **({"basis": outcome.splits.split.basis} if outcome.splits.split else {}),
+        },
+        "provenance": provenance(config, outcome.splits),
         **extra,
     }
     _write_plots(workdir / artifacts.PLOTS, outcome.splits, calibration)
@@ -76,6 +81,7 @@ def write_directory(workdir: Path, model: ModelKind, outcome: Outcome) -> dict[s
             "train_until": config.train_until,
             "valid_from": config.valid_from,
             "valid_until": config.valid_until,
+            "basis": outcome.splits.split.basis if outcome.splits.split else "given",
         },
         "data": outcome.splits.report,
         "training_seconds": round(outcome.seconds, 1),

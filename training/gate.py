@@ -28,7 +28,9 @@ class GateConfig:
 
     eval_months: int = 1  # newest months held out to judge candidate and live model
     min_eval_rows: int = 200  # older months join the evaluation window until it has this many
-    valid_months: int = 2  # months before it that calibrate the candidate
+    # Months before it that calibrate the candidate; 0: the preset's `valid_months`, the same
+    # count `aduan train` validates on.
+    valid_months: int = 0
     min_valid_rows: int = 200
     max_accuracy_drop: float = 0.01  # candidate agency accuracy may trail the live by this
     max_macro_f1_drop: float = 0.02  # and agency macro-F1 by this
@@ -65,12 +67,15 @@ def _take(
     )
 
 
-def plan_windows(dates: pd.Series, gate: GateConfig) -> Windows:
-    """Evaluation on the newest month(s), calibration on the months before, training on the
-    rest; months without rows are skipped."""
+def plan_windows(dates: pd.Series, gate: GateConfig, valid_months: int = 2) -> Windows:
+    """Evaluation on the newest month(s), calibration on the months before (`gate.valid_months`,
+    else `valid_months`: the preset's), training on the rest. As in `aduan train`'s split
+    (`data.plan_split`), a month counts when any row is dated in it (the newest may be
+    partial) and months without rows are skipped."""
     counts = dates.dt.to_period("M").value_counts().sort_index(ascending=False)
     evaluation, rest = _take(counts, gate.eval_months, gate.min_eval_rows, "evaluation", "eval")
-    validation, rest = _take(rest, gate.valid_months, gate.min_valid_rows, "calibration", "valid")
+    months = gate.valid_months or valid_months
+    validation, rest = _take(rest, months, gate.min_valid_rows, "calibration", "valid")
     if rest.empty:
         raise DataError(
             "no months left to train on before the calibration and evaluation windows "

@@ -10,9 +10,14 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from aduan.model.resources import shared_data
 
 from .config import TrainConfig
+from .data import Splits
+
+MAX_FEEDBACK_IDS = 10_000  # a model directory stays small; the count above is exact
 
 # How a portable name is to be read: relative to the shared data folder (`ADUAN_SHARED_DATA`),
 # to the working directory training ran in, or a bare file name.
@@ -45,12 +50,28 @@ def sha256(path: Path | str) -> str:
     return digest.hexdigest()
 
 
-def data_files(paths: list[str], rows: dict[str, int]) -> list[dict[str, Any]]:
-    """Each data file: portable name, its root, sha256 and the usable rows read from it."""
+def data_files(
+    paths: list[str],
+    rows: dict[str, int],
+    used: dict[str, int] | None = None,
+    feedback: set[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Each data file: portable name, its root, sha256, the usable rows read from it and (when
+    known) the rows the run kept from it, and whether it holds operators' corrections."""
     out = []
     for path in paths:
         name, root = portable_path(path)
-        out.append({"name": name, "root": root, "sha256": sha256(path), "rows": rows.get(path, 0)})
+        item: dict[str, Any] = {
+            "name": name,
+            "root": root,
+            "sha256": sha256(path),
+            "rows": rows.get(path, 0),
+        }
+        if used is not None:
+            item["rows_used"] = used.get(path, 0)
+        if feedback is not None:
+            item["feedback"] = path in feedback
+        out.append(item)
     return out
 
 
@@ -78,9 +99,26 @@ def _git(cwd: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def provenance(config: TrainConfig, rows: dict[str, int]) -> dict[str, Any]:
-    """The `provenance` entry of config.json."""
-    return {"data": data_files(config.data, rows), "code": code_version(), "seed": config.seed}
+def provenance(config: TrainConfig, splits: Splits) -> dict[str, Any]:
+    """The `provenance` entry of config.json: the data files (sha256, rows read and kept), the
+    months the kept rows fall in with their counts, how many of them are operators'
+    corrections (`aduan feedback export` files), the rows left out and why, code and seed:
+    enough to answer "why did this version change" against the one before."""
+    report = splits.report
+    rows = pd.concat([splits.train, splits.valid], ignore_index=True)
+    ids: list[str] = []
+    if "feedback" in rows and "id" in rows:
+        ids = sorted(str(i) for i in rows.loc[rows["feedback"].astype(bool), "id"] if str(i))
+    return {
+        "data": data_files(config.data, splits.files, splits.used or None, splits.feedback_files),
+        "months": report.get("months", {}),
+        "feedback_rows": int(report.get("feedback_rows", 0)),
+        # which corrections: the stored requests' ids (never their texts)
+        "feedback_ids": ids[:MAX_FEEDBACK_IDS],
+        "excluded": report.get("excluded", {}),
+        "code": code_version(),
+        "seed": config.seed,
+    }
 
 
 def portable_settings(config: TrainConfig) -> dict[str, Any]:

@@ -72,11 +72,17 @@ def retrain(
 ) -> RetrainResult:
     """Plan the windows, train the candidate into the registry, score it and the live model
     on the same held-out rows, write the comparison beside the registry's versions, and
-    promote it when every check passes. Raises `DataError`/`ValueError`/`ModelDirError`/
-    `RegistryError` when nothing can be decided (the caller's "failed")."""
+    promote it when every check passes, all under the registry's training lock. Raises
+    `DataError`/`ValueError`/`ModelDirError`/`RegistryError` (`TrainingBusy` while another
+    run trains) when nothing can be decided (the caller's "failed")."""
     gate = gate or GateConfig()
+    with registry.training(config.preset):  # judged and promoted before another run starts
+        return _retrain(config, registry, gate, keep)
+
+
+def _retrain(config: TrainConfig, registry: Registry, gate: GateConfig, keep: int) -> RetrainResult:
     frame = load_many(config.data, ColumnMap(**config.columns))
-    windows = plan_windows(frame["created_at"], gate)
+    windows = plan_windows(frame["created_at"], gate, config.valid_months)
     live = registry.live()
     live_dir = registry.path(live) if live else None
     rows, eval_from = evaluation_rows(
@@ -97,7 +103,7 @@ def retrain(
         valid_from=windows.valid_from,
         valid_until=windows.valid_until,
     )
-    candidate, _ = train_version(candidate_config, registry, promote=False, keep=keep)
+    candidate, _ = train_version(candidate_config, registry, promote=False, keep=keep, lock=False)
     _, scores = measure(registry.path(candidate), rows)
     live_scores = measure(live_dir, rows)[1] if live_dir else None
     checks = decide(

@@ -12,6 +12,8 @@ A run, top to bottom (`_train_main`):
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -70,7 +72,20 @@ def kind_trainer(
 def every_row(splits: Splits) -> Splits:
     """The splits with every labelled row (training + validation months) to train on."""
     rows = pd.concat([splits.train, splits.valid], ignore_index=True)
-    return Splits(rows, splits.valid, splits.labels, splits.agency_map)
+    return Splits(rows, splits.valid, splits.labels, splits.agency_map, split=splits.split)
+
+
+def resolved(config: TrainConfig, splits: Splits) -> TrainConfig:
+    """The settings with the dates of the split the data gave (what the model records, and
+    what reproduces the run on the same files)."""
+    if splits.split is None:
+        return config
+    return dataclasses.replace(
+        config,
+        train_until=splits.split.train_until,
+        valid_from=splits.split.valid_from,
+        valid_until=splits.split.valid_until,
+    )
 
 
 def validation_logits(selection: Selection, splits: Splits) -> dict[str, np.ndarray]:
@@ -121,6 +136,7 @@ def train(
     checkpoint_dir = output.parent / f".{output.name}.checkpoint"
     with distributed.session(config.device):
         splits, _ = load_splits(config)
+        config = resolved(config, splits)
         kind = kind_trainer(config, checkpoint_dir, trainer)
         if not distributed.is_main():
             _train_worker(config, kind, splits)
@@ -190,19 +206,23 @@ def train_version(
     promote: bool | None = None,
     keep: int = DEFAULT_KEEP,
     trainer: TrainerFactory | None = None,
+    lock: bool = True,
 ) -> tuple[str, dict[str, Any]]:
     """Train a new version into `registry`; returns (version, metrics).
 
     `promote` None makes it live only when the registry has no live version yet (the first
     one); True always, False never. Old versions beyond the newest `keep` (and the live one)
-    are pruned afterwards.
+    are pruned afterwards. The registry's training lock is held throughout (`lock`=False:
+    the caller holds it); another run writing into it raises `TrainingBusy`.
     """
     if not distributed.is_main():  # torchrun: rank 0 names, writes and adds the version
         return "", train(config, registry.staging("data-parallel-worker"), trainer=trainer)
-    version = registry.new_version(config.preset)
-    metrics = train(config, registry.staging(version), model_version=version, trainer=trainer)
-    registry.add(registry.staging(version))
-    if promote or (promote is None and registry.live() is None):
-        registry.promote(version)
-    registry.prune(keep, protect=[version])
+    held = registry.training(config.preset) if lock else contextlib.nullcontext()
+    with held:
+        version = registry.new_version(config.preset)
+        metrics = train(config, registry.staging(version), model_version=version, trainer=trainer)
+        registry.add(registry.staging(version))
+        if promote or (promote is None and registry.live() is None):
+            registry.promote(version)
+        registry.prune(keep, protect=[version])
     return version, metrics

@@ -35,7 +35,8 @@ def _copy(tiny_model, tmp_path, **changes):
 
 def test_artifacts_records_format_and_library_versions(tiny_model):
     config = read_config(tiny_model)
-    assert config["format_version"] == FORMAT_VERSION
+    # the third layout (model/layout.py) is what training writes
+    assert config["format_version"] == FORMAT_VERSION == 3
     assert config["versions"]["scikit-learn"] == library_versions()["scikit-learn"]
 
 
@@ -49,9 +50,15 @@ def test_artifacts_directory_written_before_format_versions_still_loads(tiny_mod
 
 
 def test_artifacts_refuses_an_unknown_format_version(tiny_model, tmp_path):
-    newer = _copy(tiny_model, tmp_path, format_version=FORMAT_VERSION + 1)
-    with pytest.raises(ModelDirError, match=r"format_version 3 .*upgrade aduan"):
+    newer = _copy(tiny_model, tmp_path, format_version=4)
+    with pytest.raises(ModelDirError, match=r"format_version 4 .*\(1\.\.3\).*upgrade aduan"):
         ComplaintClassifier.load(newer)
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_artifacts_reads_every_format_up_to_the_current(tiny_model, tmp_path, version):
+    older = _copy(tiny_model, tmp_path, format_version=version)
+    assert ComplaintClassifier.load(older).predict(["lampu jalan mati gelap"])
 
 
 def test_artifacts_warns_naming_a_library_of_another_major_version(tiny_model, tmp_path, caplog):

@@ -108,10 +108,12 @@ def test_registry_rollback_skips_pruned_versions(tiny_model, tmp_path):
     for i in range(3):
         add_version(registry, tiny_model, f"v{i}", f"2024-0{i + 1}-01T00:00:00+00:00")
         registry.promote(f"v{i}")
-    registry.prune(0)  # keeps only the live v2
+    registry.prune(0)  # keeps the live v2 and v1, the rollback target
+    assert registry.names() == ["v1", "v2"]
+    assert registry.rollback() == "v1"  # v0, next in the history, was pruned
     with pytest.raises(RegistryError, match="no earlier live version"):
         registry.rollback()
-    assert registry.live() == "v2"
+    assert registry.live() == "v1"
 
 
 def test_registry_versions_are_immutable_and_names_plain(tiny_model, tmp_path):
@@ -150,3 +152,147 @@ def test_registry_readers_never_see_a_torn_pointer(tiny_model, tmp_path):
         thread.join()
     assert errors == [] and seen == {"a", "b"}
     assert not [p for p in os.listdir(registry.root) if p.startswith(".live.json.")]
+
+
+def test_registry_prune_keeps_the_rollback_target(tiny_model, tmp_path):
+    registry = Registry(tmp_path / "reg")
+    for i, name in enumerate(("v1", "v2", "v3", "v4", "v5")):
+        add_version(registry, tiny_model, name, f"2024-0{i + 1}-01T00:00:00+00:00")
+    registry.promote("v1", verify=False)
+    registry.promote("v2", verify=False)  # rollback would return to v1, the oldest
+    assert registry.rollback_target() == "v1"
+    assert registry.prune(keep=1) == ["v3", "v4"]
+    assert registry.rollback() == "v1"
+    result = runner.invoke(
+        app, ["models", "prune", "--registry", str(registry.root), "--keep", "0"]
+    )
+    assert result.exit_code == 0, result.output
+    # live v1 and nothing to roll back to (v2 was rolled back from): the rest goes
+    assert registry.names() == ["v1"]
+
+
+def test_registry_rollback_withdraws_a_version_until_promoted_by_name(tiny_model, tmp_path):
+    registry = Registry(tmp_path / "reg")
+    for i, name in enumerate(("v1", "v2")):
+        add_version(registry, tiny_model, name, f"2024-0{i + 1}-01T00:00:00+00:00")
+    registry.promote("v1", verify=False)
+    registry.promote("v2", verify=False)
+    registry.rollback()
+    assert registry.withdrawn() == {"v2"}
+    registry.promote("v2", verify=False)  # an operator's explicit choice
+    assert registry.withdrawn() == set()
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def _write_lock(root, pid: int, log: str = "/var/log/train-fast.log") -> None:
+    import socket
+
+    root.mkdir(parents=True, exist_ok=True)
+    held = {"pid": pid, "host": socket.gethostname(), "preset": "fast", "log": log}
+    (root / "training.json").write_text(json.dumps({**held, "since": "2026-12-06T00:00:00"}))
+
+
+def test_registry_training_lock_refuses_a_second_run_naming_it(tmp_path):
+    import subprocess
+    import sys
+
+    registry = Registry(tmp_path / "reg")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _write_lock(registry.root, sleeper.pid)
+        busy = rf"pid {sleeper.pid} .*train-fast\.log"
+        with pytest.raises(RegistryError, match=busy), registry.training("baseline"):
+            pass
+        assert registry.running()["pid"] == sleeper.pid
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert registry.running() is None  # its process is gone
+
+
+def test_registry_training_lock_of_a_dead_process_is_taken_over(tmp_path, caplog):
+    registry = Registry(tmp_path / "reg")
+    dead = _dead_pid()
+    _write_lock(registry.root, dead)
+    with caplog.at_level("WARNING"), registry.training("baseline", "/tmp/mine.log"):
+        held = registry.running()
+        assert held["pid"] == os.getpid() and held["log"] == "/tmp/mine.log"
+    assert f"taking over the training lock of pid {dead}" in caplog.text
+    assert not (registry.root / "training.json").exists()  # released at the end
+
+
+def test_registry_train_refuses_while_another_run_trains(complaints_csv, tmp_path):
+    import subprocess
+    import sys
+
+    root = tmp_path / "reg"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _write_lock(root, sleeper.pid)
+        args = ["train", "--data", str(complaints_csv), "--registry", str(root), *SPLIT]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2
+        assert f"pid {sleeper.pid}" in result.output and "train-fast.log" in result.output
+        assert Registry(root).names() == []
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["models", "list"],
+        ["models", "path"],
+        ["models", "rollback"],
+        ["models", "prune"],
+        ["models", "promote", "v1"],
+        ["models", "verify"],
+        ["classify", "lampu jalan mati"],
+        ["evaluate", "--data", "x.csv"],
+        ["serve", "--port", "0"],
+    ],
+)
+def test_registry_read_commands_refuse_a_missing_registry(tmp_path, command):
+    missing = tmp_path / "no-such-registry"
+    result = runner.invoke(app, [*command, "--registry", str(missing)])
+    assert result.exit_code != 0
+    assert "no such registry folder" in result.output
+    assert not missing.exists()  # and nothing was created there
+
+
+def test_registry_every_registry_option_reads_aduan_registry(tiny_model, tmp_path, monkeypatch):
+    import typer
+
+    from aduan.model.registry import ROOT_ENV
+
+    def walk(command, path: str):
+        if hasattr(command, "commands"):  # a group
+            for name, sub in command.commands.items():
+                yield from walk(sub, f"{path} {name}")
+        else:
+            yield path, command
+
+    checked = []
+    for name, command in walk(typer.main.get_command(app), "aduan"):
+        for param in command.params:
+            if param.name == "registry" and name != "aduan serve":  # serve: its Settings
+                assert param.envvar == ROOT_ENV, f"{name} --registry ignores {ROOT_ENV}"
+                checked.append(name)
+    assert {"aduan train", "aduan retrain", "aduan up", "aduan models list"} <= set(checked)
+    registry = Registry(tmp_path / "reg")
+    add_version(registry, tiny_model, "v1")
+    monkeypatch.setenv(ROOT_ENV, str(registry.root))
+    listed = runner.invoke(app, ["models", "list", "--json"])
+    assert listed.exit_code == 0 and json.loads(listed.stdout)[0]["version"] == "v1"
+    from aduan.service.settings import Settings
+
+    assert Settings().registry == registry.root

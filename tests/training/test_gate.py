@@ -207,3 +207,23 @@ def test_retrain_into_an_empty_registry_promotes_a_candidate_that_keeps_the_prom
     assert [c["name"] for c in report["checks"]] == ["auto-route accuracy"]
     assert report["windows"]["eval_from"] == "2023-04-01" and report["evaluation"]["rows"] == 60
     assert report["windows"]["valid_from"] == "2023-02-01"
+
+
+def test_gate_calibrates_on_the_presets_valid_months_unless_told():
+    dates = _dates({"2023-01": 50, "2023-02": 50, "2023-03": 50, "2023-04": 50, "2023-05": 40})
+    gate = GateConfig(min_eval_rows=30, min_valid_rows=30)
+    assert plan_windows(dates, gate, valid_months=1).valid_from == "2023-04-01"
+    assert plan_windows(dates, gate, valid_months=3).valid_from == "2023-02-01"
+    told = GateConfig(min_eval_rows=30, min_valid_rows=30, valid_months=2)
+    assert plan_windows(dates, told, valid_months=3).valid_from == "2023-03-01"
+
+
+def test_gate_windows_and_the_train_split_agree_on_months_present():
+    # the candidate's split, planned like `aduan train`'s on the rows before the gate's month
+    from aduan.training.data import plan_split
+
+    dates = _dates({"2023-01": 50, "2023-02": 50, "2023-04": 50, "2023-05": 40})  # no March
+    windows = plan_windows(dates, GateConfig(min_eval_rows=30, min_valid_rows=30))
+    before = dates[dates < pd.Timestamp(windows.eval_from)]
+    split = plan_split(before, valid_months=2)
+    assert (split.train_until, split.valid_from) == (windows.train_until, windows.valid_from)

@@ -3,10 +3,12 @@ registry, serve it, store requests and operators' corrections, export them, retr
 feedback and a new month's export, gate, promote, and the running service answers from v2
 without a restart and without a failed request; a deliberately worse candidate is refused."""
 
+import json
 import random
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pandas as pd
 from typer.testing import CliRunner
@@ -172,6 +174,20 @@ def test_retraining_loop_promotes_a_better_model_into_the_running_service(
     assert "| agency accuracy |" in (registry.report_dir(v2) / "comparison.md").read_text()
     assert "pohon" not in report  # the report holds figures, never complaint text
 
+    # Why v2 changed: the files, months and operators' corrections it learned from.
+    listed = runner.invoke(app, ["models", "list", "--registry", str(registry.root), "--json"])
+    seen = {v["version"]: v["provenance"] for v in json.loads(listed.stdout)}
+    assert seen[v1]["feedback_rows"] == 0 and "2023-04" not in seen[v1]["months"]
+    assert seen[v2]["feedback_rows"] == 12 and seen[v2]["months"]["2023-04"] == 12
+    files = {Path(f["name"]).name: f for f in seen[v2]["files"]}
+    assert files["feedback.csv"]["feedback"] and files["feedback.csv"]["rows_used"] == 12
+    assert not files[export.name]["feedback"] and len(files[export.name]["sha256"]) == 64
+    assert seen[v2]["excluded"] == {"dated after valid_until": 120}  # May: the gate's month
+    card = (registry.path(v2) / "README.md").read_text()
+    assert "operators' corrections included: 12 rows" in card and "2023-04 (12)" in card
+    config = json.loads((registry.path(v2) / "config.json").read_text())
+    assert len(config["provenance"]["feedback_ids"]) == 12
+
     # The running service now routes fallen trees as the operators taught it.
     answer = client.post(
         "/v1/classify",
@@ -195,3 +211,44 @@ def test_retraining_loop_promotes_a_better_model_into_the_running_service(
     assert verdict["outcome"] == "refused" and verdict["reasons"]
     time.sleep(0.5)  # several pointer checks later the service still answers from v2
     assert client.get("/v1/info", headers=KEY).json()["model_version"] == v2
+
+
+def test_retrain_defaults_to_the_live_versions_preset(tiny_model, tmp_path, monkeypatch):
+    import aduan.training.retrain
+    from tests.conftest import add_version
+
+    seen: list[str] = []
+
+    def judged(config, registry, gate, *, keep):
+        seen.append(config.preset)
+        raise ValueError("stop here")  # the gate's own run is tested above
+
+    monkeypatch.setattr(aduan.training.retrain, "retrain", judged)
+    store = Registry(tmp_path / "reg")
+    data = ["--data", str(tmp_path / "unused.csv"), "--registry", str(store.root)]
+    assert runner.invoke(app, ["retrain", *data]).exit_code == 2  # nothing live: baseline
+    add_version(store, tiny_model, "q1", preset="quick")
+    store.promote("q1", verify=False)
+    assert runner.invoke(app, ["retrain", *data]).exit_code == 2
+    assert runner.invoke(app, ["retrain", *data, "--preset", "full"]).exit_code == 2
+    assert seen == ["baseline", "quick", "full"]
+
+
+def test_retrain_refuses_while_another_run_trains(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    store = Registry(tmp_path / "reg")
+    store.root.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        held = {"pid": sleeper.pid, "host": socket.gethostname(), "preset": "fast"}
+        (store.root / "training.json").write_text(json.dumps({**held, "log": "/tmp/fast.log"}))
+        args = ["retrain", "--data", str(tmp_path / "x.csv"), "--registry", str(store.root)]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2  # failed: nothing decided
+        assert f"pid {sleeper.pid}" in result.output and "/tmp/fast.log" in result.output
+    finally:
+        sleeper.kill()
+        sleeper.wait()
