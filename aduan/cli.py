@@ -147,9 +147,11 @@ BackendOpt = Annotated[
 
 def _servable(store: Registry, preset: str) -> str | None:
     """The version of `preset` that `up` may make live, when the live one is not of it: the
-    newest the gate passed and no operator rolled back from; with nothing live, the newest the
-    gate did not refuse. None when the live version is of `preset` already, or none may be."""
+    newest the gate passed and no operator rolled back from; with nothing live (or only `up`'s
+    stand-in baseline), the newest the gate did not refuse. None when the live version is of
+    `preset` already, or none may be."""
     live = next((v for v in store.versions() if v.live), None)
+    ungated = live is None or store.stand_in()
     if live is not None and live.config.get("preset") == preset:
         return None
     withdrawn = store.withdrawn()
@@ -159,7 +161,7 @@ def _servable(store: Registry, preset: str) -> str | None:
             why = "an operator rolled back from it" if version.name in withdrawn else "refused"
             log.warning("not promoting %s (%s)", version.name, why)
             continue
-        if verdict == "promoted" or live is None:
+        if verdict == "promoted" or ungated:
             return version.name
         log.warning(
             "not promoting %s: the gate never judged it (`aduan retrain --preset %s`, or "
@@ -226,12 +228,14 @@ def up(
 
     An empty registry first gets the `baseline` preset (about a minute) and the service starts
     on it; when no version of `--preset` exists yet, that preset trains in a background
-    process (log in REGISTRY/logs/) and, when the registry was empty, is promoted when done:
-    the running service swaps it in without a restart (into a registry that had a live
-    version it is added, not promoted: the gate or an operator decides). An existing version
+    process (log in REGISTRY/logs/) and, when the live version is that stand-in baseline, is
+    promoted when done: the running service swaps it in without a restart (a run stopped
+    with Ctrl-C is started again by the next `up`, and still promoted). Into a registry whose
+    live version was promoted otherwise it is added, not promoted: the gate or an operator
+    decides. An existing version
     of `--preset` that is not live is promoted only when the promotion gate passed it (`aduan
-    retrain`) and no operator rolled back from it; with nothing live, any version the gate
-    did not refuse. While another training run writes into
+    retrain`) and no operator rolled back from it; with nothing live or the stand-in, any
+    version the gate did not refuse. While another training run writes into
     the registry, `up` starts none (it names that run and its log) and serves the live
     version; with none live it exits 2."""
     import subprocess
@@ -245,13 +249,16 @@ def up(
     files = [str(p) for p in data] if data else None
     logs = registry / "logs"
     log_file = logs / f"train-{preset}.log"
-    empty = store.live() is None  # only then may what `up` trains go live ungated
+    # only into an empty registry, or over up's own stand-in, may what `up` trains go live ungated
+    empty = store.live() is None
     try:
         with store.training("baseline" if empty else preset):
             if store.newest(preset) is None and empty:
                 log.info("%s is empty: training the baseline first (about a minute)", registry)
                 config = load_config("baseline", data=files)
-                train_version(config, store, promote=True, lock=False)
+                version, _ = train_version(config, store, promote=False, lock=False)
+                store.promote(version, stand_in=preset != "baseline")
+            ungated = store.stand_in()
             wanted = _servable(store, preset)
             if wanted is not None:
                 store.promote(wanted)
@@ -259,7 +266,8 @@ def up(
                 logs.mkdir(parents=True, exist_ok=True)
                 command = [sys.executable, "-m", "aduan", "train", "--preset", preset]
                 command += ["--registry", str(registry)]
-                command += ["--promote"] if empty else ["--no-promote"]
+                # no flag: the child promotes only if the stand-in is still live when it ends
+                command += [] if ungated else ["--no-promote"]
                 command += [arg for path in data or [] for arg in ("--data", str(path))]
                 command += [arg for item in set_ or [] for arg in ("--set", item)]
                 with open(log_file, "ab") as handle:
@@ -273,7 +281,7 @@ def up(
                     log_file,
                     store.live(),
                     "until it is promoted"
-                    if empty
+                    if ungated
                     else f"(a live version was there: judge the new one with `aduan retrain "
                     f"--preset {preset}` or promote it with `aduan models promote`)",
                 )

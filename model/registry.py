@@ -3,7 +3,8 @@ atomically. Training adds versions and promotes them; the service serves the liv
 reloads when the pointer moves.
 
     <root>/versions/<version>/   a complete model directory, made read-only when added
-    <root>/live.json             {"version", "promoted_at", "history": [earlier live versions]}
+    <root>/live.json             {"version", "promoted_at", "history": [earlier live versions],
+                                  "stand_in": true while it is `aduan up`'s first baseline}
     <root>/reports/<version>/    what the promotion gate measured for that candidate
     <root>/.staging/             directories being written (never listed)
     <root>/.lock                 serialises writers (add, promote, rollback, prune)
@@ -171,6 +172,12 @@ class Registry:
         version = self.state().get("version")
         return str(version) if version else None
 
+    def stand_in(self) -> bool:
+        """Whether the live version is a stand-in: the baseline `aduan up` trained into an
+        empty registry to answer while the preset it was asked for trains. Any promotion or
+        rollback ends it; until then that preset's first version may replace it ungated."""
+        return bool(self.state().get("stand_in"))
+
     def live_path(self) -> Path:
         """The live version's directory; raises `RegistryError` when there is none."""
         version = self.live()
@@ -267,11 +274,12 @@ class Registry:
         log.info("registry %s: added version %s", self.root, version)
         return version
 
-    def promote(self, version: str, *, verify: bool = True) -> str | None:
+    def promote(self, version: str, *, verify: bool = True, stand_in: bool = False) -> str | None:
         """Point `live.json` at `version`; returns the version that was live before.
 
         With `verify`, the directory is loaded and asked one prediction first, so a broken
-        version is refused before any service sees it.
+        version is refused before any service sees it. `stand_in` marks it as `aduan up`'s
+        first baseline (see `stand_in()`).
         """
         path = self.path(version)
         if verify:
@@ -292,6 +300,7 @@ class Registry:
                     "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
                     "history": history[-HISTORY_LIMIT:],
                     **({"withdrawn": withdrawn[-HISTORY_LIMIT:]} if withdrawn else {}),
+                    **({"stand_in": True} if stand_in else {}),
                 }
             )
         log.info("registry %s: %s is live (was %s)", self.root, version, previous)

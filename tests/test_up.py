@@ -245,3 +245,49 @@ def test_up_with_nothing_live_while_another_trains_exits_naming_it(tmp_path, qui
     assert result.exit_code == 2
     assert f"pid {quiet_up['child']}" in result.output and "/tmp/b.log" in result.output
     assert quiet_up["served"] == [] and quiet_up["started"] == []
+
+
+def test_up_restarts_a_stopped_training_over_its_stand_in_and_lets_it_promote(
+    tmp_path, tiny_model, quiet_up
+):
+    # the first `up` put its baseline live as a stand-in and was stopped while `quick`
+    # trained: the next `up` starts that training again, and the child may promote it
+    from aduan.model.registry import Registry
+    from tests.conftest import add_version
+
+    store = Registry(tmp_path / "models")
+    add_version(store, tiny_model, "b1", preset="baseline")
+    store.promote("b1", verify=False, stand_in=True)
+    assert _up(store).exit_code == 0
+    [command] = quiet_up["started"]
+    assert "--no-promote" not in command and "--promote" not in command
+    # an operator's promotion (or rollback) ends the stand-in: then nothing goes live ungated
+    add_version(store, tiny_model, "b2", preset="baseline")
+    store.promote("b2", verify=False)
+    assert not store.stand_in()
+    assert store.rollback() == "b1" and not store.stand_in()
+
+
+def test_train_version_replaces_only_a_stand_in_by_default(tmp_path, tiny_model, monkeypatch):
+    from aduan.model.registry import Registry
+    from aduan.training import train as train_module
+    from aduan.training.config import load_config
+    from tests.conftest import add_version
+
+    store = Registry(tmp_path / "models")
+
+    def copy_model(config, output, model_version, **kwargs):
+        # what `train` would write, without training: the tiny model under the new name
+        add_version(store, tiny_model, model_version, preset="baseline")
+        store.path(model_version).rename(output)
+        return {}
+
+    monkeypatch.setattr(train_module, "train", copy_model)
+    add_version(store, tiny_model, "b1", preset="baseline")
+    store.promote("b1", verify=False, stand_in=True)
+    config = load_config("baseline")
+    first, _ = train_module.train_version(config, store, lock=False)
+    assert store.live() == first and not store.stand_in()
+    second, _ = train_module.train_version(config, store, lock=False)
+    # a live version that is no stand-in stays
+    assert store.live() == first and second in store.names()

@@ -211,9 +211,10 @@ def train_version(
     """Train a new version into `registry`; returns (version, metrics).
 
     `promote` None makes it live only when the registry has no live version yet (the first
-    one); True always, False never. Old versions beyond the newest `keep` (and the live one)
-    are pruned afterwards. The registry's training lock is held throughout (`lock`=False:
-    the caller holds it); another run writing into it raises `TrainingBusy`.
+    one) or only `aduan up`'s stand-in baseline; True always, False never. Old versions beyond
+    the newest `keep` (and the live one) are pruned afterwards. The registry's training lock
+    is held throughout (`lock`=False: the caller holds it); another run writing into it
+    raises `TrainingBusy`.
     """
     if not distributed.is_main():  # torchrun: rank 0 names, writes and adds the version
         return "", train(config, registry.staging("data-parallel-worker"), trainer=trainer)
@@ -222,7 +223,7 @@ def train_version(
         version = registry.new_version(config.preset)
         metrics = train(config, registry.staging(version), model_version=version, trainer=trainer)
         registry.add(registry.staging(version))
-        if promote or (promote is None and registry.live() is None):
+        if promote or (promote is None and (registry.live() is None or registry.stand_in())):
             registry.promote(version)
         registry.prune(keep, protect=[version])
     return version, metrics
