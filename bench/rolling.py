@@ -42,16 +42,17 @@ from aduan.training.train import every_row, kind_trainer, validation_logits
 HEAD = "agency"  # the head whose probability decides the route (model/pipeline.py)
 CHOOSE, LATER = 2, 3  # months to choose on, months measured after them
 
-# name -> (method, level, margin; None = learned from earlier origins' drift)
-METHODS: dict[str, tuple[str, float, float | None]] = {
+# name -> (method, level, margin: a number, or "max"/"mean" of the earlier origins' drift)
+METHODS: dict[str, tuple[str, float, float | str]] = {
     "point (today)": ("point", 0.95, 0.0),
     "lcb 90%": ("lcb", 0.90, 0.0),
-    "lcb 95%": ("lcb", 0.95, 0.0),
+    "lcb 95% (new default)": ("lcb", 0.95, 0.0),
     "lcb 99%": ("lcb", 0.99, 0.0),
     "point + 1 pt": ("point", 0.95, 0.01),
     "point + 2 pt": ("point", 0.95, 0.02),
-    "point + drift margin": ("point", 0.95, None),
-    "lcb 95% + drift margin": ("lcb", 0.95, None),
+    "point + mean drift": ("point", 0.95, "mean"),
+    "point + largest drift": ("point", 0.95, "max"),
+    "lcb 95% + mean drift": ("lcb", 0.95, "mean"),
 }
 
 
@@ -151,25 +152,30 @@ def drift(origin: Origin, target: float) -> float:
     return 0.0 if before is None or after is None else max(0.0, before - after)
 
 
-def learned_margin(origins: list[Origin], at: int, target: float) -> float:
-    """The largest drift among origins whose later months all ended by the end of the choice
-    months of origin `at` (nothing from the future); 0 with no such history."""
+def learned_margin(origins: list[Origin], at: int, target: float, how: str) -> float:
+    """The largest (`how` "max") or mean drift among origins whose later months all ended by
+    the end of the choice months of origin `at` (nothing from the future); 0 with no such
+    history."""
     now = pd.Period(origins[at].month, "M") + CHOOSE
     seen = [
         drift(o, target)
         for o in origins[:at]
         if len(o.later) == LATER and pd.Period(o.later[-1].month, "M") <= now
     ]
-    return max(seen, default=0.0)
+    if not seen:
+        return 0.0
+    return max(seen) if how == "max" else float(np.mean(seen))
 
 
 def evaluate(origins: list[Origin], target: float) -> dict[str, Any]:
     """Every method on every origin: thresholds, validation and later windows, the worst."""
     out: dict[str, Any] = {}
     for name, (method, level, fixed) in METHODS.items():
-        rows, worst = [], None
+        rows = []
         for i, origin in enumerate(origins):
-            margin = learned_margin(origins, i, target) if fixed is None else fixed
+            margin = (
+                fixed if isinstance(fixed, float) else learned_margin(origins, i, target, fixed)
+            )
             margin = min(margin, 0.999 - target)
             threshold = choose_threshold(
                 origin.choose.confidence,
@@ -195,25 +201,32 @@ def evaluate(origins: list[Origin], target: float) -> dict[str, Any]:
                     "pooled": routed(pooled, threshold),
                 }
             )
-            for window in later:
-                acc = window["routed_accuracy"]
-                if acc is not None and (worst is None or acc < worst["routed_accuracy"]):
-                    worst = {"origin": origin.month, **window}
-        windows = [w for r in rows for w in r["later"]]
-        accs = [w["routed_accuracy"] for w in windows if w["routed_accuracy"] is not None]
         out[name] = {
             "method": method,
             "confidence": level,
-            "margin": "learned" if fixed is None else fixed,
+            "margin": fixed,
             "origins": rows,
-            "worst_window": worst,
-            "windows": len(windows),
-            "windows_below_target": sum(a < target for a in accs),
-            "mean_routed_share": float(np.mean([w["routed_share"] for w in windows])),
-            "pooled_routed_share": _pooled(rows, "routed_rows") / _pooled(rows, "rows"),
-            "pooled_routed_accuracy": _pooled_accuracy(rows),
+            **summarise(rows, target),
         }
     return out
+
+
+def summarise(rows: list[dict[str, Any]], target: float) -> dict[str, Any]:
+    """Over the later windows of `rows` (one method's origins): the worst routed accuracy,
+    how many windows fell under `target` (a window that routes nothing does not), the routed
+    shares and the pooled accuracy."""
+    windows = [{"origin": r["origin"], **w} for r in rows for w in r["later"]]
+    measured = [w for w in windows if w["routed_accuracy"] is not None]
+    worst = min(measured, key=lambda w: w["routed_accuracy"], default=None)
+    return {
+        "worst_window": worst,
+        "windows": len(windows),
+        "windows_below_target": sum(w["routed_accuracy"] < target for w in measured),
+        "windows_routing_nothing": len(windows) - len(measured),
+        "mean_routed_share": float(np.mean([w["routed_share"] for w in windows])),
+        "pooled_routed_share": _pooled(rows, "routed_rows") / _pooled(rows, "rows"),
+        "pooled_routed_accuracy": _pooled_accuracy(rows),
+    }
 
 
 def _pooled(rows: list[dict[str, Any]], key: str) -> float:
@@ -230,8 +243,8 @@ def table(results: dict[str, Any], target: float) -> str:
     lines = [
         "| method | later windows < "
         f"{target:.0%} | worst window: routed acc. (share, origin → month) | mean routed share "
-        "| pooled routed acc. |",
-        "|" + " --- |" * 5,
+        "| pooled routed acc. | windows routing nothing |",
+        "|" + " --- |" * 6,
     ]
     for name, r in results.items():
         w = r["worst_window"]
@@ -246,7 +259,8 @@ def table(results: dict[str, Any], target: float) -> str:
         pooled = r["pooled_routed_accuracy"]
         lines.append(
             f"| {name} | {r['windows_below_target']} / {r['windows']} | {worst} | "
-            f"{r['mean_routed_share']:.1%} | {'–' if pooled is None else f'{pooled:.3f}'} |"
+            f"{r['mean_routed_share']:.1%} | {'–' if pooled is None else f'{pooled:.3f}'} | "
+            f"{r['windows_routing_nothing']} |"
         )
     return "\n".join(lines)
 
@@ -306,6 +320,9 @@ def main() -> None:
     parser.add_argument("--first", default="2022-03", help="first origin month (YYYY-MM)")
     parser.add_argument("--last", help="last origin month (default: the last with a later month)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--also-from", nargs="*", default=["2022-06", "2022-09"], help="summaries of later origins"
+    )
     parser.add_argument("--plot", type=Path)
     # The scored windows (confidences and hits, no text), so methods can change without
     # training again.
@@ -339,7 +356,17 @@ def main() -> None:
             args.cache.write_bytes(pickle.dumps(origins))
     origins.sort(key=lambda o: o.month)
     results = evaluate(origins, target)
+    print(f"\nevery origin, {origins[0].month}..{origins[-1].month}\n")
     print(table(results, target))
+    subsets = {}
+    for month in args.also_from:
+        subsets[month] = {
+            name: summarise([o for o in r["origins"] if o["origin"] >= month], target)
+            for name, r in results.items()
+        }
+        print(f"\norigins from {month} (margins still learned from every earlier origin)\n")
+        print(table(subsets[month], target))
+    print("\n" + per_origin(results, ["point (today)", "lcb 95% (new default)"]))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {
@@ -358,10 +385,12 @@ def main() -> None:
                 for o in origins
             ],
             "methods": results,
+            "from": subsets,
         }
         args.json.write_text(json.dumps(payload, indent=1) + "\n")
     if args.plot:
-        plot(results, ["point (today)", "lcb 95%", "lcb 95% + drift margin"], target, args.plot)
+        names = ["point (today)", "lcb 95% (new default)", "point + mean drift"]
+        plot(results, names, target, args.plot)
 
 
 if __name__ == "__main__":
