@@ -53,7 +53,10 @@ METHODS: dict[str, tuple[str, float, float | str]] = {
     "point + mean drift": ("point", 0.95, "mean"),
     "point + largest drift": ("point", 0.95, "max"),
     "lcb 95% + mean drift": ("lcb", 0.95, "mean"),
+    "per-agency lcb 95%": ("per-agency lcb", 0.95, 0.0),
 }
+# Validation rows an agency needs predicted as it for a threshold of its own (per-agency).
+PER_AGENCY_ROWS = 100
 
 
 @dataclass
@@ -63,6 +66,7 @@ class Window:
     month: str
     confidence: np.ndarray
     correct: np.ndarray
+    predicted: np.ndarray  # the predicted class of each row (per-agency thresholds)
 
 
 @dataclass
@@ -78,9 +82,12 @@ def month_end(month: pd.Period) -> str:
     return str(month.to_timestamp(how="end").date())
 
 
-def scored(logits: np.ndarray, y: np.ndarray, temperature: float) -> tuple[np.ndarray, np.ndarray]:
+def scored(
+    logits: np.ndarray, y: np.ndarray, temperature: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     proba = softmax(logits, temperature)
-    return proba.max(axis=1), proba.argmax(axis=1) == y
+    predicted = proba.argmax(axis=1)
+    return proba.max(axis=1), predicted == y, predicted
 
 
 def run_origin(config: Any, frame: pd.DataFrame, taxonomy: Taxonomy, m: pd.Period) -> Origin:
@@ -113,12 +120,12 @@ def run_origin(config: Any, frame: pd.DataFrame, taxonomy: Taxonomy, m: pd.Perio
     y_choose = np.array([index.get(v, -1) for v in choose.valid[HEAD]])
     temperature = fit_temperature(valid_logits, y_choose)
     y_later = np.array([index.get(v, -1) for v in later_rows[HEAD]])
-    conf, correct = scored(later_logits, y_later, temperature)
+    conf, correct, predicted = scored(later_logits, y_later, temperature)
     later_month = later_rows["created_at"].dt.to_period("M")
-    windows = [
-        Window(str(p), conf[(later_month == p).to_numpy()], correct[(later_month == p).to_numpy()])
-        for p in sorted(later_month.unique())
-    ]
+    windows = []
+    for p in sorted(later_month.unique()):
+        rows = (later_month == p).to_numpy()
+        windows.append(Window(str(p), conf[rows], correct[rows], predicted[rows]))
     return Origin(
         str(m),
         len(splits.train),
@@ -128,8 +135,40 @@ def run_origin(config: Any, frame: pd.DataFrame, taxonomy: Taxonomy, m: pd.Perio
     )
 
 
-def routed(window: Window, threshold: float) -> dict[str, Any]:
-    mask = window.confidence >= threshold
+# A threshold, or one per predicted class (-1: every class without its own).
+Threshold = float | dict[int, float]
+
+
+def pool(windows: list[Window]) -> Window:
+    return Window(
+        "pooled",
+        np.concatenate([w.confidence for w in windows]),
+        np.concatenate([w.correct for w in windows]),
+        np.concatenate([w.predicted for w in windows]),
+    )
+
+
+def per_agency(window: Window, target: float, level: float, min_rows: int) -> dict[int, float]:
+    """The lower-bound threshold of each predicted agency with `min_rows` validation rows
+    predicted as it, fitted on those rows alone; every other agency gets the overall one."""
+    out = {
+        -1: choose_threshold(window.confidence, window.correct, target, method="lcb", level=level)
+    }
+    for label in np.unique(window.predicted):
+        rows = window.predicted == label
+        if rows.sum() >= min_rows:
+            out[int(label)] = choose_threshold(
+                window.confidence[rows], window.correct[rows], target, method="lcb", level=level
+            )
+    return out
+
+
+def routed(window: Window, threshold: Threshold) -> dict[str, Any]:
+    if isinstance(threshold, dict):
+        limits = np.array([threshold.get(int(p), threshold[-1]) for p in window.predicted])
+        mask = window.confidence >= limits
+    else:
+        mask = window.confidence >= threshold
     return {
         "rows": len(mask),
         "routed_share": float(mask.mean()) if len(mask) else 0.0,
@@ -142,11 +181,7 @@ def drift(origin: Origin, target: float) -> float:
     """How far routed accuracy fell from the choice months to the later ones (pooled), at the
     point threshold: what a drift margin learns from."""
     threshold = choose_threshold(origin.choose.confidence, origin.choose.correct, target)
-    pooled = Window(
-        "pooled",
-        np.concatenate([w.confidence for w in origin.later]),
-        np.concatenate([w.correct for w in origin.later]),
-    )
+    pooled = pool(origin.later)
     before = routed(origin.choose, threshold)["routed_accuracy"]
     after = routed(pooled, threshold)["routed_accuracy"]
     return 0.0 if before is None or after is None else max(0.0, before - after)
@@ -177,20 +212,20 @@ def evaluate(origins: list[Origin], target: float) -> dict[str, Any]:
                 fixed if isinstance(fixed, float) else learned_margin(origins, i, target, fixed)
             )
             margin = min(margin, 0.999 - target)
-            threshold = choose_threshold(
-                origin.choose.confidence,
-                origin.choose.correct,
-                target,
-                method=method,
-                level=level,
-                margin=margin,
-            )
+            threshold: Threshold
+            if method.startswith("per-agency"):
+                threshold = per_agency(origin.choose, target + margin, level, PER_AGENCY_ROWS)
+            else:
+                threshold = choose_threshold(
+                    origin.choose.confidence,
+                    origin.choose.correct,
+                    target,
+                    method=method,
+                    level=level,
+                    margin=margin,
+                )
             later = [{"month": w.month, **routed(w, threshold)} for w in origin.later]
-            pooled = Window(
-                "pooled",
-                np.concatenate([w.confidence for w in origin.later]),
-                np.concatenate([w.correct for w in origin.later]),
-            )
+            pooled = pool(origin.later)
             rows.append(
                 {
                     "origin": origin.month,
