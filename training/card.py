@@ -173,7 +173,7 @@ def render_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
 
 def _method(config: dict[str, Any]) -> str:
     """How the threshold met the promise, when the model recorded it (older ones did not)."""
-    method = config.get("threshold_method") or {}
+    method = config.get("calibration") or {}
     margin = float(method.get("margin", 0.0))
     extra = f" + a margin of {margin:.1%}" if margin else ""
     if method.get("threshold_method") == "lcb":

@@ -67,7 +67,7 @@ def write_directory(workdir: Path, model: ModelKind, outcome: Outcome) -> dict[s
         "thresholds": calibration.thresholds,
         "route_accuracy": config.route_accuracy,
         # How the thresholds were chosen for it (docs/quality.md, "The promise on later months").
-        "threshold_method": dataclasses.asdict(config.calibration),
+        "calibration": dataclasses.asdict(config.calibration),
         "agency_map": outcome.splits.agency_map,
         "versions": artifacts.library_versions(),
         "provenance": provenance(config, outcome.splits.files),

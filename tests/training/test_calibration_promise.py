@@ -146,7 +146,7 @@ def test_promise_training_records_the_method_and_its_threshold_is_not_lower(
         out = tmp_path / method
         train(config, out)
         written = json.loads((out / "config.json").read_text(encoding="utf-8"))
-        assert written["threshold_method"]["threshold_method"] == method
+        assert written["calibration"]["threshold_method"] == method
         thresholds[method] = written["thresholds"]
     assert all(thresholds["lcb"][h] >= thresholds["point"][h] for h in thresholds["point"])
     card = (tmp_path / "lcb" / "README.md").read_text(encoding="utf-8")
