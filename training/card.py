@@ -171,7 +171,7 @@ def render_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
         f"{ {h: round(t, 3) for h, t in config['temperature'].items()} }). A complaint is routed "
         f"automatically when its agency probability is at least "
         f"{config['thresholds']['agency']:.3f}, the lowest threshold that kept validation "
-        f"accuracy at or above {config['route_accuracy']:.0%}.",
+        f"accuracy at or above {config['route_accuracy']:.0%}{_method(config)}.",
         "",
         "## Limitations",
         f"- Trained on one city's complaints (Surabaya, {data['train_period'][0]} to "
@@ -187,3 +187,14 @@ def render_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _method(config: dict[str, Any]) -> str:
+    """How the threshold met the promise, when the model recorded it (older ones did not)."""
+    method = config.get("calibration") or {}
+    margin = float(method.get("margin", 0.0))
+    extra = f" + a margin of {margin:.1%}" if margin else ""
+    if method.get("threshold_method") == "lcb":
+        level = float(method.get("confidence", 0.95))
+        return f" by its {level:.0%} lower confidence bound (Clopper-Pearson){extra}"
+    return f" as measured{extra}" if extra else ""

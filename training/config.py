@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 PRESETS = "presets"  # *.yaml inside this package
+# How the auto-route threshold may be chosen (`metrics.choose_threshold`).
+THRESHOLD_METHODS = ("point", "lcb")
 
 
 @dataclass
@@ -97,6 +99,30 @@ class MixingConfig:
 
 
 @dataclass
+class CalibrationConfig:
+    """How the auto-route threshold is chosen on the validation months for the promised
+    `route_accuracy` (docs/quality.md, bench/rolling.py measures it on later months)."""
+
+    # "point": the lowest threshold whose routed validation rows are `route_accuracy`
+    # accurate as measured; "lcb": whose one-sided lower confidence bound reaches it.
+    threshold_method: str = "point"
+    confidence: float = 0.95  # the bound's confidence level ("lcb")
+    margin: float = 0.0  # added to `route_accuracy` for the choice (a drift allowance)
+
+    def __post_init__(self) -> None:
+        # Refused when the settings are read, not after a training run has spent its time.
+        if self.threshold_method not in THRESHOLD_METHODS:
+            raise ValueError(
+                f"calibration.threshold_method must be one of {THRESHOLD_METHODS}, "
+                f"got {self.threshold_method!r}"
+            )
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"calibration.confidence must be in (0, 1), got {self.confidence}")
+        if not 0.0 <= self.margin < 1.0:
+            raise ValueError(f"calibration.margin must be in [0, 1), got {self.margin}")
+
+
+@dataclass
 class TrainConfig:
     """Everything that decides what a training run produces; saved with the model."""
 
@@ -124,6 +150,7 @@ class TrainConfig:
     tfidf: TfidfConfig = field(default_factory=TfidfConfig)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     mixing: MixingConfig = field(default_factory=MixingConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -4,6 +4,7 @@ locations, the manifest)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -65,6 +66,8 @@ def write_directory(workdir: Path, model: ModelKind, outcome: Outcome) -> dict[s
         "temperature": calibration.temperatures,
         "thresholds": calibration.thresholds,
         "route_accuracy": config.route_accuracy,
+        # How the thresholds were chosen for it (docs/quality.md, "The promise on later months").
+        "calibration": dataclasses.asdict(config.calibration),
         "agency_map": outcome.splits.agency_map,
         "versions": artifacts.library_versions(),
         "split": {

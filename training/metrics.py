@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize_scalar
+from scipy.stats import beta
 from sklearn.metrics import (
     accuracy_score,
     confusion_matrix,
@@ -17,6 +18,8 @@ from sklearn.metrics import (
 )
 
 from aduan.model.calibration import softmax
+
+from .config import THRESHOLD_METHODS
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
@@ -35,22 +38,52 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     return float(np.exp(result.x))
 
 
-def choose_threshold(confidence: np.ndarray, correct: np.ndarray, target: float) -> float:
-    """Lowest confidence threshold whose routed rows are at least `target` accurate.
+def accuracy_lower_bound(hits: np.ndarray, rows: np.ndarray, level: float) -> np.ndarray:
+    """One-sided Clopper-Pearson lower bound, at confidence `level`, on the accuracy of
+    `rows` rows of which `hits` were right (element-wise; 0 where nothing was right)."""
+    hits = np.asarray(hits, dtype=np.float64)
+    rows = np.asarray(rows, dtype=np.float64)
+    # The Beta quantile needs a positive first shape: hits of 0 give a bound of 0.
+    bound = beta.ppf(1.0 - level, np.maximum(hits, 1.0), rows - hits + 1.0)
+    return np.where(hits > 0, bound, 0.0)
+
+
+def choose_threshold(
+    confidence: np.ndarray,
+    correct: np.ndarray,
+    target: float,
+    *,
+    method: str = "point",
+    level: float = 0.95,
+    margin: float = 0.0,
+) -> float:
+    """Lowest confidence threshold whose routed rows are at least `target` + `margin`
+    accurate: as measured (`method` "point"), or by the lower confidence bound at `level`
+    on that accuracy ("lcb"), which is never below the point estimate, so its threshold is
+    never below the point threshold.
 
     Rows are routed when their confidence is >= the threshold. Among all thresholds that keep
     the routed accuracy >= target, the one routing the most rows wins. Returns a value above 1
-    (route nothing) when no threshold reaches the target.
+    (route nothing) when no threshold reaches the target, e.g. with too few rows for the
+    bound to reach it.
     """
+    if method not in THRESHOLD_METHODS:
+        raise ValueError(f"threshold method must be one of {THRESHOLD_METHODS}, got {method!r}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"threshold confidence level must be in (0, 1), got {level}")
     order = np.argsort(-confidence, kind="stable")
     conf, hits = confidence[order], correct[order].astype(np.float64)
-    cum_acc = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-    best = -1
-    for k in range(len(conf)):
-        # Only cut where the next row has a lower score: ties are routed together.
-        if cum_acc[k] >= target and (k == len(conf) - 1 or conf[k + 1] < conf[k]):
-            best = k
-    return float(conf[best]) if best >= 0 else 1.01
+    routed = np.arange(1, len(hits) + 1)
+    cum_hits = np.cumsum(hits)
+    if method == "lcb":
+        accuracy = accuracy_lower_bound(cum_hits, routed, level)
+    else:
+        accuracy = cum_hits / routed
+    # Only cut where the next row has a lower score: ties are routed together.
+    cuts = np.append(conf[1:] < conf[:-1], True) if len(conf) else np.array([], dtype=bool)
+    # A hair below the target still counts: float sums of exact hits must not lose a cut.
+    passing = np.flatnonzero((accuracy >= target + margin - 1e-12) & cuts)
+    return float(conf[passing[-1]]) if len(passing) else 1.01
 
 
 def expected_calibration_error(
@@ -144,15 +177,30 @@ class CalibratedHead:
 
 
 def calibrate_head(
-    logits: np.ndarray, y_true: list[str], labels: tuple[str, ...], target: float
+    logits: np.ndarray,
+    y_true: list[str],
+    labels: tuple[str, ...],
+    target: float,
+    *,
+    method: str = "point",
+    level: float = 0.95,
+    margin: float = 0.0,
 ) -> CalibratedHead:
-    """Temperature, then the auto-route threshold for `target` accuracy, then the metrics,
-    all on the same (validation) rows: how every model and variant is calibrated."""
+    """Temperature, then the auto-route threshold for `target` accuracy (chosen by `method`,
+    `level` and `margin`: `choose_threshold`), then the metrics, all on the same (validation)
+    rows: how every model and variant is calibrated."""
     index = {label: i for i, label in enumerate(labels)}
     y = np.array([index.get(v, -1) for v in y_true])
     temperature = fit_temperature(logits, y)
     proba = softmax(logits, temperature)
-    threshold = choose_threshold(proba.max(axis=1), proba.argmax(axis=1) == y, target)
+    threshold = choose_threshold(
+        proba.max(axis=1),
+        proba.argmax(axis=1) == y,
+        target,
+        method=method,
+        level=level,
+        margin=margin,
+    )
     return CalibratedHead(
         temperature, threshold, proba, head_metrics(y_true, proba, labels, threshold)
     )

@@ -166,7 +166,12 @@ def _train_main(
     try:
         started = time.perf_counter()
         selection = kind.select(splits)
-        calibration = calibrate(validation_logits(selection, splits), splits, config.route_accuracy)
+        calibration = calibrate(
+            validation_logits(selection, splits),
+            splits,
+            config.route_accuracy,
+            config.calibration,
+        )
         outcome = Outcome(
             config,
             splits,

@@ -114,9 +114,9 @@ def test_train_transformer_selects_mixing_once_calibrates_once_and_runs_no_ablat
         seen["selection"], seen["splits"] = original_select(self, splits), splits
         return seen["selection"]
 
-    def calibrate_spy(logits, splits, target):
+    def calibrate_spy(logits, splits, target, settings=None):
         seen["calibrated"] = logits
-        return original_calibrate(logits, splits, target)
+        return original_calibrate(logits, splits, target, settings)
 
     monkeypatch.setattr(finetune.TransformerTrainer, "select", select_spy)
     monkeypatch.setattr(train, "calibrate", calibrate_spy)
