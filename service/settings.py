@@ -184,6 +184,34 @@ class Settings(BaseSettings):
         "", description="backend ray: the cluster to join (else RAY_ADDRESS, else a local one)"
     )
     threads: int = Field(0, ge=0, description="Inference threads (0: one per core)")
+    offices_file: Path | None = Field(
+        None,
+        description="The offices (YAML): webhook, signing secret, SLA and staff of each; read "
+        "again when it changes. Without it nothing is followed up",
+    )
+    followup_loop: bool = Field(
+        True,
+        description="Run the follow-up loop in the service (webhook dispatch and the overdue "
+        "sweep) when an offices file is set; off: run `aduan followup dispatch/sweep` instead",
+    )
+    dispatch_interval_s: float = Field(
+        1.0, gt=0, description="How often due webhook events are looked for"
+    )
+    sweep_interval_s: float = Field(
+        60.0, gt=0, description="How often complaints past their deadline are marked overdue"
+    )
+    webhook_timeout_s: float = Field(
+        10.0, gt=0, description="Longest wait for an office's webhook to answer one delivery"
+    )
+    webhook_max_attempts: int = Field(
+        20, ge=1, description="Delivery attempts before an event is dead-lettered"
+    )
+    webhook_backoff_s: float = Field(
+        1.0, gt=0, description="Wait after the first failed delivery; doubled each time"
+    )
+    webhook_backoff_cap_s: float = Field(
+        300.0, gt=0, description="Longest wait between two delivery attempts"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -194,7 +222,7 @@ class Settings(BaseSettings):
             data = {**data, "engine": engine, "backend": backend}
         return data
 
-    @field_validator("keys_file", mode="before")
+    @field_validator("keys_file", "offices_file", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         # ADUAN_KEYS_FILE= (set but empty) means no keys file, not the current directory

@@ -288,6 +288,15 @@ class Store:
         self.available = True
         self.last_error: str | None = None
         self.unavailable_since: float | None = None
+        # Called in the transaction that routes a complaint (stored with route auto, or
+        # confirmed or corrected by an operator): (session, request, actor). The follow-up
+        # (`service/followup.py`) gives it to its office and queues its event there.
+        self.on_routed: list[Callable[[Session, StoredRequest, str], None]] = []
+
+    def routed(self, session: Session, row: StoredRequest, actor: str) -> None:
+        """Run the `on_routed` hooks for `row` inside `session`'s transaction."""
+        for hook in self.on_routed:
+            hook(session, row, actor)
 
     def mark_unavailable(self, error: str) -> None:
         if self.available:
@@ -345,6 +354,11 @@ class Store:
         ]
         with self._session() as session:
             session.add_all(rows)
+            if self.on_routed:
+                session.flush()
+                for row in rows:
+                    if row.route == "auto":
+                        self.routed(session, row, "auto-route")
         return [row.id for row in rows]
 
     def by_idempotency_keys(self, keys: Sequence[str]) -> dict[str, StoredRequest]:
@@ -373,6 +387,7 @@ class Store:
             feedback, created, _ = record_correction(
                 session, row, category, agency, operator, utcnow()
             )
+            self.routed(session, row, operator)
             return feedback, created
 
     def corrected(self, since: datetime | None = None) -> list[dict[str, Any]]:
