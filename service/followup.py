@@ -276,7 +276,6 @@ def act(
             follow.status, follow.status_notes, follow.closed_at = CLOSED, note, at
             follow.acknowledged_at = follow.acknowledged_at or at
             follow.escalated_at = None
-            row.status = "closed"
         else:
             right = (action.right_office or "").strip() or None
             follow.status, follow.returned_at, follow.returned_to = RETURNED, at, right
@@ -307,8 +306,13 @@ def act(
                 "status_notes": (old_note, follow.status_notes),
             },
         )
-        if action.kind in ("progress", "close") and row.status != "closed":
-            row.status = "in_progress"
+        if action.kind in ("progress", "close"):
+            # The request's own status and public note are what Open311 shows the citizen.
+            status = "closed" if action.kind == "close" else "in_progress"
+            audit(
+                session, row, actor, at, {"status": (row.status, status), "note": (row.note, note)}
+            )
+            row.status, row.note = status, note
         emit(session, book, kind, follow.office, event_data(row, follow), at)
         session.flush()
         return row, follow
