@@ -225,3 +225,36 @@ def test_dispatch_backoff_grows_is_capped_and_jittered():
     assert backoff(4, 1.0, 300.0, rng=lambda: 1.0) == 8.0
     assert backoff(30, 1.0, 300.0, rng=lambda: 1.0) == 300.0
     assert backoff(4, 1.0, 300.0, rng=lambda: 0.0) == 4.0
+
+
+def test_dispatch_service_loop_delivers_and_counts_in_metrics(make_client, tmp_path, receiver):
+    receiver.start()
+    offices = tmp_path / "offices.yaml"
+    offices.write_text(
+        f"offices:\n  - name: {AGENCY}\n    webhook: {receiver.url}\n    secret: {SECRET}\n"
+        "    staff: [budi]\n"
+    )
+    client = make_client(
+        api_keys="ops:kunci-ops",
+        operator_keys="ops:kunci-ops,budi:kunci-budi",
+        offices_file=offices,
+        dispatch_interval_s=0.05,
+    )
+    ops = {"Authorization": "Bearer kunci-ops"}
+    body = {"items": [{"text": "sampah menumpuk di TPS"}], "store": True}
+    rid = client.post("/v1/classify", json=body, headers=ops).json()["results"][0]["request_id"]
+    client.patch(f"/v1/requests/{rid}", json={"corrected_agency": AGENCY}, headers=ops)
+    deadline = time.monotonic() + 10
+    while not receiver.received and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [(headers, body_bytes)] = receiver.received
+    payload = Webhook(SECRET).verify(body_bytes, headers)
+    assert payload["data"]["request_id"] == rid
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        metrics = client.get("/metrics").text
+        if 'aduan_webhook_delivered_total{type="complaint.routed"} 1.0' in metrics:
+            break
+        time.sleep(0.05)
+    assert 'aduan_webhook_delivered_total{type="complaint.routed"} 1.0' in metrics
+    assert "aduan_webhook_pending 0.0" in metrics
