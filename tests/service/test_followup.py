@@ -244,3 +244,53 @@ def test_followup_cli_sweep_and_dispatch_once(database_url, tmp_path: Path):
     path.write_text("offices:\n  - nam: x\n")
     result = CliRunner().invoke(cli, ["followup", "sweep", *args])
     assert result.exit_code == 2 and "line 2" in result.output
+
+
+def _csrf(html: str) -> str:
+    import re
+
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found is not None
+    return found.group(1)
+
+
+def _login(client, key: str) -> None:
+    form = client.get("/ui/login")
+    response = client.post(
+        "/ui/login",
+        data={"key": key, "csrf": _csrf(form.text), "next": "/ui/queue"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303 and "aduan_session" in client.cookies
+
+
+def test_followup_workbench_inbox_and_escalations(client):
+    rid = _routed(client)
+    _login(client, "kunci-budi")
+    assert client.get("/ui/queue", follow_redirects=False).headers["location"] == "/ui/inbox"
+    page = client.get("/ui/inbox")
+    assert page.status_code == 200 and f'id="r-{rid}"' in page.text
+    csrf = _csrf(page.text)
+    action = f"/ui/inbox/{rid}"
+    client.post(action, data={"action": "acknowledge", "csrf": csrf}, follow_redirects=False)
+    assert get_status(client, rid) == "acknowledged"
+    bad = client.post(action, data={"action": "progress", "csrf": csrf}, follow_redirects=False)
+    assert "error=" in bad.headers["location"]  # a status update needs its note
+    client.post(
+        action,
+        data={"action": "return", "csrf": csrf, "right_office": "Dinas Perhubungan"},
+        follow_redirects=False,
+    )
+    assert get_status(client, rid) == "returned"
+    assert f'id="r-{rid}"' not in client.get("/ui/inbox").text  # no longer open here
+    client.cookies.clear()
+    _login(client, "kunci-ops")
+    queue = client.get("/ui/queue").text
+    assert 'id="escalated"' in queue and f'id="e-{rid}"' in queue
+    assert queue.index('id="escalated"') < queue.index('id="filters"')  # on top
+    assert 'class="returned-to">Dinas Perhubungan' in queue
+
+
+def get_status(client, rid: str) -> str:
+    detail = client.get(f"/v1/requests/{rid}", headers=OPS).json()
+    return [e["new"] for e in detail["history"] if e["field"] == "followup"][-1]
