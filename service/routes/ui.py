@@ -263,7 +263,8 @@ async def act(
     next: Annotated[str, Form()] = "/ui/queue",
 ) -> Response:
     """`confirm`: the prediction is right (it becomes the corrected labels) and the complaint
-    moves to in_progress; `save`: the selected labels (when changed), status and note."""
+    moves to in_progress; `save`: the selected labels (when changed), status and note;
+    `reroute`: an escalated complaint goes to the selected agency."""
     _check_form(request, session, csrf)
     assert state.store is not None
     if _staff_of(request, session):
@@ -288,8 +289,16 @@ async def act(
             corrected_category=category or None,
             clear=frozenset() if note.strip() else frozenset({"note"}),
         )
+    elif action == "reroute":
+        # An escalated complaint sent to the chosen agency, even the one the model predicted.
+        intake.check_labels(state, agency or None, category or None)
+        changes = Changes(
+            corrected_agency=agency or row.agency,
+            corrected_category=category or row.corrected_category or row.category,
+            status="in_progress" if row.status == "open" else None,
+        )
     else:
-        raise ApiError(422, "validation_error", "action must be confirm or save")
+        raise ApiError(422, "validation_error", "action must be confirm, save or reroute")
     try:
         outcome = await state.store.run(
             update_request, state.store, request_id, changes, session.operator
