@@ -16,7 +16,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, func, or_, select
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from aduan.model.pipeline import office as unit_office
@@ -333,10 +344,10 @@ def inbox(
     holds its kelurahans' overdue complaints (escalation)."""
     kecamatans = [o.removeprefix("Kecamatan ") for o in offices if o.startswith("Kecamatan ")]
     f, r = FollowUp, StoredRequest
-    mine = f.office.in_(list(offices))
+    mine: ColumnElement[bool] = f.office.in_(list(offices))
     if kecamatans:
-        escalated = (f.status == OVERDUE) & f.office.startswith("Kelurahan ")
-        mine = or_(mine, escalated & r.kecamatan.in_(kecamatans))
+        late = (f.status == OVERDUE) & f.office.startswith("Kelurahan ")
+        mine = or_(mine, late & r.kecamatan.in_(kecamatans))
     query = select(r, f).join(f, f.request_id == r.id).where(mine)
     if statuses:
         query = query.where(f.status.in_(list(statuses)))
