@@ -258,3 +258,58 @@ def test_dispatch_service_loop_delivers_and_counts_in_metrics(make_client, tmp_p
         time.sleep(0.05)
     assert 'aduan_webhook_delivered_total{type="complaint.routed"} 1.0' in metrics
     assert "aduan_webhook_pending 0.0" in metrics
+
+
+def test_dispatch_event_and_complaint_commit_together(database_url, receiver):
+    """The outbox row is written in the routing transaction: a failure while writing the
+    event leaves neither the complaint nor the event (the database cut off mid-way)."""
+    store, _ = _setup(database_url, receiver, count=0)
+
+    def cut_off(session, row, actor):
+        raise ConnectionError("database gone")
+
+    store.on_routed.append(cut_off)
+    row = NewRequest(
+        text="got lost?",
+        category="SAMPAH",
+        category_score=0.9,
+        agency=AGENCY,
+        agency_score=0.97,
+        model_version="m-1",
+        route="auto",
+    )
+    with pytest.raises(ConnectionError):
+        store.save_requests([row])
+    assert _events(store) == [] and store.counts()["requests"] == 0
+    store.on_routed.remove(cut_off)
+    store.save_requests([row])
+    assert len(_events(store)) == 1 and store.counts()["requests"] == 1
+
+
+def test_dispatch_loop_survives_a_failing_round(database_url, receiver):
+    import asyncio
+
+    from aduan.service.dispatch import followup_loop
+
+    store, book = _setup(database_url, receiver.start())
+    dispatcher = Dispatcher(store, book, _settings())
+    real, calls = dispatcher.run_once, []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("database gone")
+        return real()
+
+    dispatcher.run_once = flaky  # type: ignore[method-assign]
+
+    async def main() -> None:
+        task = asyncio.create_task(followup_loop(dispatcher, 0.01, 3600))
+        for _ in range(500):
+            if receiver.received:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(main())
+    assert len(calls) >= 2 and len(receiver.received) == 1
