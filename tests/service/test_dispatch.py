@@ -2,6 +2,7 @@
 two dispatchers on one database, an expired claim taken over, and signatures that verify."""
 
 import json
+import os
 import socket
 import threading
 import time
@@ -30,6 +31,7 @@ class Receiver:
             self.port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}/hook"
         self.received: list[tuple[dict[str, str], bytes]] = []
+        self.arrived: list[str] = []  # every attempt's webhook-id, answered or not
         self.delay, self.status = 0.0, 204
         self.server: ThreadingHTTPServer | None = None
 
@@ -39,6 +41,7 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
+                outer.arrived.append(self.headers["webhook-id"])
                 if outer.delay:
                     time.sleep(outer.delay)
                 else:
@@ -313,3 +316,44 @@ def test_dispatch_loop_survives_a_failing_round(database_url, receiver):
 
     asyncio.run(main())
     assert len(calls) >= 2 and len(receiver.received) == 1
+
+
+def test_dispatch_sigkilled_dispatcher_leaves_the_event_to_another(
+    database_url, receiver, tmp_path
+):
+    """`aduan followup dispatch` is SIGKILLed while its POST waits on a slow receiver; after
+    its lease the event goes out again from another dispatcher, with the same webhook-id."""
+    import signal
+    import subprocess
+    import sys
+
+    store, book = _setup(database_url, receiver.start())
+    receiver.delay = 30.0  # the killed pod never gets its answer
+    offices = tmp_path / "offices.yaml"
+    offices.write_text(
+        f"offices:\n  - name: {AGENCY}\n    webhook: {receiver.url}\n    secret: {SECRET}\n"
+    )
+    command = [sys.executable, "-m", "aduan", "followup", "dispatch"]
+    command += ["--database-url", database_url, "--offices", str(offices)]
+    env = {**os.environ, "ADUAN_WEBHOOK_TIMEOUT_S": "60"}
+    pod = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not receiver.arrived and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert receiver.arrived, "the dispatcher never posted"
+        pod.send_signal(signal.SIGKILL)
+        pod.wait(10)
+    finally:
+        if pod.poll() is None:
+            pod.kill()
+    [event] = _events(store)
+    assert event.delivered_at is None and event.claimed_by  # claimed, never recorded
+    receiver.delay = 0.0
+    clock = Clock()
+    survivor = Dispatcher(store, book, _settings(), clock=clock)
+    assert survivor.run_once().claimed == []  # the dead pod's lease (130 s) still holds
+    clock.advance(131)
+    assert survivor.run_once().delivered == 1
+    assert receiver.arrived == [event.id, event.id]
+    assert receiver.ids() == [event.id]
