@@ -33,7 +33,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from aduan.model.pipeline import office as unit_office
 from aduan.model.taxonomy import OTHER_AGENCY
 
-from .offices import OfficeBook
+from .offices import INTAKE, OfficeBook
 from .review import unit_of
 from .storage import Base, Store, StoredRequest, as_utc, audit, utcnow
 
@@ -163,12 +163,14 @@ def emit(
     """Queue `kind` for `office` (and `extra_offices`) in the caller's transaction; only
     offices with a webhook get events (the others work in the inbox)."""
     out = []
-    for name in (office, *extra_offices):
+    # The intake system hears where its complaint went and how it is handled.
+    intake = (INTAKE,) if kind in (ROUTED, STATUS_CHANGED) and book.get(INTAKE) else ()
+    for name in (office, *extra_offices, *intake):
         configured = book.get(name)
         if configured is None or not configured.webhook:
             continue
         event_id = "msg_" + uuid.uuid4().hex
-        payload = {"type": kind, "timestamp": _iso(at), "data": {**data, "office": name}}
+        payload = {"type": kind, "timestamp": _iso(at), "data": data}
         out.append(
             OutboxEvent(
                 id=event_id,

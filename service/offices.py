@@ -30,6 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 log = logging.getLogger(__name__)
 
 DEFAULT_SLA_HOURS = 24.0
+# The intake system's webhook (`intake:` in the file) is kept as an office of this name.
+INTAKE = "(intake)"
 WHSEC = "whsec_"
 
 
@@ -72,10 +74,20 @@ class Office(BaseModel):
         return value
 
 
+class Intake(BaseModel):
+    """The intake system (the citizens' app) that wants to hear of status changes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    webhook: str
+    secret: str | None = None
+
+
 class OfficesDoc(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     offices: list[Office] = Field(default_factory=list)
+    intake: Intake | None = None
 
 
 def _node_at(node: yaml.Node | None, loc: Iterable[Any]) -> yaml.Node | None:
@@ -122,6 +134,16 @@ def parse_offices(text: str, path: Path | str) -> list[Office]:
             line = node.start_mark.line + 1 if node is not None else 1
             raise OfficesFileError(f"{path}: line {line}: office {office.name!r} listed twice")
         seen.add(office.name)
+    if doc.intake is not None:
+        # Validated as an office's webhook and secret are; kept under a name no office has.
+        try:
+            intake = Office(name=INTAKE, webhook=doc.intake.webhook, secret=doc.intake.secret)
+        except ValidationError as exc:
+            node = _node_at(root, ("intake",))
+            line = node.start_mark.line + 1 if node is not None else 1
+            message = exc.errors()[0]["msg"]
+            raise OfficesFileError(f"{path}: line {line}: intake: {message}") from exc
+        return [*doc.offices, intake]
     return doc.offices
 
 
@@ -186,7 +208,7 @@ class OfficeBook:
             self.known = set(known)
         if not self.known:
             return []
-        unknown = [name for name in self._offices if name not in self.known]
+        unknown = [n for n in self._offices if n not in self.known and n != INTAKE]
         for name in unknown:
             log.warning(
                 "offices file %s: %r is no agency label nor known kelurahan/kecamatan "
@@ -197,8 +219,9 @@ class OfficeBook:
         return unknown
 
     def all(self) -> list[Office]:
+        """The offices (not the intake system's webhook)."""
         self._refresh()
-        return list(self._offices.values())
+        return [o for o in self._offices.values() if o.name != INTAKE]
 
     def get(self, name: str | None) -> Office | None:
         self._refresh()

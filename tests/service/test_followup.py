@@ -294,3 +294,29 @@ def test_followup_workbench_inbox_and_escalations(client):
 def get_status(client, rid: str) -> str:
     detail = client.get(f"/v1/requests/{rid}", headers=OPS).json()
     return [e["new"] for e in detail["history"] if e["field"] == "followup"][-1]
+
+
+def test_followup_intake_webhook_hears_routing_and_status_changes(database_url, tmp_path):
+    path = tmp_path / "offices.yaml"
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    intake = f"intake:\n  webhook: http://127.0.0.1:9/app\n  secret: {secret}\n"
+    path.write_text(OFFICES + intake)
+    book = OfficeBook(path)
+    assert [o.name for o in book.all()] == [DLH, "Dinas Perhubungan"]  # intake is no office
+    with pytest.raises(OfficesFileError, match=r"line 9: intake: .*whsec_"):
+        parse_offices(OFFICES + "intake:\n  webhook: http://x/\n  secret: nope\n", path)
+    upgrade(database_url)
+    store = Store(make_engine(database_url))
+    install(store, book)
+    [rid] = store.save_requests([_auto(DLH)])
+    from aduan.service.followup import Action, act
+
+    act(store, book, rid, [DLH], Action("acknowledge"), "budi")
+    with store.sessions.begin() as session:
+        events = [
+            (e.type, e.office) for e in session.query(OutboxEvent).order_by(OutboxEvent.created_at)
+        ]
+        data = {e.payload["data"]["office"] for e in session.query(OutboxEvent)}
+    assert ("complaint.routed", "(intake)") in events
+    assert ("complaint.status_changed", "(intake)") in events
+    assert data == {DLH}  # the intake system is told the complaint's office
