@@ -122,7 +122,12 @@ def _start_followup(
         ),
         metrics=app.state.dispatch_metrics,
     )
-    loop = followup_loop(dispatcher, settings.dispatch_interval_s, settings.sweep_interval_s)
+    loop = followup_loop(
+        dispatcher,
+        settings.dispatch_interval_s,
+        settings.sweep_interval_s,
+        settings.live_accuracy_days,
+    )
     tasks.add(asyncio.create_task(loop))
     return dispatcher
 

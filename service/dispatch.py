@@ -30,6 +30,7 @@ from standardwebhooks.webhooks import Webhook
 
 from .followup import OutboxEvent, overdue_by_office, sweep
 from .offices import OfficeBook
+from .route_accuracy import LiveAccuracyMetrics, live_accuracy
 from .storage import Store, utcnow
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class DispatchMetrics:
         self.dead_letters = Gauge(
             "aduan_webhook_dead_letters", "Events in the dead-letter", registry=registry
         )
+        self.live = LiveAccuracyMetrics(registry)
         self.overdue = Gauge(
             "aduan_overdue_complaints",
             "Complaints past their deadline, per office",
@@ -301,9 +303,11 @@ async def followup_loop(
     dispatcher: Dispatcher,
     interval_s: float,
     sweep_interval_s: float,
+    accuracy_days: float = 30.0,
 ) -> None:
-    """The service's background task: a dispatch round every `interval_s`, a sweep every
-    `sweep_interval_s`. A round that fails (the database away) is logged and tried again."""
+    """The service's background task: a dispatch round every `interval_s`, a sweep (and the
+    overdue and live-accuracy gauges) every `sweep_interval_s`. A round that fails (the
+    database away) is logged and tried again."""
     store, book = dispatcher.store, dispatcher.book
     last_sweep = float("-inf")
     loop = asyncio.get_running_loop()
@@ -316,6 +320,8 @@ async def followup_loop(
                     log.warning("%d complaint(s) became overdue", len(marked))
                 if dispatcher.metrics is not None:
                     await asyncio.to_thread(overdue_gauge, store, dispatcher.metrics)
+                    rows = await asyncio.to_thread(live_accuracy, store, accuracy_days)
+                    dispatcher.metrics.live.update(rows)
             outcome = await asyncio.to_thread(dispatcher.run_once)
         except asyncio.CancelledError:
             raise

@@ -20,6 +20,7 @@ from sqlalchemy import (
     JSON,
     ColumnElement,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -45,6 +46,8 @@ ROUTED, STATUS_CHANGED = "complaint.routed", "complaint.status_changed"
 OVERDUE_EVENT, RETURNED_EVENT = "complaint.overdue", "complaint.returned"
 EVENT_TYPES = (ROUTED, STATUS_CHANGED, OVERDUE_EVENT, RETURNED_EVENT)
 SWEEP_ACTOR = "followup-sweep"
+AUTO_ACTOR = "auto-route"  # who routes what the model sent on by itself (Store.save_requests)
+ACCEPTED, SENT_BACK = "accepted", "returned"
 DEFAULT_RESOLUTION_HOURS = 7 * 24.0
 
 
@@ -73,6 +76,10 @@ class FollowUp(Base):
     returned_to: Mapped[str | None] = mapped_column(String(200))
     escalated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    auto_agency: Mapped[str | None] = mapped_column(String(200))
+    auto_score: Mapped[float | None] = mapped_column(Float)
+    verdict: Mapped[str | None] = mapped_column(String(10))
+    verdict_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class OutboxEvent(Base):
@@ -205,6 +212,8 @@ def route(
     if follow is None:
         follow = FollowUp(request_id=row.id)
         session.add(follow)
+        if actor == AUTO_ACTOR:  # the office's answer will judge the model's route
+            follow.auto_agency, follow.auto_score = row.agency, row.agency_score
     follow.office, follow.status, follow.status_notes = target, NEW, None
     follow.routed_at = at
     follow.first_response_due = at + timedelta(hours=book.sla_hours(target))
@@ -309,6 +318,7 @@ def act(
             row.route, row.status = "review", "open"
             row.corrected_agency = row.corrected_category = None
         follow.updated_at = at
+        _judge(follow, action.kind, at)
         audit(
             session,
             row,
@@ -329,6 +339,17 @@ def act(
         emit(session, book, kind, follow.office, event_data(row, follow), at)
         session.flush()
         return row, follow
+
+
+def _judge(follow: FollowUp, kind: str, at: datetime) -> None:
+    """An automatic route's verdict: the office acting on it accepts it; sending it back
+    (even after acting on it) says it was wrong. Re-routing keeps the verdict."""
+    if follow.auto_agency is None:
+        return
+    if kind == "return" and follow.verdict != SENT_BACK:
+        follow.verdict, follow.verdict_at = SENT_BACK, at
+    elif kind != "return" and follow.verdict is None:
+        follow.verdict, follow.verdict_at = ACCEPTED, at
 
 
 def _visible(follow: FollowUp, row: StoredRequest, offices: Sequence[str]) -> bool:

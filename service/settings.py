@@ -200,6 +200,11 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(
         60.0, gt=0, description="How often complaints past their deadline are marked overdue"
     )
+    live_accuracy_days: float = Field(
+        30.0,
+        gt=0,
+        description="Window of the live accuracy of automatic routes (offices' verdicts)",
+    )
     webhook_timeout_s: float = Field(
         10.0, gt=0, description="Longest wait for an office's webhook to answer one delivery"
     )

@@ -358,7 +358,7 @@ class Store:
                 session.flush()
                 for row in rows:
                     if row.route == "auto":
-                        self.routed(session, row, "auto-route")
+                        self.routed(session, row, "auto-route")  # followup.AUTO_ACTOR
         return [row.id for row in rows]
 
     def by_idempotency_keys(self, keys: Sequence[str]) -> dict[str, StoredRequest]:

@@ -24,6 +24,7 @@ from aduan.service.followup import (
 )
 from aduan.service.offices import OfficeBook
 from aduan.service.review import request_view
+from aduan.service.route_accuracy import PROMISE, live_accuracy
 
 router = APIRouter(tags=["office"])
 
@@ -152,3 +153,19 @@ async def dead(state: ReadyStateDep, operator: OperatorDep) -> dict[str, Any]:
             for e in events
         ]
     }
+
+
+@router.get(
+    "/v1/followup/route-accuracy",
+    tags=["review"],
+    summary="Live accuracy of automatic routes: accepted / (accepted + sent back) by offices",
+)
+async def route_accuracy(
+    state: ReadyStateDep,
+    operator: OperatorDep,
+    request: Request,
+    days: Annotated[float, Query(gt=0, le=3650)] = 30.0,
+) -> dict[str, Any]:
+    assert state.store is not None
+    rows = await state.store.run(live_accuracy, state.store, days)
+    return {"days": days, "promise": PROMISE, "agencies": [r.to_dict() for r in rows]}

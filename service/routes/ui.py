@@ -31,6 +31,7 @@ from aduan.service.review import (
     update_request,
 )
 from aduan.service.review import QueueFilter as Filter
+from aduan.service.route_accuracy import live_accuracy
 from aduan.service.state import ServiceState
 from aduan.service.web import (
     LOGIN_COOKIE,
@@ -339,6 +340,9 @@ async def model_page(request: Request, state: ReadyStateDep, session: SessionDep
     assert pipeline is not None and state.store is not None
     plots = plot_files(pipeline.classifier.model_dir)
     outcomes = await state.store.run(review_outcomes, state.store)
+    followed = request.app.state.offices.path is not None
+    days = state.settings.live_accuracy_days
+    routes_live = await state.store.run(live_accuracy, state.store, days) if followed else []
     return templates.TemplateResponse(
         request,
         "model.html",
@@ -348,6 +352,8 @@ async def model_page(request: Request, state: ReadyStateDep, session: SessionDep
             "plots": [p for p in plots if not p.startswith("drift")],
             "drift": drift_figures(pipeline, plots),
             "live": reliability_svg(outcomes),
+            "routes_live": [r.to_dict() for r in routes_live],
+            "routes_days": days,
         },
     )
 

@@ -289,6 +289,9 @@ def test_followup_workbench_inbox_and_escalations(client):
     assert 'id="escalated"' in queue and f'id="e-{rid}"' in queue
     assert queue.index('id="escalated"') < queue.index('id="filters"')  # on top
     assert 'class="returned-to">Dinas Perhubungan' in queue
+    assert 'id="routes-live"' in client.get("/ui/model").text
+    accuracy = client.get("/v1/followup/route-accuracy", headers=OPS).json()
+    assert accuracy["promise"] == 0.95 and accuracy["agencies"][0]["agency"] == "(all)"
 
 
 def get_status(client, rid: str) -> str:
@@ -320,3 +323,36 @@ def test_followup_intake_webhook_hears_routing_and_status_changes(database_url, 
     assert ("complaint.routed", "(intake)") in events
     assert ("complaint.status_changed", "(intake)") in events
     assert data == {DLH}  # the intake system is told the complaint's office
+
+
+def test_followup_live_accuracy_of_automatic_routes(database_url, caplog):
+    from aduan.service.followup import Action, act
+    from aduan.service.route_accuracy import LiveAccuracyMetrics, live_accuracy, wilson
+
+    store, book = _store(database_url, [Office(name=DLH), Office(name="Dinas Perhubungan")])
+    auto = store.save_requests([_auto(DLH) for _ in range(25)])
+    reviewed = store.save_requests([_auto(DLH, route="review")])
+    for rid in auto[:22]:
+        act(store, book, rid, [DLH], Action("acknowledge"), "budi")
+    act(store, book, auto[24], [DLH], Action("acknowledge"), "budi")
+    for rid in auto[22:]:  # three sent back, one of them after acknowledging it
+        act(store, book, rid, [DLH], Action("return"), "budi")
+    assert get(store, reviewed[0]) is None  # never routed: judged by no one
+    all_, dlh = live_accuracy(store)
+    assert (all_.agency, dlh.agency) == ("(all)", DLH)
+    assert (dlh.accepted, dlh.returned, dlh.total) == (22, 3, 25)
+    assert dlh.accuracy == pytest.approx(0.88) and dlh.below_promise
+    low, high = dlh.interval
+    assert low < 0.88 < high and (low, high) == wilson(22, 25)
+    assert wilson(95, 100)[0] == pytest.approx(0.8883, abs=1e-3)  # the textbook value
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry()
+    metrics = LiveAccuracyMetrics(registry)
+    with caplog.at_level(logging.WARNING):
+        metrics.update([all_, dlh])
+    assert "under the 95% promise" in caplog.text
+    text = generate_latest(registry).decode()
+    assert f'aduan_auto_route_live_accuracy{{agency="{DLH}"}} 0.88' in text
+    assert f'aduan_auto_route_below_promise{{agency="{DLH}"}} 1.0' in text

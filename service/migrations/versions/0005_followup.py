@@ -39,6 +39,12 @@ def upgrade() -> None:
         sa.Column("returned_to", sa.String(200)),
         sa.Column("escalated_at", sa.DateTime(timezone=True)),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        # Routed automatically: the model's agency and score, and what the office said of it
+        # (accepted: acted on it; returned: not theirs), the ground truth of automatic routes.
+        sa.Column("auto_agency", sa.String(200)),
+        sa.Column("auto_score", sa.Float),
+        sa.Column("verdict", sa.String(10)),
+        sa.Column("verdict_at", sa.DateTime(timezone=True)),
     )
     op.create_index("ix_followups_office_status", "followups", ["office", "status"])
     op.create_index("ix_followups_due", "followups", ["status", "first_response_due"])
