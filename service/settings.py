@@ -200,6 +200,14 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(
         60.0, gt=0, description="How often complaints past their deadline are marked overdue"
     )
+    auto_route_threshold: float | None = Field(
+        None,
+        gt=0,
+        le=1.01,
+        description="A floor on the model's auto-route threshold (agency probability), for when "
+        "the offices' verdicts show automatic routes below the promise: raised without "
+        "retraining (also POST /v1/admin/auto-route-threshold); empty: the model's own",
+    )
     live_accuracy_days: float = Field(
         30.0,
         gt=0,

@@ -356,3 +356,18 @@ def test_followup_live_accuracy_of_automatic_routes(database_url, caplog):
     text = generate_latest(registry).decode()
     assert f'aduan_auto_route_live_accuracy{{agency="{DLH}"}} 0.88' in text
     assert f'aduan_auto_route_below_promise{{agency="{DLH}"}} 1.0' in text
+
+
+def test_followup_admin_raises_the_auto_route_threshold_without_retraining(make_client):
+    client = make_client(api_keys="k", admin_keys="adm")
+    admin = {"Authorization": "Bearer adm"}
+    own = client.app.state.service.classifier.thresholds["agency"]
+    raised = client.post("/v1/admin/auto-route-threshold", json={"threshold": 1.01}, headers=admin)
+    assert raised.status_code == 200 and raised.json()["threshold"] == 1.01
+    body = {"items": [{"text": "sampah menumpuk di TPS bau busuk"}]}
+    result = client.post("/v1/classify", json=body, headers={"Authorization": "Bearer k"})
+    assert result.json()["results"][0]["route"] == "review"  # nothing passes 1.01
+    back = client.post("/v1/admin/auto-route-threshold", json={"threshold": None}, headers=admin)
+    assert back.json()["threshold"] == own
+    bar = {"threshold": 0.5}
+    assert client.post("/v1/admin/auto-route-threshold", json=bar).status_code == 401
