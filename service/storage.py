@@ -25,11 +25,13 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    column,
     create_engine,
     delete,
     event,
     func,
     select,
+    table,
 )
 from sqlalchemy import text as sql
 from sqlalchemy.engine import Engine
@@ -419,9 +421,9 @@ class Store:
 
     def purge(self, before: datetime) -> int:
         """Delete requests received before `before` (any zone; naive means UTC), with their
-        feedback and audit events; returns the count. Under SQLite the deleted texts are
-        zeroed in the file (`secure_delete`) and the write-ahead log, which still holds
-        their earlier pages, is checkpointed and truncated."""
+        feedback, audit events, follow-up and webhook events; returns the count. Under
+        SQLite the deleted texts are zeroed in the file (`secure_delete`) and the write-ahead
+        log, which still holds their earlier pages, is checkpointed and truncated."""
         # SQLite compares the stored UTC text with the bound's text: it must be UTC too, or
         # 17:00+07:00 would be read as 17:00 UTC.
         before = as_utc(before)
@@ -429,6 +431,10 @@ class Store:
             old = select(StoredRequest.id).where(StoredRequest.received_at < before)
             session.execute(delete(Feedback).where(Feedback.request_id.in_(old)))
             session.execute(delete(RequestEvent).where(RequestEvent.request_id.in_(old)))
+            # The follow-up's rows (migration 0005): the outbox's payloads carry the texts.
+            for name in ("outbox", "followups"):
+                follow = table(name, column("request_id"))
+                session.execute(delete(follow).where(follow.c.request_id.in_(old)))
             result = session.execute(
                 delete(StoredRequest).where(StoredRequest.received_at < before)
             )

@@ -371,3 +371,15 @@ def test_followup_admin_raises_the_auto_route_threshold_without_retraining(make_
     assert back.json()["threshold"] == own
     bar = {"threshold": 0.5}
     assert client.post("/v1/admin/auto-route-threshold", json=bar).status_code == 401
+
+
+def test_followup_purge_removes_follow_up_and_webhook_events(database_url):
+    from datetime import UTC, datetime
+
+    store, _ = _store(database_url, [Office(name=DLH, webhook="http://127.0.0.1:9/x")])
+    [rid] = store.save_requests([_auto(DLH)])
+    assert get(store, rid) is not None
+    assert store.purge(datetime.now(UTC) + timedelta(seconds=1)) == 1
+    assert get(store, rid) is None
+    with store.sessions.begin() as session:
+        assert session.query(OutboxEvent).count() == 0  # no complaint text left behind
