@@ -123,7 +123,9 @@ def test_followup_an_offices_day_through_the_api(client):
     assert client.get("/v1/office/complaints?status=closed", headers=BUDI).json()["items"]
     assert client.get("/v1/office/complaints?status=new", headers=BUDI).json()["items"] == []
 
-    history = client.get(f"/v1/requests/{rid}", headers=OPS).json()["history"]
+    detail = client.get(f"/v1/requests/{rid}", headers=OPS).json()
+    assert detail["followup"]["status"] == "closed" and detail["followup"]["office"] == DLH
+    history = detail["history"]
     budi = [(e["field"], e["new"]) for e in history if e["actor"] == "budi"]
     assert ("followup", "acknowledged") in budi and ("followup", "closed") in budi
     assert ("note", "Sampah sudah diangkut") in budi
