@@ -291,6 +291,16 @@ def test_followup_workbench_inbox_and_escalations(client):
     assert 'id="escalated"' in queue and f'id="e-{rid}"' in queue
     assert queue.index('id="escalated"') < queue.index('id="filters"')  # on top
     assert 'class="returned-to">Dinas Perhubungan' in queue
+    assert 'id="dead-letters"' not in queue
+    store = client.app.state.service.store
+    from aduan.service.followup import emit
+    from aduan.service.storage import utcnow
+
+    book = OfficeBook.of([Office(name=DLH, webhook="http://127.0.0.1:9/x")])
+    with store.sessions.begin() as session:
+        [event] = emit(session, book, "complaint.routed", DLH, {"request_id": rid}, utcnow())
+        event.dead_at, event.attempts = utcnow(), 20
+    assert 'id="dead-letters"' in client.get("/ui/queue").text  # visible in the workbench
     assert 'id="routes-live"' in client.get("/ui/model").text
     accuracy = client.get("/v1/followup/route-accuracy", headers=OPS).json()
     assert accuracy["promise"] == 0.95 and accuracy["agencies"][0]["agency"] == "(all)"
@@ -385,3 +395,19 @@ def test_followup_purge_removes_follow_up_and_webhook_events(database_url):
     assert get(store, rid) is None
     with store.sessions.begin() as session:
         assert session.query(OutboxEvent).count() == 0  # no complaint text left behind
+
+
+def test_followup_migration_0005_reverts_and_applies_again(database_url):
+    import sqlalchemy as sa
+
+    from aduan.service.storage import downgrade
+
+    upgrade(database_url)
+    downgrade(database_url, "0004")
+    engine = make_engine(database_url)
+    assert not {"followups", "outbox"} & set(sa.inspect(engine).get_table_names())
+    engine.dispose()
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    assert {"followups", "outbox"} <= set(sa.inspect(engine).get_table_names())
+    engine.dispose()
