@@ -203,7 +203,9 @@ def route(
     routing a returned one (or to another office) starts its follow-up again."""
     at = at or utcnow()
     target = office_for(row)
-    if target is None:
+    if target is None or book.get(target) is None:
+        # No such office in the file: nobody could answer it, so nothing to follow up
+        # (the complaint stays with the operators as before).
         return None
     follow = session.get(FollowUp, row.id)
     if follow is not None and follow.office == target and follow.status != RETURNED:

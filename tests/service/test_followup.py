@@ -411,3 +411,9 @@ def test_followup_migration_0005_reverts_and_applies_again(database_url):
     engine = make_engine(database_url)
     assert {"followups", "outbox"} <= set(sa.inspect(engine).get_table_names())
     engine.dispose()
+
+
+def test_followup_only_for_offices_in_the_file(database_url):
+    store, _ = _store(database_url, [Office(name=DLH)])
+    listed, unlisted = store.save_requests([_auto(DLH), _auto("Dinas Sosial")])
+    assert get(store, listed) is not None and get(store, unlisted) is None
