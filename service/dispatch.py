@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
 from .followup import OutboxEvent, overdue_by_office, sweep
@@ -181,46 +182,48 @@ class Dispatcher:
             return None
         return f"HTTP {response.status_code}"
 
-    def record(self, event: OutboxEvent, error: str | None, outcome: Outcome) -> None:
+    def record(
+        self, session: Session, event: OutboxEvent, error: str | None, outcome: Outcome
+    ) -> None:
+        """Write one delivery's outcome in `session` (one transaction for a round's events)."""
         now = self.clock()
         o = OutboxEvent
-        with self.store.sessions.begin() as session:
-            if error is None:
-                # Delivered, whoever holds the claim now (a late delivery after the lease ran
-                # out still counts; the other dispatcher's copy carries the same webhook-id).
-                session.execute(
-                    update(o)
-                    .where(o.id == event.id, o.delivered_at.is_(None))
-                    .values(
-                        delivered_at=now,
-                        attempts=o.attempts + 1,
-                        claimed_by=None,
-                        claimed_until=None,
-                        last_error=None,
-                    )
-                )
-                outcome.delivered += 1
-                if self.metrics:
-                    self.metrics.delivered.labels(event.type).inc()
-                return
-            attempts = event.attempts + 1
-            dead = attempts >= self.settings.max_attempts
-            wait = backoff(attempts, self.settings.backoff_base_s, self.settings.backoff_cap_s)
-            values: dict[str, Any] = {
-                "attempts": attempts,
-                "last_error": error,
-                "claimed_by": None,
-                "claimed_until": None,
-                "next_attempt_at": now + timedelta(seconds=wait),
-            }
-            if dead:
-                values["dead_at"] = now
+        if error is None:
+            # Delivered, whoever holds the claim now (a late delivery after the lease ran
+            # out still counts; the other dispatcher's copy carries the same webhook-id).
             session.execute(
                 update(o)
-                .where(o.id == event.id, o.claimed_by == event.claimed_by)
-                .where(o.delivered_at.is_(None))
-                .values(**values)
+                .where(o.id == event.id, o.delivered_at.is_(None))
+                .values(
+                    delivered_at=now,
+                    attempts=o.attempts + 1,
+                    claimed_by=None,
+                    claimed_until=None,
+                    last_error=None,
+                )
             )
+            outcome.delivered += 1
+            if self.metrics:
+                self.metrics.delivered.labels(event.type).inc()
+            return
+        attempts = event.attempts + 1
+        dead = attempts >= self.settings.max_attempts
+        wait = backoff(attempts, self.settings.backoff_base_s, self.settings.backoff_cap_s)
+        values: dict[str, Any] = {
+            "attempts": attempts,
+            "last_error": error,
+            "claimed_by": None,
+            "claimed_until": None,
+            "next_attempt_at": now + timedelta(seconds=wait),
+        }
+        if dead:
+            values["dead_at"] = now
+        session.execute(
+            update(o)
+            .where(o.id == event.id, o.claimed_by == event.claimed_by)
+            .where(o.delivered_at.is_(None))
+            .values(**values)
+        )
         if dead:
             outcome.dead += 1
             log.error(
@@ -252,8 +255,9 @@ class Dispatcher:
             workers = min(self.settings.workers, len(events))
             with ThreadPoolExecutor(workers, thread_name_prefix="webhook") as pool:
                 errors = list(pool.map(self.deliver, events))
-            for event, error in zip(events, errors, strict=True):
-                self.record(event, error, outcome)
+            with self.store.sessions.begin() as session:
+                for event, error in zip(events, errors, strict=True):
+                    self.record(session, event, error, outcome)
         self.update_gauges()
         return outcome
 

@@ -207,7 +207,8 @@ def route(
         # No such office in the file: nobody could answer it, so nothing to follow up
         # (the complaint stays with the operators as before).
         return None
-    follow = session.get(FollowUp, row.id)
+    # An automatic route is a complaint being stored: it has no follow-up yet (no lookup).
+    follow = None if actor == AUTO_ACTOR else session.get(FollowUp, row.id)
     if follow is not None and follow.office == target and follow.status != RETURNED:
         return follow
     old = follow.office if follow is not None else None
