@@ -308,18 +308,17 @@ def act(
             if note:
                 follow.status_notes = note
             kind = RETURNED_EVENT
-            # Back to the operators: in the review queue, open, its labels no longer
-            # confirmed (the export shows it again once an operator routes it right).
+            # Back to the operators: in the review queue, open, its agency no longer
+            # confirmed (the export shows it again once an operator routes it right; a
+            # corrected category stays, the office disputes only where it went).
             changes = {
                 "route": (row.route, "review"),
                 "status": (row.status, "open"),
                 "corrected_agency": (row.corrected_agency, None),
-                "corrected_category": (row.corrected_category, None),
                 "returned_to": (None, right),
             }
             audit(session, row, actor, at, changes)
-            row.route, row.status = "review", "open"
-            row.corrected_agency = row.corrected_category = None
+            row.route, row.status, row.corrected_agency = "review", "open", None
         follow.updated_at = at
         _judge(follow, action.kind, at)
         audit(
