@@ -18,14 +18,17 @@ from aduan import __version__
 
 from .database import DatabaseBusy
 from .deps import require_api_key, require_reader
+from .dispatch import Dispatcher, DispatchMetrics, DispatchSettings, followup_loop
 from .drift import feedback_agreement
 from .errors import document_errors, install_error_handlers
+from .followup import install as install_followup
 from .guard import AdmissionControl, RequestGuard
 from .keys import KeyRing
 from .observability import install_observability
+from .offices import OfficeBook, known_names
 from .openapi import document_security
 from .ratelimit import RateLimiter
-from .routes import admin, classify, feedback, health, meta, open311, requests, ui
+from .routes import admin, classify, feedback, health, meta, office, open311, requests, ui
 from .settings import Settings, get_settings
 from .state import ServiceState
 from .storage import open_store
@@ -85,6 +88,50 @@ def _reload_on_sighup(state: ServiceState, tasks: set[asyncio.Task[object]]) -> 
     return True
 
 
+def _start_followup(
+    app: FastAPI, state: ServiceState, tasks: set[asyncio.Task[object]]
+) -> Dispatcher | None:
+    """With an offices file: routed complaints are followed up, and (unless `followup_loop`
+    is off) this process dispatches webhook events and sweeps deadlines."""
+    book: OfficeBook = app.state.offices
+    settings = state.settings
+    if book.path is None or state.store is None:
+        return None
+    pipeline = state.pipeline
+    if pipeline is not None:
+        gazetteer = pipeline.resolver.gazetteer if pipeline.resolver else None
+        book.warn_unknown(
+            known_names(
+                pipeline.classifier.classes_["agency"],
+                gazetteer.kecamatan_of if gazetteer else (),
+                gazetteer.kecamatans if gazetteer else (),
+            )
+        )
+    install_followup(state.store, book)
+    if not settings.followup_loop:
+        return None
+    dispatcher = Dispatcher(
+        state.store,
+        book,
+        DispatchSettings(
+            timeout_s=settings.webhook_timeout_s,
+            lease_s=2 * settings.webhook_timeout_s + 10,
+            max_attempts=settings.webhook_max_attempts,
+            backoff_base_s=settings.webhook_backoff_s,
+            backoff_cap_s=settings.webhook_backoff_cap_s,
+        ),
+        metrics=app.state.dispatch_metrics,
+    )
+    loop = followup_loop(
+        dispatcher,
+        settings.dispatch_interval_s,
+        settings.sweep_interval_s,
+        settings.live_accuracy_days,
+    )
+    tasks.add(asyncio.create_task(loop))
+    return dispatcher
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServiceState = app.state.service
@@ -99,6 +146,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     }
     if state.registry is not None:
         tasks.add(asyncio.create_task(state.watch_registry()))
+    dispatcher = _start_followup(app, state, tasks)
     sighup = _reload_on_sighup(state, tasks)
     try:
         yield
@@ -108,6 +156,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in tasks:
             task.cancel()
         state.ready = False
+        if dispatcher is not None:
+            dispatcher.close()
         await state.close()
         if state.store is not None:
             state.store.close()
@@ -126,6 +176,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     state = app.state.service = ServiceState(settings)
     app.state.keys = KeyRing(settings)
+    app.state.offices = OfficeBook(settings.offices_file)
+    app.state.dispatch_metrics = (
+        DispatchMetrics(state.metrics.registry) if settings.offices_file else None
+    )
     app.state.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
     app.state.explain_limiter = RateLimiter(settings.explain_rate)
     app.state.public_limiter = RateLimiter(settings.public_read_rate)
@@ -150,6 +204,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(feedback.router)  # operator keys, checked per route
     app.include_router(requests.router)  # operator keys, checked per route (who changed what)
     app.include_router(open311.router)
+    app.include_router(office.router)  # office staff keys (the offices file), checked per route
     app.include_router(admin.router)  # its own key: ADUAN_ADMIN_KEYS
     install_web(app, settings)  # mounts /ui/static before the /ui router can claim the prefix
     app.include_router(ui.router)

@@ -12,6 +12,8 @@ import typer
 
 from aduan.model.ray_runtime import BackendChoice, EngineChoice
 
+from .followup_cli import followup_app
+
 if TYPE_CHECKING:
     from .settings import Settings
     from .storage import Store
@@ -29,6 +31,7 @@ keys_app = typer.Typer(
     help="API keys: make one, or hash an existing one, for ADUAN_KEYS_FILE.", **PLAIN
 )
 app.add_typer(keys_app, name="keys")
+app.add_typer(followup_app, name="followup")
 
 
 DbOpt = Annotated[

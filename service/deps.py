@@ -171,7 +171,33 @@ def require_operator(request: Request, credentials: BearerDep) -> str:
         )
     key = authenticate(request, (OPERATOR,))
     throttle(request, key)
+    staff_of = request.app.state.offices.offices_of(key.name)
+    if staff_of:
+        # An office's staff see that office's complaints only (/v1/office), never the queue.
+        raise ApiError(
+            403,
+            "forbidden",
+            f"the key {key.name!r} is staff of {', '.join(staff_of)}: use /v1/office",
+        )
     return key.name
 
 
 OperatorDep = Annotated[str, Depends(require_operator)]
+
+
+def require_staff(request: Request, credentials: BearerDep) -> tuple[str, list[str]]:
+    """The office routes need an operator key whose name the offices file lists as staff of
+    an office (403 otherwise); returns (the key's name, its offices)."""
+    if not get_keys(request).any_with(OPERATOR):
+        raise ApiError(403, "forbidden", "no operator keys are configured: offices are off")
+    key = authenticate(request, (OPERATOR,))
+    throttle(request, key)
+    offices = request.app.state.offices.offices_of(key.name)
+    if not offices:
+        raise ApiError(
+            403, "forbidden", f"the key {key.name!r} is no office's staff (ADUAN_OFFICES_FILE)"
+        )
+    return key.name, offices
+
+
+StaffDep = Annotated[tuple[str, list[str]], Depends(require_staff)]

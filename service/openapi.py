@@ -15,7 +15,14 @@ from typing import Any
 
 from fastapi import FastAPI, routing
 
-from .deps import bearer, require_admin_key, require_api_key, require_operator, require_reader
+from .deps import (
+    bearer,
+    require_admin_key,
+    require_api_key,
+    require_operator,
+    require_reader,
+    require_staff,
+)
 from .keys import ADMIN, OPERATOR, KeyRing
 from .routes.feedback import feedback_enabled
 
@@ -25,6 +32,7 @@ _KINDS: dict[Callable[..., Any], str] = {
     require_api_key: API,
     require_reader: API,
     require_operator: OPERATORS,
+    require_staff: OPERATORS,  # an office's staff hold operator keys
     feedback_enabled: OPERATORS,
     require_admin_key: ADMINS,
 }

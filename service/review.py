@@ -215,6 +215,7 @@ def update_request(
             category = changes.corrected_category or row.corrected_category or row.category
             agency = changes.corrected_agency or row.corrected_agency or row.agency
             events += record_correction(session, row, category, agency, actor, at)[2]
+            store.routed(session, row, actor)
         session.flush()
     return row, events
 

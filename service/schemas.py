@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -226,6 +226,9 @@ class AuditEvent(BaseModel):
 
 class ReviewDetail(ReviewItem):
     history: list[AuditEvent] = Field(..., description="Every change, oldest first")
+    followup: dict[str, Any] | None = Field(
+        None, description="Where it stands with its office (docs/followup.md); null: not routed"
+    )
 
 
 class RequestPatch(StrictModel):

@@ -184,6 +184,47 @@ class Settings(BaseSettings):
         "", description="backend ray: the cluster to join (else RAY_ADDRESS, else a local one)"
     )
     threads: int = Field(0, ge=0, description="Inference threads (0: one per core)")
+    offices_file: Path | None = Field(
+        None,
+        description="The offices (YAML): webhook, signing secret, SLA and staff of each; read "
+        "again when it changes. Without it nothing is followed up",
+    )
+    followup_loop: bool = Field(
+        True,
+        description="Run the follow-up loop in the service (webhook dispatch and the overdue "
+        "sweep) when an offices file is set; off: run `aduan followup dispatch/sweep` instead",
+    )
+    dispatch_interval_s: float = Field(
+        1.0, gt=0, description="How often due webhook events are looked for"
+    )
+    sweep_interval_s: float = Field(
+        60.0, gt=0, description="How often complaints past their deadline are marked overdue"
+    )
+    auto_route_threshold: float | None = Field(
+        None,
+        gt=0,
+        le=1.01,
+        description="A floor on the model's auto-route threshold (agency probability), for when "
+        "the offices' verdicts show automatic routes below the promise: raised without "
+        "retraining (also POST /v1/admin/auto-route-threshold); empty: the model's own",
+    )
+    live_accuracy_days: float = Field(
+        30.0,
+        gt=0,
+        description="Window of the live accuracy of automatic routes (offices' verdicts)",
+    )
+    webhook_timeout_s: float = Field(
+        10.0, gt=0, description="Longest wait for an office's webhook to answer one delivery"
+    )
+    webhook_max_attempts: int = Field(
+        20, ge=1, description="Delivery attempts before an event is dead-lettered"
+    )
+    webhook_backoff_s: float = Field(
+        1.0, gt=0, description="Wait after the first failed delivery; doubled each time"
+    )
+    webhook_backoff_cap_s: float = Field(
+        300.0, gt=0, description="Longest wait between two delivery attempts"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -194,7 +235,7 @@ class Settings(BaseSettings):
             data = {**data, "engine": engine, "backend": backend}
         return data
 
-    @field_validator("keys_file", mode="before")
+    @field_validator("keys_file", "offices_file", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         # ADUAN_KEYS_FILE= (set but empty) means no keys file, not the current directory

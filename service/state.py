@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from aduan.model.classifier import ComplaintClassifier
-from aduan.model.pipeline import WARM_UP_TEXT, Pipeline, Routed
+from aduan.model.pipeline import ROUTE_HEAD, WARM_UP_TEXT, Pipeline, Routed
 from aduan.model.registry import Registry, RegistryError
 from aduan.model.taxonomy import Taxonomy
 
@@ -136,7 +136,17 @@ class ServiceState:
             await self.backend.close()
             self.backend = None
 
+    def apply_threshold_floor(self, pipeline: Pipeline) -> float:
+        """The auto-route threshold: the model's own, raised to `auto_route_threshold` when
+        that is set (the operator's bar, without retraining; the local backend's pipeline)."""
+        classifier = pipeline.classifier
+        own = float(classifier.config.get("thresholds", {}).get(ROUTE_HEAD, 1.0))
+        floor = getattr(self.settings, "auto_route_threshold", None)
+        classifier.thresholds[ROUTE_HEAD] = own if floor is None else max(own, floor)
+        return classifier.thresholds[ROUTE_HEAD]
+
     def _install(self, pipeline: Pipeline, name: str) -> None:
+        self.apply_threshold_floor(pipeline)
         # One reference assignment: a request sees the old pipeline or the new, never a mix.
         self.pipeline = pipeline
         self.source = name

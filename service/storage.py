@@ -25,11 +25,13 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    column,
     create_engine,
     delete,
     event,
     func,
     select,
+    table,
 )
 from sqlalchemy import text as sql
 from sqlalchemy.engine import Engine
@@ -288,6 +290,15 @@ class Store:
         self.available = True
         self.last_error: str | None = None
         self.unavailable_since: float | None = None
+        # Called in the transaction that routes a complaint (stored with route auto, or
+        # confirmed or corrected by an operator): (session, request, actor). The follow-up
+        # (`service/followup.py`) gives it to its office and queues its event there.
+        self.on_routed: list[Callable[[Session, StoredRequest, str], None]] = []
+
+    def routed(self, session: Session, row: StoredRequest, actor: str) -> None:
+        """Run the `on_routed` hooks for `row` inside `session`'s transaction."""
+        for hook in self.on_routed:
+            hook(session, row, actor)
 
     def mark_unavailable(self, error: str) -> None:
         if self.available:
@@ -345,6 +356,11 @@ class Store:
         ]
         with self._session() as session:
             session.add_all(rows)
+            if self.on_routed:
+                session.flush()
+                for row in rows:
+                    if row.route == "auto":
+                        self.routed(session, row, "auto-route")  # followup.AUTO_ACTOR
         return [row.id for row in rows]
 
     def by_idempotency_keys(self, keys: Sequence[str]) -> dict[str, StoredRequest]:
@@ -373,6 +389,7 @@ class Store:
             feedback, created, _ = record_correction(
                 session, row, category, agency, operator, utcnow()
             )
+            self.routed(session, row, operator)
             return feedback, created
 
     def corrected(self, since: datetime | None = None) -> list[dict[str, Any]]:
@@ -404,9 +421,9 @@ class Store:
 
     def purge(self, before: datetime) -> int:
         """Delete requests received before `before` (any zone; naive means UTC), with their
-        feedback and audit events; returns the count. Under SQLite the deleted texts are
-        zeroed in the file (`secure_delete`) and the write-ahead log, which still holds
-        their earlier pages, is checkpointed and truncated."""
+        feedback, audit events, follow-up and webhook events; returns the count. Under
+        SQLite the deleted texts are zeroed in the file (`secure_delete`) and the write-ahead
+        log, which still holds their earlier pages, is checkpointed and truncated."""
         # SQLite compares the stored UTC text with the bound's text: it must be UTC too, or
         # 17:00+07:00 would be read as 17:00 UTC.
         before = as_utc(before)
@@ -414,6 +431,10 @@ class Store:
             old = select(StoredRequest.id).where(StoredRequest.received_at < before)
             session.execute(delete(Feedback).where(Feedback.request_id.in_(old)))
             session.execute(delete(RequestEvent).where(RequestEvent.request_id.in_(old)))
+            # The follow-up's rows (migration 0005): the outbox's payloads carry the texts.
+            for name in ("outbox", "followups"):
+                follow = table(name, column("request_id"))
+                session.execute(delete(follow).where(follow.c.request_id.in_(old)))
             result = session.execute(
                 delete(StoredRequest).where(StoredRequest.received_at < before)
             )

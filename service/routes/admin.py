@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
 
 from aduan.service.deps import StateDep, require_admin_key
 from aduan.service.errors import ApiError
 from aduan.service.schemas import ErrorBody
 from aduan.service.state import REFUSED
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin_key)])
 
@@ -38,3 +42,25 @@ async def reload(state: StateDep) -> dict[str, Any]:
 @router.get("/drift", summary="Drift of the live model over the recent window")
 def drift(state: StateDep) -> dict[str, Any]:
     return state.drift.snapshot()
+
+
+class ThresholdBody(BaseModel):
+    threshold: float | None = Field(
+        ..., gt=0, le=1.01, description="The floor; null: back to the model's own threshold"
+    )
+
+
+@router.post(
+    "/auto-route-threshold",
+    summary="Raise the auto-route threshold without retraining (a floor on the model's own)",
+)
+async def auto_route_threshold(body: ThresholdBody, state: StateDep) -> dict[str, Any]:
+    """At once for the live model and every later version, until the next restart (set
+    ADUAN_AUTO_ROUTE_THRESHOLD to keep it)."""
+    pipeline = state.pipeline
+    if pipeline is None:
+        raise ApiError(503, "not_ready", "no model is loaded")
+    state.settings.auto_route_threshold = body.threshold
+    threshold = state.apply_threshold_floor(pipeline)
+    log.warning("auto-route threshold floor set to %s by an admin: %.3f", body.threshold, threshold)
+    return {"floor": body.threshold, "threshold": threshold, "model_version": pipeline.version}

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from aduan.service import intake
+from aduan.service import followup, intake
 from aduan.service.deps import OperatorDep, ReadyStateDep, throttle_explanations
 from aduan.service.errors import ApiError
 from aduan.service.review import (
@@ -112,8 +112,13 @@ async def _detail(state: ReadyStateDep, request_id: str) -> ReviewDetail:
     if row is None:
         raise ApiError(404, "not_found", f"no stored request {request_id!r}")
     events = await state.store.run(history, state.store, request_id)
+    follow = await state.store.run(followup.get, state.store, request_id)
     return ReviewDetail.model_validate(
-        {**request_view(row), "history": [event_view(e) for e in events]}
+        {
+            **request_view(row),
+            "history": [event_view(e) for e in events],
+            "followup": followup.followup_view(follow),
+        }
     )
 
 

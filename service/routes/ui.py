@@ -13,8 +13,13 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 
 from aduan.service import intake
 from aduan.service.deps import ReadyStateDep, get_keys, identify, throttle_explanations
+from aduan.service.dispatch import dead_letters
 from aduan.service.errors import ApiError
+from aduan.service.followup import STATUSES as FOLLOWUP_STATUSES
+from aduan.service.followup import Action, FollowUpError, escalated, followup_view, inbox
+from aduan.service.followup import act as act_on
 from aduan.service.keys import OPERATOR
+from aduan.service.offices import OfficeBook
 from aduan.service.review import (
     STATUSES,
     Changes,
@@ -26,6 +31,7 @@ from aduan.service.review import (
     update_request,
 )
 from aduan.service.review import QueueFilter as Filter
+from aduan.service.route_accuracy import live_accuracy
 from aduan.service.state import ServiceState
 from aduan.service.web import (
     LOGIN_COOKIE,
@@ -190,9 +196,16 @@ def _choices(state: ServiceState) -> dict[str, Any]:
     }
 
 
+def _staff_of(request: Request, session: Session) -> list[str]:
+    book: OfficeBook = request.app.state.offices
+    return book.offices_of(session.operator)
+
+
 @router.get("/queue")
-async def queue(request: Request, state: ReadyStateDep, session: SessionDep) -> HTMLResponse:
+async def queue(request: Request, state: ReadyStateDep, session: SessionDep) -> Response:
     assert state.store is not None and state.pipeline is not None
+    if _staff_of(request, session):
+        return RedirectResponse("/ui/inbox", 303)  # an office's staff see their inbox only
     query = request.query_params
     # The queue opens on what waits for an operator: sent to review, still open.
     params = {name: query.get(name, "") for name in _FILTERS}
@@ -210,6 +223,8 @@ async def queue(request: Request, state: ReadyStateDep, session: SessionDep) -> 
         error, page = str(exc), None
     pipeline = state.pipeline
     items = await asyncio.to_thread(queue_items, pipeline, page.rows) if page else []
+    on_top = await state.store.run(escalated, state.store)
+    dead = len(await state.store.run(dead_letters, state.store))
     base = {**{k: v for k, v in params.items() if v}, "sort": sort}
     return templates.TemplateResponse(
         request,
@@ -227,6 +242,8 @@ async def queue(request: Request, state: ReadyStateDep, session: SessionDep) -> 
             ),
             "here": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
             "on_demand": pipeline.classifier.config.get("model_type") != "aduan-tfidf",
+            "escalated": [{**request_view(r), "followup": followup_view(f)} for r, f in on_top],
+            "dead_letters": dead,
             **_choices(state),
         },
     )
@@ -247,9 +264,12 @@ async def act(
     next: Annotated[str, Form()] = "/ui/queue",
 ) -> Response:
     """`confirm`: the prediction is right (it becomes the corrected labels) and the complaint
-    moves to in_progress; `save`: the selected labels (when changed), status and note."""
+    moves to in_progress; `save`: the selected labels (when changed), status and note;
+    `reroute`: an escalated complaint goes to the selected agency."""
     _check_form(request, session, csrf)
     assert state.store is not None
+    if _staff_of(request, session):
+        raise ApiError(403, "forbidden", "an office's staff act in their inbox (/ui/inbox)")
     row = await state.store.run(state.store.get_request, request_id)
     if row is None:
         raise ApiError(404, "not_found", f"no stored request {request_id!r}")
@@ -270,8 +290,16 @@ async def act(
             corrected_category=category or None,
             clear=frozenset() if note.strip() else frozenset({"note"}),
         )
+    elif action == "reroute":
+        # An escalated complaint sent to the chosen agency, even the one the model predicted.
+        intake.check_labels(state, agency or None, category or None)
+        changes = Changes(
+            corrected_agency=agency or row.agency,
+            corrected_category=category or row.corrected_category or row.category,
+            status="in_progress" if row.status == "open" else None,
+        )
     else:
-        raise ApiError(422, "validation_error", "action must be confirm or save")
+        raise ApiError(422, "validation_error", "action must be confirm, save or reroute")
     try:
         outcome = await state.store.run(
             update_request, state.store, request_id, changes, session.operator
@@ -312,6 +340,9 @@ async def model_page(request: Request, state: ReadyStateDep, session: SessionDep
     assert pipeline is not None and state.store is not None
     plots = plot_files(pipeline.classifier.model_dir)
     outcomes = await state.store.run(review_outcomes, state.store)
+    followed = request.app.state.offices.path is not None
+    days = state.settings.live_accuracy_days
+    routes_live = await state.store.run(live_accuracy, state.store, days) if followed else []
     return templates.TemplateResponse(
         request,
         "model.html",
@@ -321,6 +352,8 @@ async def model_page(request: Request, state: ReadyStateDep, session: SessionDep
             "plots": [p for p in plots if not p.startswith("drift")],
             "drift": drift_figures(pipeline, plots),
             "live": reliability_svg(outcomes),
+            "routes_live": [r.to_dict() for r in routes_live],
+            "routes_days": days,
         },
     )
 
@@ -332,3 +365,66 @@ def plot(name: str, state: ReadyStateDep, session: SessionDep) -> FileResponse:
     if path is None:
         raise ApiError(404, "not_found", f"no plot {name!r}")
     return FileResponse(path, media_type="image/png")
+
+
+@router.get("/inbox")
+async def inbox_page(request: Request, state: ReadyStateDep, session: SessionDep) -> Response:
+    """An office's inbox: what was routed to it (and, for a kecamatan, its kelurahans'
+    overdue complaints), overdue first; acknowledge, note, close or send back each."""
+    assert state.store is not None
+    offices = _staff_of(request, session)
+    if not offices:
+        return RedirectResponse("/ui/queue", 303)
+    status = request.query_params.get("status", "")
+    wanted = (
+        (status,)
+        if status in FOLLOWUP_STATUSES
+        else ("new", "acknowledged", "in_progress", "overdue")
+    )
+    rows = await state.store.run(inbox, state.store, offices, wanted)
+    book: OfficeBook = request.app.state.offices
+    return templates.TemplateResponse(
+        request,
+        "inbox.html",
+        {
+            "session": session,
+            "offices": offices,
+            "items": [{**request_view(r), "followup": followup_view(f)} for r, f in rows],
+            "status": status,
+            "statuses": FOLLOWUP_STATUSES,
+            "all_offices": [o.name for o in book.all() if o.name not in offices],
+            "error": request.query_params.get("error"),
+        },
+    )
+
+
+@router.post("/inbox/{request_id}")
+async def inbox_act(
+    request_id: str,
+    request: Request,
+    state: ReadyStateDep,
+    session: SessionDep,
+    action: Annotated[str, Form()],
+    csrf: Annotated[str, Form()] = "",
+    note: Annotated[str, Form(max_length=2000)] = "",
+    right_office: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    """`acknowledge`, `progress` (with a public note), `close` (with a resolution note) or
+    `return` (not ours, optionally naming the right office), audited under the staff's key."""
+    _check_form(request, session, csrf)
+    assert state.store is not None
+    offices = _staff_of(request, session)
+    if not offices:
+        raise ApiError(403, "forbidden", f"{session.operator!r} is no office's staff")
+    book: OfficeBook = request.app.state.offices
+    found = Action(action, note, right_office)
+    try:
+        outcome = await state.store.run(
+            act_on, state.store, book, request_id, offices, found, session.operator
+        )
+    except FollowUpError as exc:
+        return RedirectResponse(f"/ui/inbox?{urlencode({'error': str(exc)})}", 303)
+    if outcome is None:
+        raise ApiError(404, "not_found", f"no complaint {request_id!r} in this inbox")
+    request.state.log_extra = {"staff": session.operator, "request_id": request_id}
+    return RedirectResponse("/ui/inbox", 303)

@@ -1,0 +1,109 @@
+"""`aduan followup`: deliver the outbox and sweep deadlines from cron (or a CronJob), for a
+deployment that runs the service with `ADUAN_FOLLOWUP_LOOP=false`, and dead-letter care."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+PLAIN: dict[str, Any] = {"no_args_is_help": True, "rich_markup_mode": None}
+followup_app = typer.Typer(
+    help="Follow-up of routed complaints: webhook dispatch, the overdue sweep.", **PLAIN
+)
+
+DbOpt = Annotated[
+    str | None,
+    typer.Option("--database-url", help="SQLAlchemy URL (default: ADUAN_DATABASE_URL)"),
+]
+OfficesOpt = Annotated[
+    Path | None, typer.Option("--offices", help="Offices file (default: ADUAN_OFFICES_FILE)")
+]
+
+
+def _open(database_url: str | None, offices: Path | None) -> tuple[Any, Any, Any]:
+    from .offices import OfficeBook, OfficesFileError
+    from .settings import Settings
+    from .storage import open_store
+
+    overrides: dict[str, Any] = {}
+    if database_url:
+        overrides["database_url"] = database_url
+    if offices:
+        overrides["offices_file"] = offices
+    settings = Settings(**overrides)
+    if settings.offices_file is None:
+        typer.secho("error: no offices file (--offices or ADUAN_OFFICES_FILE)", err=True)
+        raise typer.Exit(code=2)
+    try:
+        book = OfficeBook(settings.offices_file)
+    except OfficesFileError as exc:
+        typer.secho(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    return settings, open_store(settings), book
+
+
+@followup_app.command("dispatch")
+def dispatch(
+    once: Annotated[bool, typer.Option("--once", help="One round, then exit")] = False,
+    database_url: DbOpt = None,
+    offices: OfficesOpt = None,
+) -> None:
+    """Deliver due webhook events (claimed safely beside the service's own dispatchers)."""
+    from .dispatch import Dispatcher, DispatchSettings
+
+    settings, store, book = _open(database_url, offices)
+    dispatcher = Dispatcher(
+        store,
+        book,
+        DispatchSettings(
+            timeout_s=settings.webhook_timeout_s,
+            lease_s=2 * settings.webhook_timeout_s + 10,
+            max_attempts=settings.webhook_max_attempts,
+            backoff_base_s=settings.webhook_backoff_s,
+            backoff_cap_s=settings.webhook_backoff_cap_s,
+        ),
+    )
+    try:
+        while True:
+            outcome = dispatcher.run_once()
+            typer.echo(
+                f"delivered {outcome.delivered}, failed {outcome.failed}, dead {outcome.dead}"
+            )
+            if once:
+                break
+            time.sleep(settings.dispatch_interval_s)
+    finally:
+        dispatcher.close()
+        store.close()
+
+
+@followup_app.command("sweep")
+def sweep_command(database_url: DbOpt = None, offices: OfficesOpt = None) -> None:
+    """Mark complaints past their deadline overdue, queue `complaint.overdue`, escalate."""
+    from .followup import sweep
+
+    _, store, book = _open(database_url, offices)
+    marked = sweep(store, book)
+    store.close()
+    typer.echo(f"{len(marked)} complaint(s) became overdue")
+
+
+@followup_app.command("redeliver")
+def redeliver_command(
+    event_id: Annotated[str, typer.Argument(help="A dead-lettered event's id (msg_...)")],
+    database_url: DbOpt = None,
+    offices: OfficesOpt = None,
+) -> None:
+    """Put a dead-lettered event back in the queue (same webhook-id)."""
+    from .dispatch import redeliver
+
+    _, store, _ = _open(database_url, offices)
+    done = redeliver(store, event_id)
+    store.close()
+    if not done:
+        typer.secho(f"error: no dead-lettered event {event_id!r}", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"{event_id} queued again")
