@@ -2,8 +2,9 @@
 
 `aduan train|retrain|evaluate|data|base` come from `aduan.training.cli`, `aduan
 serve|db|requests|feedback` from `aduan.service.cli`, `aduan models` (registry and drift, which
-need both sides) from `aduan.models_cli`, `aduan followup` (SLAs, deadline model and office
-figures from the history) from `aduan.training.followup_cli`; `classify` needs only
+need both sides) from `aduan.models_cli`, `aduan followup` from both `aduan.service.followup_cli`
+(dispatch, sweep) and `aduan.training.followup_cli` (SLAs, deadline model, office figures from
+the history); `classify` needs only
 `aduan.model`.
 
 Every command writes its data to stdout and its logs to stderr (`aduan.model.logs`), so a
@@ -30,6 +31,7 @@ from aduan.model.registry import DEFAULT_ROOT, ROOT_ENV
 from aduan.model.transformer import EngineName
 from aduan.models_cli import app as models_app
 from aduan.service.cli import app as service_app
+from aduan.service.followup_cli import followup_app
 from aduan.training.cli import app as training_app
 from aduan.training.followup_cli import followup_history
 
@@ -57,7 +59,18 @@ app = typer.Typer(
 app.add_typer(training_app)
 app.add_typer(service_app)
 app.add_typer(models_app, name="models")
-app.add_typer(followup_history, name="followup")
+# One `aduan followup` group: the service's commands (dispatch, sweep, redeliver) beside the
+# history's (sla, deadlines, report); neither package may import the other, so they meet here.
+followup = typer.Typer(
+    help="Follow-up of routed complaints: webhook dispatch and the overdue sweep (the "
+    "database), SLAs, the deadline model and office figures (a labelled history).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+for part in (followup_app, followup_history):
+    followup.registered_commands += part.registered_commands
+    followup.registered_groups += part.registered_groups
+app.add_typer(followup, name="followup")
 
 
 def _fail(message: str) -> typer.Exit:

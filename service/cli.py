@@ -12,8 +12,6 @@ import typer
 
 from aduan.model.ray_runtime import BackendChoice, EngineChoice
 
-from .followup_cli import followup_app
-
 if TYPE_CHECKING:
     from .settings import Settings
     from .storage import Store
@@ -31,7 +29,7 @@ keys_app = typer.Typer(
     help="API keys: make one, or hash an existing one, for ADUAN_KEYS_FILE.", **PLAIN
 )
 app.add_typer(keys_app, name="keys")
-app.add_typer(followup_app, name="followup")
+# `followup_app` joins the history commands under one `aduan followup` group in aduan/cli.py
 
 
 DbOpt = Annotated[
