@@ -56,6 +56,12 @@ class ClassifyItem(StrictModel):
         description="Optional address or landmark",
         examples=["Jl. Ngagel Jaya Tengah dekat bengkel"],
     )
+    reporter: str | None = Field(
+        None,
+        max_length=MAX_ID_CHARS,
+        description="Optional reporter identity (account, phone, e-mail): only a keyed hash is "
+        "stored, to flag repeat reporters (with store)",
+    )
 
     @field_validator("text")
     @classmethod
@@ -113,6 +119,15 @@ class Unit(BaseModel):
     )
 
 
+class PossibleDuplicate(BaseModel):
+    request_id: str
+    similarity: float = Field(
+        ..., description="Text similarity (cosine) plus a small bonus when categories agree"
+    )
+    received_at: str
+    status: str
+
+
 class ClassifyResult(BaseModel):
     id: str | None
     category: ScoredLabel
@@ -134,6 +149,11 @@ class ClassifyResult(BaseModel):
     unit: Unit | None = Field(None, description="null when the evidence names no unit")
     request_id: str | None = Field(
         None, description="The stored row's id, set when the item was stored"
+    )
+    possible_duplicates: list[PossibleDuplicate] | None = Field(
+        None,
+        description="With store: stored open complaints likely about the same problem at the "
+        "same place, best first, at most 5 (empty when none)",
     )
 
 
@@ -207,6 +227,12 @@ class ReviewItem(BaseModel):
     corrected_at: str | None
     note: str | None = Field(None, description="Public: Open311 shows it as status_notes")
     expected_datetime: str | None
+    duplicate_of: str | None = Field(None, description="The original it was merged into")
+    duplicates: int = Field(0, description="Reports merged into this one")
+    reports: int = Field(1, description="Reports this case gathered (itself and its duplicates)")
+    repeat_reporter: bool = Field(
+        False, description="Its reporter sent more reports than reporter_max_reports lately"
+    )
 
 
 class ReviewPage(BaseModel):
@@ -226,6 +252,20 @@ class AuditEvent(BaseModel):
 
 class ReviewDetail(ReviewItem):
     history: list[AuditEvent] = Field(..., description="Every change, oldest first")
+    possible_duplicates: list[PossibleDuplicate] = Field(
+        default_factory=list,
+        description="Likely duplicates found at intake (less those judged not to be)",
+    )
+
+
+class MergeBody(StrictModel):
+    original_id: str = Field(..., max_length=36, description="The request this one duplicates")
+
+
+class NotDuplicateBody(StrictModel):
+    candidate_id: str = Field(
+        ..., max_length=36, description="A suggested request that is not the same problem"
+    )
 
 
 class RequestPatch(StrictModel):

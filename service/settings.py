@@ -184,6 +184,34 @@ class Settings(BaseSettings):
         "", description="backend ray: the cluster to join (else RAY_ADDRESS, else a local one)"
     )
     threads: int = Field(0, ge=0, description="Inference threads (0: one per core)")
+    # Duplicate and repeated reports (service/duplicates.py, docs/duplicates.md).
+    duplicate_window_days: float = Field(
+        14.0, gt=0, description="Likely duplicates: open complaints received this many days back"
+    )
+    duplicate_radius_m: float = Field(
+        200.0, gt=0, description="Likely duplicates: within this distance when coordinates exist"
+    )
+    duplicate_threshold: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Likely duplicates: least similarity (text cosine plus the category bonus); "
+        "chosen on judged pairs, see bench/quality.md",
+    )
+    duplicate_category_bonus: float = Field(
+        0.05, ge=0, le=1, description="Added to the similarity when the categories agree"
+    )
+    reporter_secret: str = Field(
+        "",
+        description="HMAC key for reporter identities (Open311 email, device_id, account_id; "
+        "/v1 reporter): only the keyed hash is stored; empty: identities are not kept",
+    )
+    reporter_max_reports: int = Field(
+        10, ge=1, description="A reporter with more reports than this in the window is flagged"
+    )
+    reporter_window_hours: float = Field(
+        24.0, gt=0, description="The window reporter_max_reports counts in"
+    )
 
     @model_validator(mode="before")
     @classmethod
