@@ -421,6 +421,11 @@ def summary(store: Store, request_id: str) -> dict[str, Any]:
         }
 
 
+def summaries(store: Store, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """`summary` of each id (a page of the workbench's queue)."""
+    return {request_id: summary(store, request_id) for request_id in ids}
+
+
 def annotate(store: Store, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     """For a page of the queue: per id, its merge counts, original and reporter flag."""
     if not ids:

@@ -230,3 +230,47 @@ def test_repeat_reporter_is_flagged_never_refused_and_filterable(client):
         "s", "email", "a@b.c"
     )
     assert duplicates.reporter_hash("", "email", "a@b.c") is None
+
+
+def _ui_login(client):
+    import re
+
+    form = client.get("/ui/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+    client.post("/ui/login", data={"key": "rahasia-siti", "csrf": token, "next": "/ui/queue"})
+    page = client.get("/ui/queue?route=&status=")
+    return page, re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+
+
+def test_workbench_shows_duplicates_and_merges_with_the_csrf_token(client):
+    [first] = _store(client, {"text": SAMPAH, "address": KEPUTRAN})
+    [second] = _store(client, {"text": SAMPAH_AGAIN, "address": KEPUTRAN})
+    a, b = first["request_id"], second["request_id"]
+    page, token = _ui_login(client)
+    assert f'class="candidate" data-id="{a}"' in page.text and "Bukan duplikat" in page.text
+    forged = client.post(f"/ui/requests/{b}", data={"action": "merge", "other": a, "csrf": "x"})
+    assert forged.status_code == 403
+    merged = client.post(
+        f"/ui/requests/{b}",
+        data={"action": "merge", "other": a, "csrf": token, "next": "/ui/queue"},
+        follow_redirects=False,
+    )
+    assert merged.status_code == 303
+    assert client.get(f"/v1/requests/{b}", headers=SITI).json()["duplicate_of"] == a
+    page = client.get("/ui/queue?route=&status=").text
+    assert "2 laporan" in page and f'id="r-{b}"' not in page
+    shown = client.get("/ui/queue?route=&status=&merged=yes").text
+    assert f'id="r-{b}"' in shown and "Batalkan gabung" in shown
+    undone = client.post(
+        f"/ui/requests/{b}",
+        data={"action": "unmerge", "csrf": token},
+        headers={"X-Requested-With": "fetch"},
+    )
+    assert undone.json() == {"ok": True}
+    rejected = client.post(
+        f"/ui/requests/{b}",
+        data={"action": "not_duplicate", "other": a, "csrf": token},
+        headers={"X-Requested-With": "fetch"},
+    )
+    assert rejected.status_code == 200
+    assert client.get(f"/v1/requests/{b}", headers=SITI).json()["possible_duplicates"] == []
