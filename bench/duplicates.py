@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from aduan.model.resources import default_data
-from aduan.service.duplicates import Config, vectors
+from aduan.service.duplicates import VECTOR_KIND, Config, vectors
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = ROOT / "bench" / "duplicates" / "pairs.csv"
@@ -140,7 +140,7 @@ def evaluate(frame: pd.DataFrame, pairs: pd.DataFrame, judged: pd.DataFrame) -> 
         "complaints": complaints,
         "window_days": WINDOW_DAYS,
         "floor": FLOOR,
-        "vector": "aduan.service.duplicates.VECTOR_KIND",
+        "vector": VECTOR_KIND,
         "category_bonus": config.category_bonus,
         "candidate_pairs": len(pairs),
         "candidate_pairs_per_band": {

@@ -240,9 +240,10 @@ def _near(row: RequestSignature, hit: Any, config: Config) -> bool:
         return True
     if not row.kelurahan and row.kecamatan and hit.kecamatan == row.kecamatan:
         return True
-    if None in (row.latitude, row.longitude, hit.latitude, hit.longitude):
+    lat, lon = row.latitude, row.longitude
+    if lat is None or lon is None or hit.latitude is None or hit.longitude is None:
         return False
-    return distance_m(row.latitude, row.longitude, hit.latitude, hit.longitude) <= config.radius_m
+    return distance_m(lat, lon, hit.latitude, hit.longitude) <= config.radius_m
 
 
 def find(session: Session, row: RequestSignature, config: Config) -> list[dict[str, Any]]:
@@ -627,7 +628,7 @@ def verdicts(store: Store) -> list[tuple[float, bool]]:
         DuplicateVerdict.similarity.is_not(None)
     )
     with store.sessions.begin() as session:
-        return [(float(s), v == "duplicate") for s, v in session.execute(query)]
+        return [(float(s or 0), v == "duplicate") for s, v in session.execute(query)]
 
 
 def follow_originals(store: Store, rows: Sequence[StoredRequest]) -> list[StoredRequest]:
