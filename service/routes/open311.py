@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
-from aduan.service import duplicates, intake
+from aduan.service import duplicates, intake, merges
 from aduan.service.deps import (
     BearerDep,
     ReadyStateDep,
@@ -293,7 +293,7 @@ async def list_requests(
         end=end,
         limit=MAX_REQUESTS,
     )
-    rows = await state.store.run(duplicates.follow_originals, state.store, rows)
+    rows = await state.store.run(merges.follow_originals, state.store, rows)
     items = [request_fields(r, state.taxonomy, _private(caller)) for r in rows]
     return render(items, fmt, "service_requests", "request")
 
@@ -307,7 +307,7 @@ async def get_request(
     stored = await state.store.run(state.store.get_request, request_id)
     if stored is None:
         raise not_found(f"no service request {request_id!r}")
-    [stored] = await state.store.run(duplicates.follow_originals, state.store, [stored])
+    [stored] = await state.store.run(merges.follow_originals, state.store, [stored])
     return render(
         [request_fields(stored, state.taxonomy, _private(caller))],
         fmt,

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from aduan.service import duplicates, intake
+from aduan.service import duplicates, intake, merges
 from aduan.service.deps import OperatorDep, ReadyStateDep, throttle_explanations
 from aduan.service.errors import ApiError
 from aduan.service.review import (
@@ -244,7 +244,7 @@ async def merge(
     request_id: str, body: MergeBody, state: ReadyStateDep, operator: OperatorDep, request: Request
 ) -> ReviewDetail:
     return await _duplicate_change(
-        state, request, operator, request_id, duplicates.merge, body.original_id
+        state, request, operator, request_id, merges.merge, body.original_id
     )
 
 
@@ -257,7 +257,7 @@ async def merge(
 async def unmerge(
     request_id: str, state: ReadyStateDep, operator: OperatorDep, request: Request
 ) -> ReviewDetail:
-    return await _duplicate_change(state, request, operator, request_id, duplicates.unmerge)
+    return await _duplicate_change(state, request, operator, request_id, merges.unmerge)
 
 
 @router.post(
@@ -274,5 +274,5 @@ async def not_duplicate(
     request: Request,
 ) -> ReviewDetail:
     return await _duplicate_change(
-        state, request, operator, request_id, duplicates.not_duplicate, body.candidate_id
+        state, request, operator, request_id, merges.not_duplicate, body.candidate_id
     )

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from aduan.service import duplicates, intake
+from aduan.service import duplicates, intake, merges
 from aduan.service.deps import ReadyStateDep, get_keys, identify, throttle_explanations
 from aduan.service.errors import ApiError
 from aduan.service.keys import OPERATOR
@@ -251,9 +251,9 @@ async def queue(request: Request, state: ReadyStateDep, session: SessionDep) -> 
 
 
 _DUPLICATE_ACTIONS: dict[str, Any] = {
-    "merge": duplicates.merge,
-    "unmerge": duplicates.unmerge,
-    "not_duplicate": duplicates.not_duplicate,
+    "merge": merges.merge,
+    "unmerge": merges.unmerge,
+    "not_duplicate": merges.not_duplicate,
 }
 
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from aduan.service import duplicates
+from aduan.service import duplicates, merges
 
 SITI = {"Authorization": "Bearer rahasia-siti"}
 KEYS = "siti:rahasia-siti,k2"
@@ -196,7 +196,7 @@ def test_not_a_duplicate_is_recorded_and_hidden(client):
     assert answer.json()["possible_duplicates"] == []
     assert answer.json()["history"][-1]["field"] == "not_duplicate_of"
     store = client.app.state.service.store
-    [(similarity, same)] = duplicates.verdicts(store)
+    [(similarity, same)] = merges.verdicts(store)
     assert same is False and similarity == second["possible_duplicates"][0]["similarity"]
     missing = client.post(
         f"/v1/requests/{b}/not-duplicate", json={"candidate_id": "nope"}, headers=SITI
