@@ -174,6 +174,21 @@ def verdicts(store: Store) -> list[tuple[float, bool]]:
         return [(float(s or 0), v == "duplicate") for s, v in session.execute(query)]
 
 
+def threshold_table(
+    judged: Sequence[tuple[float, bool]], thresholds: Sequence[float] = ()
+) -> list[dict[str, float | int | None]]:
+    """Per threshold, how many judged suggestions lie at or above it and the share of them
+    operators merged: where to move `duplicate_threshold` (a share well under the bench's
+    precision, or many rejections just above the threshold, says raise it)."""
+    steps = thresholds or [round(0.3 + 0.05 * i, 2) for i in range(14)]
+    out: list[dict[str, float | int | None]] = []
+    for threshold in steps:
+        above = [same for similarity, same in judged if similarity >= threshold]
+        share = sum(above) / len(above) if above else None
+        out.append({"threshold": threshold, "judged": len(above), "merged_share": share})
+    return out
+
+
 def follow_originals(store: Store, rows: Sequence[StoredRequest]) -> list[StoredRequest]:
     """Rows as Open311 shows them: a merged duplicate takes its original's status (the public
     note already points to the original). Copies, never the stored rows."""

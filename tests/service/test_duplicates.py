@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from aduan.service import duplicates, merges
+from aduan.service.storage import utcnow
 
 SITI = {"Authorization": "Bearer rahasia-siti"}
 KEYS = "siti:rahasia-siti,k2"
@@ -274,3 +275,66 @@ def test_workbench_shows_duplicates_and_merges_with_the_csrf_token(client):
     )
     assert rejected.status_code == 200
     assert client.get(f"/v1/requests/{b}", headers=SITI).json()["possible_duplicates"] == []
+
+
+def test_purge_takes_signatures_merges_and_verdicts_with_the_requests(client):
+    a, b, c = [
+        r["request_id"]
+        for r in _store(
+            client,
+            {"text": SAMPAH, "address": KEPUTRAN, "reporter": "budi"},
+            {"text": SAMPAH_AGAIN, "address": KEPUTRAN},
+            {"text": SAMPAH_AGAIN, "address": KEPUTRAN},
+        )
+    ]
+    assert _merge(client, b, a).status_code == 200
+    client.post(f"/v1/requests/{c}/not-duplicate", json={"candidate_id": a}, headers=SITI)
+    store = client.app.state.service.store
+    assert store.purge(utcnow() + timedelta(days=1)) == 3
+    with store.engine.connect() as conn:
+        for table in ("request_signatures", "request_duplicates", "duplicate_verdicts"):
+            assert conn.execute(sa.text(f"select count(*) from {table}")).scalar() == 0
+
+
+def test_the_search_reads_candidates_through_the_unit_and_time_index(client):
+    store = client.app.state.service.store
+    signature = duplicates.RequestSignature
+    query = sa.select(signature.request_id).where(
+        signature.kelurahan == "Keputran", signature.received_at >= utcnow()
+    )
+    compiled = str(query.compile(store.engine, compile_kwargs={"literal_binds": True}))
+    sqlite = store.engine.dialect.name == "sqlite"
+    with store.engine.connect() as conn:
+        if not sqlite:
+            conn.exec_driver_sql("SET enable_seqscan = off")  # an empty table: force the choice
+        plan = conn.exec_driver_sql(("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ") + compiled)
+        text = " ".join(str(row[-1]) for row in plan)
+    assert "ix_request_signatures_kelurahan" in text
+
+
+def test_duplicate_verdicts_command_shows_the_merged_share_by_threshold(client, database_url):
+    from typer.testing import CliRunner
+
+    from aduan.cli import app as cli
+
+    a, b, c = [
+        r["request_id"]
+        for r in _store(
+            client,
+            {"text": SAMPAH, "address": KEPUTRAN},
+            {"text": SAMPAH_AGAIN, "address": KEPUTRAN},
+            {"text": SAMPAH_AGAIN, "address": KEPUTRAN},
+        )
+    ]
+    assert _merge(client, b, a).status_code == 200
+    client.post(f"/v1/requests/{c}/not-duplicate", json={"candidate_id": a}, headers=SITI)
+    table = merges.threshold_table(merges.verdicts(client.app.state.service.store), [0.0, 1.01])
+    assert table == [
+        {"threshold": 0.0, "judged": 2, "merged_share": 0.5},
+        {"threshold": 1.01, "judged": 0, "merged_share": None},
+    ]
+    result = CliRunner().invoke(
+        cli, ["requests", "duplicate-verdicts", "--database-url", database_url]
+    )
+    assert result.exit_code == 0, result.output
+    assert "2 judged suggestion(s)" in result.output and "0.50 merged" in result.output
