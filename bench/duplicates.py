@@ -27,14 +27,16 @@ import argparse
 import json
 import random
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 from aduan.model.resources import default_data
-from aduan.service.duplicates import VECTOR_KIND, Config, vectors
+from aduan.service.duplicates import VECTOR_KIND, Config, similarity, vectors
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = ROOT / "bench" / "duplicates" / "pairs.csv"
@@ -44,6 +46,7 @@ FLOOR = 0.3
 BANDS = [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (0.6, 0.7), (0.7, 0.8), (0.8, 1.01)]
 PER_BAND = 50
 SEED = 23
+WEIGHTS = (0.0, 0.2, 0.3, 0.5)
 
 
 def load(path: Path) -> pd.DataFrame:
@@ -57,6 +60,9 @@ def candidates(frame: pd.DataFrame, floor: float = FLOOR) -> pd.DataFrame:
     """Every (earlier, later) pair in the same kelurahan within the window, with its cosine
     and whether the topics agree, for cosines of at least `floor`."""
     matrix = vectors(frame["text"].astype(str).tolist())
+    addresses = frame["address"].fillna("").astype(str).str.strip()
+    places = vectors(addresses.tolist())
+    has_address = (addresses != "").to_numpy()
     window = np.timedelta64(WINDOW_DAYS, "D")
     rows = []
     for _, group in frame.groupby("kelurahan"):
@@ -64,6 +70,8 @@ def candidates(frame: pd.DataFrame, floor: float = FLOOR) -> pd.DataFrame:
         times = group["created_at"].to_numpy()
         topics = group["topic"].fillna("").to_numpy()
         sims = matrix[index] @ matrix[index].T
+        near = places[index] @ places[index].T
+        known = has_address[index]
         for j in range(len(index)):
             for i in range(j):
                 if times[j] - times[i] <= window and sims[i, j] >= floor:
@@ -73,13 +81,24 @@ def candidates(frame: pd.DataFrame, floor: float = FLOOR) -> pd.DataFrame:
                             frame.at[index[j], "id"],
                             float(sims[i, j]),
                             bool(topics[i] and topics[i] == topics[j]),
+                            float(near[i, j]) if known[i] and known[j] else np.nan,
                         )
                     )
-    return pd.DataFrame(rows, columns=["id_a", "id_b", "cosine", "same_topic"])
+    columns = ["id_a", "id_b", "cosine", "same_topic", "address_cosine"]
+    return pd.DataFrame(rows, columns=columns)
 
 
-def score(pairs: pd.DataFrame, bonus: float) -> pd.Series:
-    return (pairs["cosine"] + np.where(pairs["same_topic"], bonus, 0.0)).clip(upper=1.0)
+def score(pairs: pd.DataFrame, config: Config) -> pd.Series:
+    """The detector's similarity (`duplicates.similarity`) of each pair."""
+    return pd.Series(
+        [
+            similarity(cosine, same, None if np.isnan(place) else place, config)
+            for cosine, same, place in zip(
+                pairs["cosine"], pairs["same_topic"], pairs["address_cosine"], strict=True
+            )
+        ],
+        index=pairs.index,
+    )
 
 
 def band_of(value: float) -> int:
@@ -104,17 +123,19 @@ def sample(frame: pd.DataFrame, pairs: pd.DataFrame, out: Path) -> None:
     print(f"{len(chosen)} pairs to judge -> {out}")
 
 
-def evaluate(frame: pd.DataFrame, pairs: pd.DataFrame, judged: pd.DataFrame) -> dict[str, Any]:
-    config = Config()
+def evaluate(
+    frame: pd.DataFrame, pairs: pd.DataFrame, judged: pd.DataFrame, config: Config | None = None
+) -> dict[str, Any]:
+    config = config or Config()
     merged = judged.merge(pairs, on=["id_a", "id_b"], how="left", validate="one_to_one")
     missing = int(merged["cosine"].isna().sum())
     merged = merged.dropna(subset=["cosine"])
-    merged["score"] = score(merged, config.category_bonus)
+    merged["score"] = score(merged, config)
     merged["band"] = merged["cosine"].map(band_of)
     population = Counter(pairs["cosine"].map(band_of))
     sampled = Counter(merged["band"])
     weight = merged["band"].map(lambda b: population[b] / sampled[b])
-    pairs_score = score(pairs, config.category_bonus)
+    pairs_score = score(pairs, config)
     complaints = len(frame)
     rows = []
     for threshold in np.round(np.arange(0.3, 0.96, 0.05), 2):
@@ -142,6 +163,8 @@ def evaluate(frame: pd.DataFrame, pairs: pd.DataFrame, judged: pd.DataFrame) -> 
         "floor": FLOOR,
         "vector": VECTOR_KIND,
         "category_bonus": config.category_bonus,
+        "address_weight": config.address_weight,
+        "roc_auc_judged": round(float(roc_auc_score(merged["label"], merged["score"])), 3),
         "candidate_pairs": len(pairs),
         "candidate_pairs_per_band": {
             f"{lo}-{min(hi, 1.0)}": population[b] for b, (lo, hi) in enumerate(BANDS)
@@ -153,6 +176,25 @@ def evaluate(frame: pd.DataFrame, pairs: pd.DataFrame, judged: pd.DataFrame) -> 
         "at_shipped_threshold": shipped,
         "by_threshold": rows,
     }
+
+
+def _variant(
+    frame: pd.DataFrame, pairs: pd.DataFrame, judged: pd.DataFrame, weight: float
+) -> dict[str, Any]:
+    found = evaluate(frame, pairs, judged, replace(Config(), address_weight=weight))
+    rows = [r for r in found["by_threshold"] if r["precision"] and r["recall_above_floor"]]
+    best = max(rows, key=lambda r: _f1(r["precision"], r["recall_above_floor"]))
+    return {
+        "address_weight": weight,
+        "roc_auc_judged": found["roc_auc_judged"],
+        "at_shipped_threshold": found["at_shipped_threshold"],
+        "best_f1_threshold": best["threshold"],
+        "best_f1": round(_f1(best["precision"], best["recall_above_floor"]), 3),
+    }
+
+
+def _f1(precision: float, recall: float) -> float:
+    return 2 * precision * recall / (precision + recall)
 
 
 def main() -> None:
@@ -168,6 +210,8 @@ def main() -> None:
         return
     judged = pd.read_csv(PAIRS, dtype={"id_a": str, "id_b": str})
     result = evaluate(frame, pairs, judged)
+    # How the address weight was chosen: the same pairs scored with other weights.
+    result["address_weights"] = [_variant(frame, pairs, judged, w) for w in WEIGHTS]
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["at_shipped_threshold"], indent=2))
 

@@ -46,6 +46,12 @@ def _units() -> list[tuple[str, str]]:
     return [(f"Kelurahan {i}", f"Kecamatan {i % 31}") for i in range(UNITS)]
 
 
+def _random_vectors(rng: np.random.Generator, count: int) -> list[bytes]:
+    raw = rng.standard_normal((count, duplicates.DIMENSIONS)).astype(np.float32)
+    raw /= np.linalg.norm(raw, axis=1, keepdims=True)
+    return [row.astype(np.float16).tobytes() for row in raw]
+
+
 def fill(store: Store, size: int, days: int, seed: int = 23) -> None:
     """`size` open complaints with signatures, received over the last `days` days."""
     rng = np.random.default_rng(seed)
@@ -53,9 +59,7 @@ def fill(store: Store, size: int, days: int, seed: int = 23) -> None:
     now = utcnow()
     for start in range(0, size, CHUNK):
         count = min(CHUNK, size - start)
-        raw = rng.standard_normal((count, duplicates.DIMENSIONS)).astype(np.float32)
-        raw /= np.linalg.norm(raw, axis=1, keepdims=True)
-        blobs = [row.astype(np.float16).tobytes() for row in raw]
+        blobs, places = (_random_vectors(rng, count) for _ in range(2))
         requests, signatures = [], []
         for i in range(count):
             kel, kec = units[int(rng.integers(UNITS))]
@@ -86,6 +90,7 @@ def fill(store: Store, size: int, days: int, seed: int = 23) -> None:
                     "category": "SAMPAH",
                     "vector_kind": duplicates.VECTOR_KIND,
                     "vector": blobs[i],
+                    "address_vector": places[i],
                     "candidates": [],
                     "repeat_reporter": False,
                 }
@@ -114,6 +119,7 @@ def intake(store: Store, calls: int, seed: int = 5) -> dict[str, Any]:
             route="auto",
             kelurahan=kel,
             kecamatan=kec,
+            address=f"Jalan Pasar Kembang gang {i % 9} nomor {i}",
         )
         began = time.perf_counter()
         ids = store.save_requests([record])

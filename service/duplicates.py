@@ -85,6 +85,8 @@ class RequestSignature(Base):
     category: Mapped[str] = mapped_column(String(100))
     vector_kind: Mapped[str] = mapped_column(String(40))
     vector: Mapped[bytes] = mapped_column(LargeBinary)
+    # The same recipe over the address the citizen gave (None without one).
+    address_vector: Mapped[bytes | None] = mapped_column(LargeBinary)
     # The intake's answer: [{"request_id", "similarity"}], best first.
     candidates: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     reporter: Mapped[str | None] = mapped_column(String(64))
@@ -141,6 +143,7 @@ class Config:
     radius_m: float = 200.0
     threshold: float = 0.5
     category_bonus: float = 0.05
+    address_weight: float = 0.3
     reporter_secret: str = ""
     reporter_max: int = 10
     reporter_window_hours: float = 24.0
@@ -152,6 +155,7 @@ class Config:
             radius_m=settings.duplicate_radius_m,
             threshold=settings.duplicate_threshold,
             category_bonus=settings.duplicate_category_bonus,
+            address_weight=settings.duplicate_address_weight,
             reporter_secret=settings.reporter_secret,
             reporter_max=settings.reporter_max_reports,
             reporter_window_hours=settings.reporter_window_hours,
@@ -190,6 +194,19 @@ def embed(texts: Sequence[str]) -> list[bytes]:
 
 def _unpack(blobs: Sequence[bytes]) -> np.ndarray:
     return np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), DIMENSIONS)
+
+
+def similarity(
+    cosine: float, same_category: bool, address_cosine: float | None, config: Config
+) -> float:
+    """The detector's evidence that two complaints are one case, in 0..1: the texts' cosine,
+    plus `category_bonus` when the predicted categories agree, plus `address_weight` times
+    how far the addresses' cosine lies from 0.5 when both gave one (two different streets
+    pull it down, the same landmark up)."""
+    score = cosine + (config.category_bonus if same_category else 0.0)
+    if address_cosine is not None:
+        score += config.address_weight * (address_cosine - 0.5)
+    return min(1.0, max(0.0, score))
 
 
 def reporter_hash(secret: str, kind: str, value: str | None) -> str | None:
@@ -256,7 +273,14 @@ def find(session: Session, row: RequestSignature, config: Config) -> list[dict[s
     received = as_utc(row.received_at)
     query = (
         select(
-            s.request_id, s.vector, s.category, s.latitude, s.longitude, s.kelurahan, s.kecamatan
+            s.request_id,
+            s.vector,
+            s.address_vector,
+            s.category,
+            s.latitude,
+            s.longitude,
+            s.kelurahan,
+            s.kecamatan,
         )
         .join(StoredRequest, StoredRequest.id == s.request_id)
         .where(
@@ -277,11 +301,13 @@ def find(session: Session, row: RequestSignature, config: Config) -> list[dict[s
         return []
     mine = _unpack([row.vector])[0].astype(np.float32)
     cosines = _unpack([h.vector for h in near]).astype(np.float32) @ mine
+    place = _unpack([row.address_vector])[0].astype(np.float32) if row.address_vector else None
     scored = []
     for hit, cosine in zip(near, cosines, strict=True):
-        score = min(
-            1.0, float(cosine) + (config.category_bonus if hit.category == row.category else 0)
-        )
+        address = None
+        if place is not None and hit.address_vector:
+            address = float(_unpack([hit.address_vector])[0].astype(np.float32) @ place)
+        score = similarity(float(cosine), hit.category == row.category, address, config)
         if score >= config.threshold:
             scored.append({"request_id": hit.request_id, "similarity": round(score, 4)})
     scored.sort(key=lambda c: (-c["similarity"], c["request_id"]))
@@ -315,7 +341,10 @@ def record(
         }
         todo = [i for i, request_id in enumerate(ids) if request_id not in known]
         blobs = embed([records[i].text for i in todo]) if todo else []
-        for i, blob in zip(todo, blobs, strict=True):
+        given = [(records[i].address or "").strip() for i in todo]
+        places = embed([a for a in given if a]) if any(given) else []
+        place_of = iter(places)
+        for i, blob, address in zip(todo, blobs, given, strict=True):
             request_id, new, who = ids[i], records[i], reporters[i]
             stored = session.get(StoredRequest, request_id)
             assert stored is not None
@@ -329,6 +358,7 @@ def record(
                 category=new.category,
                 vector_kind=VECTOR_KIND,
                 vector=blob,
+                address_vector=next(place_of) if address else None,
                 reporter=reporter_hash(config.reporter_secret, who.kind, who.value)
                 if who
                 else None,

@@ -122,7 +122,9 @@ class Unit(BaseModel):
 class PossibleDuplicate(BaseModel):
     request_id: str
     similarity: float = Field(
-        ..., description="Text similarity (cosine) plus a small bonus when categories agree"
+        ...,
+        description="0..1: the texts' cosine, a small bonus when the categories agree, and the "
+        "addresses' likeness when both gave one",
     )
     received_at: str
     status: str

@@ -195,11 +195,17 @@ class Settings(BaseSettings):
         0.5,
         ge=0,
         le=1,
-        description="Likely duplicates: least similarity (text cosine plus the category bonus); "
-        "chosen on judged pairs, see bench/quality.md",
+        description="Likely duplicates: least similarity (text cosine, the category bonus and the "
+        "address term); chosen on judged pairs, see docs/duplicates.md",
     )
     duplicate_category_bonus: float = Field(
         0.05, ge=0, le=1, description="Added to the similarity when the categories agree"
+    )
+    duplicate_address_weight: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="Times (address cosine - 0.5), added when both complaints gave an address",
     )
     reporter_secret: str = Field(
         "",

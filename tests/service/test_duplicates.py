@@ -99,6 +99,19 @@ def test_intake_leaves_out_other_units_old_closed_and_dissimilar(client):
     assert _found(other_text) == []
 
 
+def test_the_same_address_counts_as_evidence(client):
+    [same_street] = _store(client, {"text": SAMPAH, "address": KEPUTRAN})
+    [other_street] = _store(client, {"text": SAMPAH, "address": "Jalan Keputran Pasar Kecil 20"})
+    [new] = _store(client, {"text": SAMPAH_AGAIN, "address": KEPUTRAN})
+    assert other_street["unit"]["kelurahan"] == "Keputran"
+    found = {d["request_id"]: d["similarity"] for d in new["possible_duplicates"]}
+    assert found[same_street["request_id"]] > found[other_street["request_id"]]
+    config = duplicates.Config()
+    assert duplicates.similarity(0.6, False, None, config) == 0.6
+    assert duplicates.similarity(0.6, True, 0.5, config) == pytest.approx(0.65)
+    assert duplicates.similarity(0.9, True, 1.0, config) == 1.0
+
+
 def test_intake_by_coordinates_within_the_radius(client):
     form = {"description": SAMPAH, "lat": "-7.2700", "long": "112.7400"}
     first = client.post("/open311/v2/requests.json", data=form, headers=SITI).json()[0]

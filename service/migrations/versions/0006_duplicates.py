@@ -39,6 +39,7 @@ def upgrade() -> None:
         sa.Column("category", sa.String(100), nullable=False),
         sa.Column("vector_kind", sa.String(40), nullable=False),
         sa.Column("vector", sa.LargeBinary, nullable=False),
+        sa.Column("address_vector", sa.LargeBinary),
         sa.Column("candidates", sa.JSON, nullable=False),
         sa.Column("reporter", sa.String(64)),
         sa.Column("repeat_reporter", sa.Boolean, nullable=False, server_default=sa.false()),
