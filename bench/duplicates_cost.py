@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import tempfile
@@ -206,6 +207,8 @@ def main() -> None:
                 "units": UNITS,
                 "days": args.days,
                 "calls": args.calls,
+                # The VM's 2 cores are shared: timings move with the load (1-minute average).
+                "load_average_at_end": round(os.getloadavg()[0], 1),
                 "vector": duplicates.VECTOR_KIND,
                 "results": results,
             },

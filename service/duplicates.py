@@ -263,6 +263,19 @@ def _near(row: RequestSignature, hit: Any, config: Config) -> bool:
     return distance_m(lat, lon, hit.latitude, hit.longitude) <= config.radius_m
 
 
+def _address_cosines(row: RequestSignature, hits: Sequence[Any]) -> list[float | None]:
+    """The cosine of `row`'s address with each hit's, None where either gave none."""
+    out: list[float | None] = [None] * len(hits)
+    given = [i for i, hit in enumerate(hits) if hit.address_vector]
+    if row.address_vector is None or not given:
+        return out
+    mine = _unpack([row.address_vector])[0].astype(np.float32)
+    theirs = _unpack([hits[i].address_vector for i in given]).astype(np.float32) @ mine
+    for i, cosine in zip(given, theirs, strict=True):
+        out[i] = float(cosine)
+    return out
+
+
 def find(session: Session, row: RequestSignature, config: Config) -> list[dict[str, Any]]:
     """The still-open complaints received up to `window_days` before `row` at its place whose
     similarity passes the threshold, best first, at most MAX_CANDIDATES."""
@@ -301,12 +314,9 @@ def find(session: Session, row: RequestSignature, config: Config) -> list[dict[s
         return []
     mine = _unpack([row.vector])[0].astype(np.float32)
     cosines = _unpack([h.vector for h in near]).astype(np.float32) @ mine
-    place = _unpack([row.address_vector])[0].astype(np.float32) if row.address_vector else None
+    places = _address_cosines(row, near)
     scored = []
-    for hit, cosine in zip(near, cosines, strict=True):
-        address = None
-        if place is not None and hit.address_vector:
-            address = float(_unpack([hit.address_vector])[0].astype(np.float32) @ place)
+    for hit, cosine, address in zip(near, cosines, places, strict=True):
         score = similarity(float(cosine), hit.category == row.category, address, config)
         if score >= config.threshold:
             scored.append({"request_id": hit.request_id, "similarity": round(score, 4)})
