@@ -47,7 +47,7 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Session, aliased, mapped_column
 
 from aduan.model.text import normalize_text
 
@@ -511,6 +511,19 @@ def merged_counts(session: Session, ids: Sequence[str]) -> dict[str, int]:
 def merged_condition(column: Any) -> Any:
     """SQL: the request in `column` was merged into another (the queue leaves it out)."""
     return _merged(column)
+
+
+def followed_status(request: Any) -> Any:
+    """SQL: the status Open311 shows for the request row `request` (an entity or alias of
+    StoredRequest): its original's when it was merged, else its own."""
+    original = aliased(StoredRequest)
+    of_original = (
+        select(original.status)
+        .join(RequestDuplicate, RequestDuplicate.original_id == original.id)
+        .where(RequestDuplicate.request_id == request.id)
+        .scalar_subquery()
+    )
+    return func.coalesce(of_original, request.status)
 
 
 def repeat_condition(column: Any) -> Any:

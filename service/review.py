@@ -346,7 +346,9 @@ def open311_requests(
             query = query.where(code.in_(list(codes)))
         if statuses:
             wanted = {"open": ("open", "in_progress"), "closed": ("closed",)}
-            query = query.where(r.status.in_([s for k in statuses for s in wanted[k]]))
+            # A merged duplicate is open or closed as its original is (what Open311 shows).
+            shown = duplicates.followed_status(r)
+            query = query.where(shown.in_([s for k in statuses for s in wanted[k]]))
         if start is not None:
             query = query.where(r.received_at >= start)
         if end is not None:

@@ -171,6 +171,12 @@ def test_merge_closes_with_a_note_follows_the_original_and_counts_once(client):
     client.patch(f"/v1/requests/{original}", json={"status": "closed"}, headers=SITI)
     listed = client.get(f"/open311/v2/requests.json?service_request_id={duplicate}").json()
     assert listed[0]["status"] == "closed"
+    closed = client.get("/open311/v2/requests.json?status=closed").json()
+    assert {r["service_request_id"] for r in closed} == {original, duplicate}
+    client.patch(f"/v1/requests/{original}", json={"status": "in_progress"}, headers=SITI)
+    still_open = client.get("/open311/v2/requests.json?status=open").json()
+    assert {r["service_request_id"] for r in still_open} == {original, duplicate}
+    assert client.get("/open311/v2/requests.json?status=closed").json() == []
     # A new report of the same problem is not matched to the merged duplicate.
     client.patch(f"/v1/requests/{original}", json={"status": "open"}, headers=SITI)
     [later] = _store(client, {"text": SAMPAH_AGAIN, "address": KEPUTRAN})
