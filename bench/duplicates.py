@@ -46,7 +46,7 @@ FLOOR = 0.3
 BANDS = [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (0.6, 0.7), (0.7, 0.8), (0.8, 1.01)]
 PER_BAND = 50
 SEED = 23
-WEIGHTS = (0.0, 0.2, 0.3, 0.5)
+WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5)
 
 
 def load(path: Path) -> pd.DataFrame:
@@ -105,14 +105,22 @@ def band_of(value: float) -> int:
     return next(b for b, (lo, hi) in enumerate(BANDS) if lo <= value < hi)
 
 
-def sample(frame: pd.DataFrame, pairs: pd.DataFrame, out: Path) -> None:
-    """PER_BAND pairs a similarity band, with both texts, for reading (outside the repo)."""
-    rng = random.Random(SEED)
+def sample(
+    frame: pd.DataFrame, pairs: pd.DataFrame, out: Path, per_band: int = PER_BAND, seed: int = SEED
+) -> None:
+    """`per_band` pairs a similarity band not judged yet, with both texts, for reading
+    (outside the repo)."""
+    rng = random.Random(seed)
     pairs = pairs.assign(band=pairs["cosine"].map(band_of))
+    if PAIRS.exists():
+        judged = pd.read_csv(PAIRS, dtype={"id_a": str, "id_b": str})
+        seen = set(zip(judged["id_a"], judged["id_b"], strict=True))
+        fresh = [pair not in seen for pair in zip(pairs["id_a"], pairs["id_b"], strict=True)]
+        pairs = pairs[fresh]
     picked = []
     for b in range(len(BANDS)):
         inside = pairs[pairs["band"] == b].index.tolist()
-        picked += rng.sample(inside, min(PER_BAND, len(inside)))
+        picked += rng.sample(inside, min(per_band, len(inside)))
     text = frame.set_index("id")
     chosen = pairs.loc[picked].copy()
     chosen["text_a"] = chosen["id_a"].map(text["text"])
@@ -178,19 +186,23 @@ def evaluate(
     }
 
 
-def _variant(
-    frame: pd.DataFrame, pairs: pd.DataFrame, judged: pd.DataFrame, weight: float
-) -> dict[str, Any]:
-    found = evaluate(frame, pairs, judged, replace(Config(), address_weight=weight))
-    rows = [r for r in found["by_threshold"] if r["precision"] and r["recall_above_floor"]]
-    best = max(rows, key=lambda r: _f1(r["precision"], r["recall_above_floor"]))
-    return {
-        "address_weight": weight,
-        "roc_auc_judged": found["roc_auc_judged"],
-        "at_shipped_threshold": found["at_shipped_threshold"],
-        "best_f1_threshold": best["threshold"],
-        "best_f1": round(_f1(best["precision"], best["recall_above_floor"]), 3),
-    }
+def choice(frame: pd.DataFrame, pairs: pd.DataFrame, judged: pd.DataFrame) -> list[dict[str, Any]]:
+    """Every (address weight, threshold) with its F1 on each judged set, the most robust first
+    (the largest F1 on the worse of the two sets): how the shipped pair was chosen."""
+    scores: dict[tuple[float, float], dict[str, float]] = {}
+    for weight in WEIGHTS:
+        config = replace(Config(), address_weight=weight)
+        for name in ("tune", "holdout"):
+            found = evaluate(frame, pairs, judged[judged["set"] == name], config)
+            for row in found["by_threshold"]:
+                p, r = row["precision"], row["recall_above_floor"]
+                f1 = _f1(p, r) if p and r else 0.0
+                scores.setdefault((weight, row["threshold"]), {})[name] = round(f1, 3)
+    rows = [
+        {"address_weight": w, "threshold": t, **f1, "worse": min(f1.values())}
+        for (w, t), f1 in scores.items()
+    ]
+    return sorted(rows, key=lambda r: -r["worse"])
 
 
 def _f1(precision: float, recall: float) -> float:
@@ -202,18 +214,25 @@ def main() -> None:
     parser.add_argument("command", choices=["sample", "evaluate"])
     parser.add_argument("--data", type=Path, default=default_data())
     parser.add_argument("--out", type=Path, default=Path("/tmp/pairs-to-judge.csv"))
+    parser.add_argument("--per-band", type=int, default=PER_BAND)
+    parser.add_argument("--seed", type=int, default=SEED)
     args = parser.parse_args()
     frame = load(args.data)
     pairs = candidates(frame)
     if args.command == "sample":
-        sample(frame, pairs, args.out)
+        sample(frame, pairs, args.out, args.per_band, args.seed)
         return
     judged = pd.read_csv(PAIRS, dtype={"id_a": str, "id_b": str})
-    result = evaluate(frame, pairs, judged)
-    # How the address weight was chosen: the same pairs scored with other weights.
-    result["address_weights"] = [_variant(frame, pairs, judged, w) for w in WEIGHTS]
+    result = evaluate(frame, pairs, judged)  # every judged pair
+    for name in ("tune", "holdout"):
+        part = evaluate(frame, pairs, judged[judged["set"] == name])
+        result[name] = {k: part[k] for k in ("judged_pairs", "judged_duplicates", "roc_auc_judged")}
+        result[name]["at_shipped_threshold"] = part["at_shipped_threshold"]
+    result["choice"] = choice(frame, pairs, judged)[:10]
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result["at_shipped_threshold"], indent=2))
+    for name in ("tune", "holdout"):
+        print(name, json.dumps(result[name]["at_shipped_threshold"]))
+    print("all", json.dumps(result["at_shipped_threshold"]))
 
 
 if __name__ == "__main__":

@@ -141,9 +141,9 @@ class Config:
 
     window_days: float = 14.0
     radius_m: float = 200.0
-    threshold: float = 0.5
+    threshold: float = 0.55
     category_bonus: float = 0.05
-    address_weight: float = 0.3
+    address_weight: float = 0.2
     reporter_secret: str = ""
     reporter_max: int = 10
     reporter_window_hours: float = 24.0

@@ -192,7 +192,7 @@ class Settings(BaseSettings):
         200.0, gt=0, description="Likely duplicates: within this distance when coordinates exist"
     )
     duplicate_threshold: float = Field(
-        0.5,
+        0.55,
         ge=0,
         le=1,
         description="Likely duplicates: least similarity (text cosine, the category bonus and the "
@@ -202,7 +202,7 @@ class Settings(BaseSettings):
         0.05, ge=0, le=1, description="Added to the similarity when the categories agree"
     )
     duplicate_address_weight: float = Field(
-        0.3,
+        0.2,
         ge=0,
         le=1,
         description="Times (address cosine - 0.5), added when both complaints gave an address",
