@@ -131,6 +131,22 @@ class DuplicateVerdict(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class DuplicateCandidate(Base):
+    """One suggestion made at intake: `request_id` (the later report) may duplicate
+    `candidate_id` (an earlier one); indexed by the candidate, so an original shows the later
+    reports that look like it."""
+
+    __tablename__ = "duplicate_candidates"
+
+    request_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("requests.id", ondelete="CASCADE"), primary_key=True
+    )
+    candidate_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("requests.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    similarity: Mapped[float] = mapped_column(Float)
+
+
 class DuplicateError(ValueError):
     """A merge, unmerge or verdict that cannot be applied; the message says why."""
 
@@ -377,6 +393,14 @@ def record(
             sig.candidates = find(session, sig, config)
             sig.repeat_reporter = _repeats(session, sig, config)
             session.add(sig)
+            session.add_all(
+                DuplicateCandidate(
+                    request_id=request_id,
+                    candidate_id=c["request_id"],
+                    similarity=c["similarity"],
+                )
+                for c in sig.candidates
+            )
             session.flush()  # the next item of the batch sees this one
             known[request_id] = sig
         statuses = _statuses(
@@ -437,24 +461,44 @@ def _shown(
 
 
 def summary(store: Store, request_id: str) -> dict[str, Any]:
-    """What the review shows about one request: its likely duplicates (without those judged
-    not to be), the original it was merged into, and how many reports were merged into it."""
+    """What the review shows about one request: its likely duplicates among earlier reports
+    and the later reports that look like it (without pairs judged not to be, nor merged
+    ones), the original it was merged into, and how many reports were merged into it."""
     with store.sessions.begin() as session:
         sig = session.get(RequestSignature, request_id)
+        verdict = DuplicateVerdict
         rejected = frozenset(
-            session.scalars(
-                select(DuplicateVerdict.candidate_id).where(
-                    DuplicateVerdict.request_id == request_id,
-                    DuplicateVerdict.verdict == "not_duplicate",
+            other
+            for first, second in session.execute(
+                select(verdict.request_id, verdict.candidate_id).where(
+                    or_(verdict.request_id == request_id, verdict.candidate_id == request_id),
+                    verdict.verdict == "not_duplicate",
                 )
             )
+            for other in (first, second)
+            if other != request_id
         )
         candidates = sig.candidates if sig is not None else []
-        statuses = _statuses(session, [c["request_id"] for c in candidates])
+        later = [
+            {"request_id": rid, "similarity": similarity}
+            for rid, similarity in session.execute(
+                select(DuplicateCandidate.request_id, DuplicateCandidate.similarity)
+                .join(StoredRequest, StoredRequest.id == DuplicateCandidate.request_id)
+                .where(
+                    DuplicateCandidate.candidate_id == request_id,
+                    StoredRequest.status.in_(OPEN),
+                    ~_merged(DuplicateCandidate.request_id),
+                )
+                .order_by(DuplicateCandidate.similarity.desc(), DuplicateCandidate.request_id)
+                .limit(MAX_CANDIDATES)
+            )
+        ]
+        statuses = _statuses(session, [c["request_id"] for c in candidates + later])
         link = session.get(RequestDuplicate, request_id)
         merged = merged_counts(session, [request_id]).get(request_id, 0)
         return {
             "possible_duplicates": _shown(candidates, statuses, rejected),
+            "later_reports": _shown(later, statuses, rejected),
             "duplicate_of": link.original_id if link else None,
             "duplicates": merged,
             "reports": merged + 1,

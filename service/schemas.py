@@ -256,7 +256,12 @@ class ReviewDetail(ReviewItem):
     history: list[AuditEvent] = Field(..., description="Every change, oldest first")
     possible_duplicates: list[PossibleDuplicate] = Field(
         default_factory=list,
-        description="Likely duplicates found at intake (less those judged not to be)",
+        description="Earlier open reports this one likely duplicates, found at intake (less "
+        "those judged not to be)",
+    )
+    later_reports: list[PossibleDuplicate] = Field(
+        default_factory=list,
+        description="Later open reports that likely duplicate this one (merge them into it)",
     )
 
 

@@ -81,6 +81,10 @@ def test_intake_finds_the_same_problem_at_the_same_place(client):
     assert plain.json()["results"][0].get("possible_duplicates") is None
     detail = client.get(f"/v1/requests/{second['request_id']}", headers=SITI).json()
     assert [d["request_id"] for d in detail["possible_duplicates"]] == [first["request_id"]]
+    # The earlier report shows the later one that looks like it.
+    original = client.get(f"/v1/requests/{first['request_id']}", headers=SITI).json()
+    assert original["possible_duplicates"] == []
+    assert [d["request_id"] for d in original["later_reports"]] == [second["request_id"]]
 
 
 def test_intake_leaves_out_other_units_old_closed_and_dissimilar(client):
@@ -160,6 +164,7 @@ def test_merge_closes_with_a_note_follows_the_original_and_counts_once(client):
     assert {"duplicate_of", "status", "note"} <= fields
     detail = client.get(f"/v1/requests/{original}", headers=SITI).json()
     assert detail["duplicates"] == 1 and detail["reports"] == 2
+    assert detail["later_reports"] == []  # merged: no longer a suggestion
     queue = client.get("/v1/requests", headers=SITI).json()["items"]
     assert [i["request_id"] for i in queue] == [original]
     assert queue[0]["reports"] == 2
@@ -215,6 +220,7 @@ def test_not_a_duplicate_is_recorded_and_hidden(client):
     assert answer.status_code == 200, answer.text
     assert answer.json()["possible_duplicates"] == []
     assert answer.json()["history"][-1]["field"] == "not_duplicate_of"
+    assert client.get(f"/v1/requests/{a}", headers=SITI).json()["later_reports"] == []
     store = client.app.state.service.store
     [(similarity, same)] = merges.verdicts(store)
     assert same is False and similarity == second["possible_duplicates"][0]["similarity"]
@@ -268,6 +274,7 @@ def test_workbench_shows_duplicates_and_merges_with_the_csrf_token(client):
     a, b = first["request_id"], second["request_id"]
     page, token = _ui_login(client)
     assert f'class="candidate" data-id="{a}"' in page.text and "Bukan duplikat" in page.text
+    assert f'class="candidate later" data-id="{b}"' in page.text  # beside the original
     forged = client.post(f"/ui/requests/{b}", data={"action": "merge", "other": a, "csrf": "x"})
     assert forged.status_code == 403
     merged = client.post(
@@ -311,7 +318,12 @@ def test_purge_takes_signatures_merges_and_verdicts_with_the_requests(client):
     store = client.app.state.service.store
     assert store.purge(utcnow() + timedelta(days=1)) == 3
     with store.engine.connect() as conn:
-        for table in ("request_signatures", "request_duplicates", "duplicate_verdicts"):
+        for table in (
+            "request_signatures",
+            "duplicate_candidates",
+            "request_duplicates",
+            "duplicate_verdicts",
+        ):
             assert conn.execute(sa.text(f"select count(*) from {table}")).scalar() == 0
 
 

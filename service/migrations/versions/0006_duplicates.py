@@ -1,6 +1,7 @@
 """Duplicate and repeated reports: each stored complaint's signature (text vector, place,
-category, keyed reporter hash, the likely duplicates found at intake), indexed by unit and
-time so the search reads only candidate rows; operators' merges and their verdicts on pairs.
+category, keyed reporter hash, the likely duplicates found at intake, also as pairs indexed by
+the earlier report), indexed by unit and time so the search reads only candidate rows;
+operators' merges and their verdicts on pairs.
 
 Revision ID: 0006
 Revises: 0004
@@ -56,6 +57,15 @@ def upgrade() -> None:
         "ix_request_signatures_reporter", "request_signatures", ["reporter", "received_at"]
     )
     op.create_table(
+        "duplicate_candidates",
+        _request_fk("request_id", primary_key=True),
+        _request_fk("candidate_id", primary_key=True),
+        sa.Column("similarity", sa.Float, nullable=False),
+    )
+    op.create_index(
+        "ix_duplicate_candidates_candidate_id", "duplicate_candidates", ["candidate_id"]
+    )
+    op.create_table(
         "request_duplicates",
         _request_fk("request_id", primary_key=True),
         _request_fk("original_id"),
@@ -82,4 +92,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("duplicate_verdicts")
     op.drop_table("request_duplicates")
+    op.drop_table("duplicate_candidates")
     op.drop_table("request_signatures")
