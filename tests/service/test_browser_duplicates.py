@@ -1,7 +1,7 @@
 """Duplicates in the workbench, in a real browser (Debian's chromium through Playwright): a
 complaint shows its likely duplicate, the operator merges it (the original then counts two
-reports and the duplicate leaves the queue), shows merged ones, unmerges, and says a
-suggestion is not a duplicate."""
+reports and the duplicate leaves the queue), shows merged ones, unmerges, says a suggestion
+is not a duplicate, and merges a later report from the original's side."""
 
 from __future__ import annotations
 
@@ -65,6 +65,13 @@ def test_browser_merge_unmerge_and_not_a_duplicate(server):
         again.locator("button.not-duplicate").click()
         expect(page.locator(f"#r-{duplicate}")).to_be_visible()
         expect(page.locator(f'#r-{duplicate} .candidate[data-id="{original}"]')).to_have_count(0)
+
+        # A third report, merged from the original's side ("Gabungkan ke sini").
+        third = _store(base, AGAIN + " lagi")
+        page.reload()
+        later = page.locator(f'#r-{original} .candidate.later[data-id="{third}"]')
+        later.locator("button.merge-here").click()
+        expect(page.locator(f"#r-{original} .reports")).to_have_text("2 laporan")
         browser.close()
     assert problems == []
     detail = httpx.get(
