@@ -197,6 +197,22 @@ def requests_purge(
     typer.echo(f"deleted {deleted} request(s) received before {cutoff.isoformat()}")
 
 
+@requests_app.command("duplicate-verdicts")
+def requests_duplicate_verdicts(database_url: DbOpt = None) -> None:
+    """The operators' merges and "not a duplicate" verdicts by similarity: how often a
+    suggestion at or above each threshold was merged (to tune ADUAN_DUPLICATE_THRESHOLD)."""
+    from .merges import threshold_table, verdicts
+
+    store = _store(database_url)
+    judged = verdicts(store)
+    store.close()
+    typer.echo(f"{len(judged)} judged suggestion(s)")
+    for row in threshold_table(judged):
+        share = row["merged_share"]
+        shown = "-" if share is None else f"{share:.2f}"
+        typer.echo(f"  >= {row['threshold']:.2f}: {row['judged']:5d} judged, {shown} merged")
+
+
 @feedback_app.command("export")
 def feedback_export(
     output: Annotated[Path, typer.Option(help="CSV, JSON Lines or Parquet file to write")],

@@ -14,6 +14,7 @@ from pydantic_core import to_json
 from aduan.model.explain import MAX_SPANS, NGRAMS, Explanation, explain
 from aduan.model.pipeline import Routed
 
+from . import duplicates
 from .batcher import BackendUnavailable, QueueFull
 from .errors import ApiError, not_ready, overloaded, too_large
 from .idempotency import save_once
@@ -112,6 +113,23 @@ async def save(
     retry under the same `idempotency` key returns (the first attempt's ids, True) instead."""
     assert state.store is not None
     return await state.store.run(save_once, state.store, records, idempotency)
+
+
+async def save_and_match(
+    state: ServiceState,
+    records: Sequence[NewRequest],
+    idempotency: str | None = None,
+    reporters: Sequence[duplicates.Identity | None] | None = None,
+) -> tuple[list[str], bool, list[dict[str, Any]]]:
+    """`save`, then each stored request's signature and likely duplicates (`duplicates.record`;
+    a retry answers what the first attempt found). Returns (ids, replayed, per id
+    {"possible_duplicates", "repeat_reporter"})."""
+    assert state.store is not None
+    ids, replayed = await save(state, records, idempotency)
+    who = list(reporters) if reporters is not None else [None] * len(records)
+    config = duplicates.Config.from_settings(state.settings)
+    found = await state.store.run(duplicates.record, state.store, ids, records, who, config)
+    return ids, replayed, found
 
 
 def check_labels(state: ServiceState, agency: str | None, category: str | None) -> None:

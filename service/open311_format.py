@@ -39,6 +39,8 @@ FIELDS = ("description", *FIELD_CHARS)
 
 
 _NOT_STORED = "Accepted, not stored"
+# Reporter identities: only a keyed hash is kept, to flag repeat reporters (docs/duplicates.md).
+_HASHED = "Not stored; with ADUAN_REPORTER_SECRET set, its keyed hash flags repeat reporters"
 
 
 def media_url_problem(value: str) -> str | None:
@@ -91,7 +93,7 @@ class Open311Create(BaseModel):
         max_length=FIELD_CHARS["api_key"],
         description="Needed when ADUAN_API_KEYS is set (or send Authorization: Bearer)",
     )
-    email: str | None = Field(None, max_length=FIELD_CHARS["email"], description=_NOT_STORED)
+    email: str | None = Field(None, max_length=FIELD_CHARS["email"], description=_HASHED)
     first_name: str | None = Field(
         None, max_length=FIELD_CHARS["first_name"], description=_NOT_STORED
     )
@@ -99,12 +101,8 @@ class Open311Create(BaseModel):
         None, max_length=FIELD_CHARS["last_name"], description=_NOT_STORED
     )
     phone: str | None = Field(None, max_length=FIELD_CHARS["phone"], description=_NOT_STORED)
-    device_id: str | None = Field(
-        None, max_length=FIELD_CHARS["device_id"], description=_NOT_STORED
-    )
-    account_id: str | None = Field(
-        None, max_length=FIELD_CHARS["account_id"], description=_NOT_STORED
-    )
+    device_id: str | None = Field(None, max_length=FIELD_CHARS["device_id"], description=_HASHED)
+    account_id: str | None = Field(None, max_length=FIELD_CHARS["account_id"], description=_HASHED)
 
 
 def create_body_openapi() -> dict[str, Any]:

@@ -20,6 +20,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select
 from aduan.model.location import Unit
 from aduan.model.pipeline import office
 
+from . import duplicates
 from .storage import (
     RequestEvent,
     Store,
@@ -60,6 +61,9 @@ class QueueFilter:
     reviewed: bool | None = None  # corrected (or confirmed) by an operator
     since: datetime | None = None
     until: datetime | None = None
+    # A merged duplicate is counted once, in its original: left out unless asked for.
+    include_merged: bool = False
+    repeat_reporter: bool | None = None
 
     def conditions(self) -> list[ColumnElement[bool]]:
         r = StoredRequest
@@ -85,6 +89,11 @@ class QueueFilter:
             out.append(r.received_at >= self.since)
         if self.until is not None:
             out.append(r.received_at < self.until)
+        if not self.include_merged:
+            out.append(~duplicates.merged_condition(r.id))
+        if self.repeat_reporter is not None:
+            flagged = duplicates.repeat_condition(r.id)
+            out.append(flagged if self.repeat_reporter else ~flagged)
         return out
 
 
@@ -338,7 +347,9 @@ def open311_requests(
             query = query.where(code.in_(list(codes)))
         if statuses:
             wanted = {"open": ("open", "in_progress"), "closed": ("closed",)}
-            query = query.where(r.status.in_([s for k in statuses for s in wanted[k]]))
+            # A merged duplicate is open or closed as its original is (what Open311 shows).
+            shown = duplicates.followed_status(r)
+            query = query.where(shown.in_([s for k in statuses for s in wanted[k]]))
         if start is not None:
             query = query.where(r.received_at >= start)
         if end is not None:

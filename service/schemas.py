@@ -56,6 +56,12 @@ class ClassifyItem(StrictModel):
         description="Optional address or landmark",
         examples=["Jl. Ngagel Jaya Tengah dekat bengkel"],
     )
+    reporter: str | None = Field(
+        None,
+        max_length=MAX_ID_CHARS,
+        description="Optional reporter identity (account, phone, e-mail): only a keyed hash is "
+        "stored, to flag repeat reporters (with store)",
+    )
 
     @field_validator("text")
     @classmethod
@@ -113,6 +119,17 @@ class Unit(BaseModel):
     )
 
 
+class PossibleDuplicate(BaseModel):
+    request_id: str
+    similarity: float = Field(
+        ...,
+        description="0..1: the texts' cosine, a small bonus when the categories agree, and the "
+        "addresses' likeness when both gave one",
+    )
+    received_at: str
+    status: str
+
+
 class ClassifyResult(BaseModel):
     id: str | None
     category: ScoredLabel
@@ -134,6 +151,11 @@ class ClassifyResult(BaseModel):
     unit: Unit | None = Field(None, description="null when the evidence names no unit")
     request_id: str | None = Field(
         None, description="The stored row's id, set when the item was stored"
+    )
+    possible_duplicates: list[PossibleDuplicate] | None = Field(
+        None,
+        description="With store: stored open complaints likely about the same problem at the "
+        "same place, best first, at most 5 (empty when none)",
     )
 
 
@@ -207,6 +229,12 @@ class ReviewItem(BaseModel):
     corrected_at: str | None
     note: str | None = Field(None, description="Public: Open311 shows it as status_notes")
     expected_datetime: str | None
+    duplicate_of: str | None = Field(None, description="The original it was merged into")
+    duplicates: int = Field(0, description="Reports merged into this one")
+    reports: int = Field(1, description="Reports this case gathered (itself and its duplicates)")
+    repeat_reporter: bool = Field(
+        False, description="Its reporter sent more reports than reporter_max_reports lately"
+    )
 
 
 class ReviewPage(BaseModel):
@@ -228,6 +256,25 @@ class ReviewDetail(ReviewItem):
     history: list[AuditEvent] = Field(..., description="Every change, oldest first")
     followup: dict[str, Any] | None = Field(
         None, description="Where it stands with its office (docs/followup.md); null: not routed"
+    )
+    possible_duplicates: list[PossibleDuplicate] = Field(
+        default_factory=list,
+        description="Earlier open reports this one likely duplicates, found at intake (less "
+        "those judged not to be)",
+    )
+    later_reports: list[PossibleDuplicate] = Field(
+        default_factory=list,
+        description="Later open reports that likely duplicate this one (merge them into it)",
+    )
+
+
+class MergeBody(StrictModel):
+    original_id: str = Field(..., max_length=36, description="The request this one duplicates")
+
+
+class NotDuplicateBody(StrictModel):
+    candidate_id: str = Field(
+        ..., max_length=36, description="A suggested request that is not the same problem"
     )
 
 

@@ -225,6 +225,40 @@ class Settings(BaseSettings):
     webhook_backoff_cap_s: float = Field(
         300.0, gt=0, description="Longest wait between two delivery attempts"
     )
+    # Duplicate and repeated reports (service/duplicates.py, docs/duplicates.md).
+    duplicate_window_days: float = Field(
+        14.0, gt=0, description="Likely duplicates: open complaints received this many days back"
+    )
+    duplicate_radius_m: float = Field(
+        200.0, gt=0, description="Likely duplicates: within this distance when coordinates exist"
+    )
+    duplicate_threshold: float = Field(
+        0.55,
+        ge=0,
+        le=1,
+        description="Likely duplicates: least similarity (text cosine, the category bonus and the "
+        "address term); chosen on judged pairs, see docs/duplicates.md",
+    )
+    duplicate_category_bonus: float = Field(
+        0.05, ge=0, le=1, description="Added to the similarity when the categories agree"
+    )
+    duplicate_address_weight: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Times (address cosine - 0.5), added when both complaints gave an address",
+    )
+    reporter_secret: str = Field(
+        "",
+        description="HMAC key for reporter identities (Open311 email, device_id, account_id; "
+        "/v1 reporter): only the keyed hash is stored; empty: identities are not kept",
+    )
+    reporter_max_reports: int = Field(
+        10, ge=1, description="A reporter with more reports than this in the window is flagged"
+    )
+    reporter_window_hours: float = Field(
+        24.0, gt=0, description="The window reporter_max_reports counts in"
+    )
 
     @model_validator(mode="before")
     @classmethod

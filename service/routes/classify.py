@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from aduan.model.pipeline import flat_labels
-from aduan.service import intake
+from aduan.service import duplicates, intake
 from aduan.service.deps import ReadyStateDep, require_api_key
 from aduan.service.idempotency import idempotency_key, mark_replayed
 from aduan.service.keys import ApiKey
@@ -46,9 +46,14 @@ async def classify(
             intake.new_request(item.text, r, address=item.address, client_id=item.id)
             for item, r in zip(body.items, routed, strict=True)
         ]
-        ids, replayed = await intake.save(state, records, idempotency)
-        for result, request_id in zip(results, ids, strict=True):
+        reporters = [
+            duplicates.Identity("reporter", item.reporter) if item.reporter else None
+            for item in body.items
+        ]
+        ids, replayed, found = await intake.save_and_match(state, records, idempotency, reporters)
+        for result, request_id, match in zip(results, ids, found, strict=True):
             result["request_id"] = request_id
+            result["possible_duplicates"] = match["possible_duplicates"]
         request.state.log_extra["request_ids"] = ids
     state.metrics.request_items.observe(len(results))
     for r in routed:

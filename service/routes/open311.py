@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
-from aduan.service import intake
+from aduan.service import duplicates, intake, merges
 from aduan.service.deps import (
     BearerDep,
     ReadyStateDep,
@@ -192,7 +192,11 @@ def _checked(fields: dict[str, str], state: ServiceState) -> str:
     "Idempotency-Key header returns the first request",
     status_code=201,
     openapi_extra=create_body_openapi(),
-    responses={201: {"description": "[{service_request_id, service_notice, account_id}]"}},
+    responses={
+        201: {
+            "description": "[{service_request_id, service_notice, account_id, possible_duplicates}]"
+        }
+    },
 )
 async def create_request(
     request: Request,
@@ -218,13 +222,28 @@ async def create_request(
         media_url=fields.get("media_url") or None,
         service_code=fields.get("service_code") or None,
     )
-    [request_id], replayed = await intake.save(state, [record], idempotency)
+    [request_id], replayed, [match] = await intake.save_and_match(
+        state, [record], idempotency, [_reporter(fields)]
+    )
     office = classified.office or classified.prediction.best("agency").label
     notice = service_notice(classified.route, False, office)
-    answer = {"service_request_id": request_id, "service_notice": notice, "account_id": None}
+    answer = {
+        "service_request_id": request_id,
+        "service_notice": notice,
+        "account_id": None,
+        "possible_duplicates": match["possible_duplicates"],
+    }
     response = render([answer], fmt, "service_requests", "request", status=201)
     mark_replayed(response, replayed)
     return response
+
+
+def _reporter(fields: dict[str, str]) -> duplicates.Identity | None:
+    """The reporter's identity the client sent (the most specific one), for the keyed hash."""
+    for kind in ("account_id", "device_id", "email"):
+        if fields.get(kind):
+            return duplicates.Identity(kind, fields[kind])
+    return None
 
 
 def _csv(value: str | None) -> list[str]:
@@ -274,6 +293,7 @@ async def list_requests(
         end=end,
         limit=MAX_REQUESTS,
     )
+    rows = await state.store.run(merges.follow_originals, state.store, rows)
     items = [request_fields(r, state.taxonomy, _private(caller)) for r in rows]
     return render(items, fmt, "service_requests", "request")
 
@@ -287,6 +307,7 @@ async def get_request(
     stored = await state.store.run(state.store.get_request, request_id)
     if stored is None:
         raise not_found(f"no service request {request_id!r}")
+    [stored] = await state.store.run(merges.follow_originals, state.store, [stored])
     return render(
         [request_fields(stored, state.taxonomy, _private(caller))],
         fmt,

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from aduan.service import followup, intake
+from aduan.service import duplicates, followup, intake, merges
 from aduan.service.deps import OperatorDep, ReadyStateDep, throttle_explanations
 from aduan.service.errors import ApiError
 from aduan.service.review import (
@@ -26,6 +26,8 @@ from aduan.service.review import (
 from aduan.service.schemas import (
     ErrorBody,
     ExplanationResponse,
+    MergeBody,
+    NotDuplicateBody,
     RequestPatch,
     ReviewDetail,
     ReviewPage,
@@ -58,6 +60,12 @@ def queue_filter(
     kecamatan: str | None = None,
     kelurahan: str | None = None,
     reviewed: Annotated[bool | None, Query(description="Has a corrected label")] = None,
+    repeat_reporter: Annotated[
+        bool | None, Query(description="From a reporter flagged for many reports")
+    ] = None,
+    include_merged: Annotated[
+        bool, Query(description="Also list duplicates merged into another request")
+    ] = False,
     since: Annotated[str | None, Query(description="Received on/after (date or date-time)")] = None,
     until: Annotated[
         str | None, Query(description="Received before; a date: up to its end")
@@ -76,6 +84,8 @@ def queue_filter(
             kecamatan=kecamatan or None,
             kelurahan=kelurahan or None,
             reviewed=reviewed,
+            repeat_reporter=repeat_reporter,
+            include_merged=include_merged,
             since=parse_moment(since, "since") if since else None,
             until=parse_moment(until, "until", end_of_day=True) if until else None,
         )
@@ -101,8 +111,12 @@ async def list_(
     except ReviewError as exc:
         raise _invalid(exc) from exc
     request.state.log_extra = {"operator": operator, "items": len(page.rows)}
+    extra = await state.store.run(duplicates.annotate, state.store, [r.id for r in page.rows])
     return ReviewPage.model_validate(
-        {"items": [request_view(r) for r in page.rows], "next_cursor": page.next_cursor}
+        {
+            "items": [{**request_view(r), **extra[r.id]} for r in page.rows],
+            "next_cursor": page.next_cursor,
+        }
     )
 
 
@@ -113,9 +127,11 @@ async def _detail(state: ReadyStateDep, request_id: str) -> ReviewDetail:
         raise ApiError(404, "not_found", f"no stored request {request_id!r}")
     events = await state.store.run(history, state.store, request_id)
     follow = await state.store.run(followup.get, state.store, request_id)
+    extra = await state.store.run(duplicates.summary, state.store, request_id)
     return ReviewDetail.model_validate(
         {
             **request_view(row),
+            **extra,
             "history": [event_view(e) for e in events],
             "followup": followup.followup_view(follow),
         }
@@ -203,3 +219,66 @@ async def explanation(
         raise ApiError(404, "not_found", f"no stored request {request_id!r}")
     found = await intake.explain_text(state, row.text, head, method)
     return ExplanationResponse.model_validate(found.to_dict())
+
+
+async def _duplicate_change(
+    state: ReadyStateDep, request: Request, operator: str, request_id: str, work, *args
+) -> ReviewDetail:
+    """Run a merge, unmerge or verdict; 404 for a missing request, 422 for one refused."""
+    assert state.store is not None
+    try:
+        events = await state.store.run(work, state.store, request_id, *args, operator)
+    except LookupError as exc:
+        raise ApiError(404, "not_found", f"no stored request {exc.args[0]!r}") from exc
+    except duplicates.DuplicateError as exc:
+        raise ApiError(422, "validation_error", str(exc)) from exc
+    request.state.log_extra = {
+        "operator": operator,
+        "request_id": request_id,
+        "changed": sorted({e.field for e in events}),
+    }
+    return await _detail(state, request_id)
+
+
+@router.post(
+    "/{request_id}/merge",
+    response_model=ReviewDetail,
+    responses=_ERRORS,
+    summary="Merge this request into its original: closed with a public note pointing there",
+)
+async def merge(
+    request_id: str, body: MergeBody, state: ReadyStateDep, operator: OperatorDep, request: Request
+) -> ReviewDetail:
+    return await _duplicate_change(
+        state, request, operator, request_id, merges.merge, body.original_id
+    )
+
+
+@router.post(
+    "/{request_id}/unmerge",
+    response_model=ReviewDetail,
+    responses=_ERRORS,
+    summary="Undo a merge: the status and note from before come back",
+)
+async def unmerge(
+    request_id: str, state: ReadyStateDep, operator: OperatorDep, request: Request
+) -> ReviewDetail:
+    return await _duplicate_change(state, request, operator, request_id, merges.unmerge)
+
+
+@router.post(
+    "/{request_id}/not-duplicate",
+    response_model=ReviewDetail,
+    responses=_ERRORS,
+    summary="Record that a suggested request is not a duplicate of this one",
+)
+async def not_duplicate(
+    request_id: str,
+    body: NotDuplicateBody,
+    state: ReadyStateDep,
+    operator: OperatorDep,
+    request: Request,
+) -> ReviewDetail:
+    return await _duplicate_change(
+        state, request, operator, request_id, merges.not_duplicate, body.candidate_id
+    )

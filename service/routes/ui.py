@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from aduan.service import intake
+from aduan.service import duplicates, intake, merges
 from aduan.service.deps import ReadyStateDep, get_keys, identify, throttle_explanations
 from aduan.service.dispatch import dead_letters
 from aduan.service.errors import ApiError
@@ -55,7 +55,18 @@ from aduan.service.workbench import (
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 PAGE_SIZE = 20
-_FILTERS = ("route", "status", "agency", "category", "kecamatan", "reviewed", "since", "until")
+_FILTERS = (
+    "route",
+    "status",
+    "agency",
+    "category",
+    "kecamatan",
+    "reviewed",
+    "since",
+    "until",
+    "repeat",
+    "merged",
+)
 _SORTS = {"received_at": "Terlama dulu", "-received_at": "Terbaru dulu"}
 _SORTS |= {"agency_score": "Skor instansi terendah", "-agency_score": "Skor instansi tertinggi"}
 
@@ -178,6 +189,8 @@ def _filter(params: dict[str, str]) -> Filter:
         reviewed=reviewed,
         since=parse_moment(params["since"], "since") if params.get("since") else None,
         until=parse_moment(params["until"], "until", True) if params.get("until") else None,
+        repeat_reporter={"yes": True, "no": False}.get(params.get("repeat", "")),
+        include_merged=params.get("merged") == "yes",
     )
 
 
@@ -225,6 +238,11 @@ async def queue(request: Request, state: ReadyStateDep, session: SessionDep) -> 
     items = await asyncio.to_thread(queue_items, pipeline, page.rows) if page else []
     on_top = await state.store.run(escalated, state.store)
     dead = len(await state.store.run(dead_letters, state.store))
+    found = await state.store.run(
+        duplicates.summaries, state.store, [item["request_id"] for item in items]
+    )
+    for item in items:
+        item.update(found[item["request_id"]])
     base = {**{k: v for k, v in params.items() if v}, "sort": sort}
     return templates.TemplateResponse(
         request,
@@ -249,6 +267,13 @@ async def queue(request: Request, state: ReadyStateDep, session: SessionDep) -> 
     )
 
 
+_DUPLICATE_ACTIONS: dict[str, Any] = {
+    "merge": merges.merge,
+    "unmerge": merges.unmerge,
+    "not_duplicate": merges.not_duplicate,
+}
+
+
 @router.post("/requests/{request_id}")
 async def act(
     request_id: str,
@@ -261,15 +286,33 @@ async def act(
     category: Annotated[str, Form()] = "",
     status: Annotated[str, Form()] = "",
     note: Annotated[str, Form(max_length=2000)] = "",
+    other: Annotated[str, Form(max_length=36)] = "",
     next: Annotated[str, Form()] = "/ui/queue",
 ) -> Response:
     """`confirm`: the prediction is right (it becomes the corrected labels) and the complaint
     moves to in_progress; `save`: the selected labels (when changed), status and note;
-    `reroute`: an escalated complaint goes to the selected agency."""
+    `reroute`: an escalated complaint goes to the selected agency; `merge` into, or
+    `not_duplicate` of, the request `other`; `unmerge`."""
     _check_form(request, session, csrf)
     assert state.store is not None
     if _staff_of(request, session):
         raise ApiError(403, "forbidden", "an office's staff act in their inbox (/ui/inbox)")
+    if action in _DUPLICATE_ACTIONS:
+        work, *args = _DUPLICATE_ACTIONS[action], *([other] if action != "unmerge" else [])
+        try:
+            await state.store.run(work, state.store, request_id, *args, session.operator)
+        except LookupError as exc:
+            raise ApiError(404, "not_found", f"no stored request {exc.args[0]!r}") from exc
+        except duplicates.DuplicateError as exc:
+            raise ApiError(422, "validation_error", str(exc)) from exc
+        request.state.log_extra = {
+            "operator": session.operator,
+            "request_id": request_id,
+            "action": action,
+        }
+        if "fetch" in request.headers.get("x-requested-with", ""):
+            return JSONResponse({"ok": True})
+        return RedirectResponse(_safe_next(next), 303)
     row = await state.store.run(state.store.get_request, request_id)
     if row is None:
         raise ApiError(404, "not_found", f"no stored request {request_id!r}")
@@ -299,7 +342,11 @@ async def act(
             status="in_progress" if row.status == "open" else None,
         )
     else:
-        raise ApiError(422, "validation_error", "action must be confirm, save or reroute")
+        raise ApiError(
+            422,
+            "validation_error",
+            "action must be confirm, save, reroute, merge, unmerge or not_duplicate",
+        )
     try:
         outcome = await state.store.run(
             update_request, state.store, request_id, changes, session.operator

@@ -86,7 +86,14 @@ def test_intake_open311_create_form_and_read_back(client):
     )
     assert response.status_code == 201, response.text
     [created] = response.json()
-    assert set(created) == {"service_request_id", "service_notice", "account_id"}
+    # GeoReport's three fields, and the likely duplicates found (none in an empty store).
+    assert set(created) == {
+        "service_request_id",
+        "service_notice",
+        "account_id",
+        "possible_duplicates",
+    }
+    assert created["possible_duplicates"] == []
     assert "Dinas Perhubungan" in created["service_notice"]
     path = f"/open311/v2/requests/{created['service_request_id']}.json"
     [read] = client.get(f"{path}?api_key=k1").json()  # an operator's key: the exact location

@@ -50,7 +50,7 @@ def test_storage_migrates_and_round_trips(database_url):
     assert stored.kelurahan == "Keputran" and stored.route == "auto"
     assert store.get_request("missing") is None
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0005"
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0006"
     store.close()
 
 
