@@ -34,6 +34,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from aduan.model.pipeline import office as unit_office
 from aduan.model.taxonomy import OTHER_AGENCY
 
+from .duplicates import RequestDuplicate
 from .offices import INTAKE, OfficeBook
 from .review import unit_of
 from .storage import Base, Store, StoredRequest, as_utc, audit, utcnow
@@ -203,6 +204,8 @@ def route(
     routing a returned one (or to another office) starts its follow-up again."""
     at = at or utcnow()
     target = office_for(row)
+    if session.get(RequestDuplicate, row.id) is not None:
+        return None  # a merged duplicate is followed up in its original, never dispatched
     if target is None or book.get(target) is None:
         # No such office in the file: nobody could answer it, so nothing to follow up
         # (the complaint stays with the operators as before).
@@ -228,6 +231,35 @@ def route(
     audit(session, row, actor, at, {"office": (old, target), "followup": (None, NEW)})
     emit(session, book, ROUTED, target, event_data(row, follow), at)
     return follow
+
+
+def close_merged(
+    session: Session, store: Store, row: StoredRequest, note: str, actor: str, at: datetime
+) -> None:
+    """A duplicate merged into its original leaves its office's inbox: its follow-up closes
+    with the merge's public note and the office hears it (`complaint.status_changed`), in the
+    merge's transaction; the original carries the case from now on."""
+    follow = session.get(FollowUp, row.id)
+    if follow is None or follow.status == CLOSED:
+        return
+    old_status, old_note = follow.status, follow.status_notes
+    follow.status, follow.status_notes, follow.closed_at = CLOSED, note, at
+    follow.escalated_at, follow.updated_at = None, at
+    audit(
+        session,
+        row,
+        actor,
+        at,
+        {"followup": (old_status, CLOSED), "status_notes": (old_note, note)},
+    )
+    book = book_of(store)
+    if book is not None:
+        emit(session, book, STATUS_CHANGED, follow.office, event_data(row, follow), at)
+
+
+def book_of(store: Store) -> OfficeBook | None:
+    """The offices `install` gave `store`, if any."""
+    return next((h.followup_book for h in store.on_routed if hasattr(h, "followup_book")), None)
 
 
 def routing_hook(book: OfficeBook) -> Callable[[Session, StoredRequest, str], None]:

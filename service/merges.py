@@ -19,6 +19,7 @@ from .duplicates import (
     RequestSignature,
     merged_counts,
 )
+from .followup import close_merged
 from .storage import RequestEvent, Store, StoredRequest, audit, utcnow
 
 
@@ -97,6 +98,7 @@ def merge(store: Store, request_id: str, original_id: str, actor: str) -> list[R
             },
         )
         row.status, row.note = "closed", note
+        close_merged(session, store, row, note, actor, at)
     return events
 
 

@@ -417,3 +417,25 @@ def test_followup_only_for_offices_in_the_file(database_url):
     store, _ = _store(database_url, [Office(name=DLH)])
     listed, unlisted = store.save_requests([_auto(DLH), _auto("Dinas Sosial")])
     assert get(store, listed) is not None and get(store, unlisted) is None
+
+
+def test_followup_a_merged_duplicate_leaves_the_inbox_and_is_never_routed_again(database_url):
+    from aduan.service.merges import merge
+    from aduan.service.review import Changes, update_request
+
+    office = Office(name=DLH, webhook="http://127.0.0.1:9/dlh")
+    store, book = _store(database_url, [office])
+    original, duplicate = store.save_requests([_auto(DLH), _auto(DLH)])
+    assert {r.id for r, _ in inbox(store, [DLH])} == {original, duplicate}
+    merge(store, duplicate, original, "siti")
+    follow = get(store, duplicate)
+    assert follow.status == "closed" and original in (follow.status_notes or "")
+    assert [r.id for r, _ in inbox(store, [DLH], statuses=["new"])] == [original]
+    with store.sessions.begin() as session:
+        told = [e.type for e in session.query(OutboxEvent) if e.request_id == duplicate]
+    assert told == ["complaint.routed", "complaint.status_changed"]  # the office hears it
+    # an operator confirming the merged report routes nothing again
+    update_request(store, duplicate, Changes(corrected_agency=DLH), "siti")
+    with store.sessions.begin() as session:
+        told = [e.type for e in session.query(OutboxEvent) if e.request_id == duplicate]
+    assert told.count("complaint.routed") == 1 and get(store, duplicate).status == "closed"
