@@ -40,8 +40,9 @@ def _utc(values: list[Any]) -> pd.Series:
 def followup_frame(
     store: Store, end: datetime | None = None, since: datetime | None = None
 ) -> pd.DataFrame:
-    """The stints routed before `end` and not closed before `since` (those count in no
-    period from `since` on)."""
+    """The stints not closed before `since` (those count in no period from `since` on);
+    earlier stints routed from `end` on are left out. A complaint routed after `end` is still
+    read: its earlier stint may lie within the range."""
     f, r = FollowUp, StoredRequest
     query = select(
         f.request_id,
@@ -54,8 +55,6 @@ def followup_frame(
         f.returned_at,
         f.status,
     ).join(r, r.id == f.request_id)
-    if end is not None:
-        query = query.where(f.routed_at < end)
     if since is not None:
         query = query.where(or_(f.closed_at.is_(None), f.closed_at >= since))
     rows: dict[str, list[Any]] = defaultdict(list)

@@ -110,6 +110,11 @@ def test_performance_api_hand_worked_week(client):
     assert dict(zip(table["office"], table["received"], strict=True)) == {DLH: 3, DISHUB: 2}
     assert table.set_index("office").loc[DLH, "sent_back"] == 1
 
+    # Up to 3.5 h: C's stint at DLH is in, its move to Dishub (4 h) is not.
+    early = client.get("/v1/followup/performance?to=2024-03-04T11:30:00Z", headers=OPS).json()
+    counts = {r["office"]: (r["received"], r["sent_back"]) for r in early["rows"]}
+    assert counts == {DLH: (3, 1), DISHUB: (1, 0)}
+
     later = client.get("/v1/followup/performance?from=2024-03-11&to=2024-03-17", headers=OPS)
     backlog = {r["office"]: (r["received"], r["backlog"]) for r in later.json()["rows"]}
     assert backlog == {DLH: (0, 1), DISHUB: (0, 2)}  # nothing new, still open
