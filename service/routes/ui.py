@@ -492,6 +492,19 @@ async def performance_page(
     )
 
 
+@router.get("/performance.csv")
+async def performance_csv(request: Request, state: ReadyStateDep, session: SessionDep) -> Response:
+    """The page's table as CSV (the API's `format=csv`, with the workbench's session)."""
+    table, _, error = await _figures(request, state, session, weekly=False)
+    if table is None:
+        raise ApiError(422, "validation_error", error or "bad range")
+    return Response(
+        table.to_csv(index=False),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="performance.csv"'},
+    )
+
+
 @router.get("/performance/plot.png")
 async def performance_plot(request: Request, state: ReadyStateDep, session: SessionDep) -> Response:
     """The page's figures week by week, drawn server-side (no script)."""

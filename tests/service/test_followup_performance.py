@@ -155,9 +155,13 @@ def test_performance_workbench_page_and_plot(client):
     plot = client.get("/ui/performance/plot.png?from=2024-03-04&to=2024-03-17")
     assert plot.status_code == 200 and plot.content[:8] == b"\x89PNG\r\n\x1a\n"
     assert client.get(f"/ui/performance/plot.png?{RANGE}").status_code == 404  # one week
+    csv = pd.read_csv(io.StringIO(client.get(f"/ui/performance.csv?{RANGE}").text))
+    assert dict(zip(csv["office"], csv["received"], strict=True)) == {DLH: 3, DISHUB: 2}
 
     client.cookies.clear()
     _login(client, "kunci-budi")
     mine = client.get(f"/ui/performance?{RANGE}")
     assert DLH in mine.text and DISHUB not in mine.text.split("<table")[1]
     assert 'href="/ui/queue"' not in mine.text  # staff: their inbox, not the queue
+    csv = pd.read_csv(io.StringIO(client.get(f"/ui/performance.csv?{RANGE}").text))
+    assert csv["office"].tolist() == [DLH]
