@@ -54,7 +54,9 @@ def load_history(path: Path | str, fields: Mapping[str, str] | None = None) -> p
     and district offices collapsed into `Kelurahan`/`Kecamatan`, the model's labels),
     `kelurahan`, `kecamatan`, `text` (normalised), `created_at` and `responded_at`
     (timestamps, NaT where missing or unreadable), `response_days` (one of `BUCKETS`, or "")
-    and `first_response_hours`. Rows without `created_at` or agency are dropped."""
+    and `first_response_hours`, and `source_id` (the file's `id` column when `fields` names
+    one, e.g. `{"id": "id"}`, else `row:<number>`). Rows without `created_at` or agency are
+    dropped."""
     path = Path(path)
     fields = {**FIELDS, **(fields or {})}
     try:
@@ -84,6 +86,12 @@ def prepare_history(frame: pd.DataFrame) -> pd.DataFrame:
     text = frame["text"] if "text" in frame else pd.Series("", index=frame.index)
     out["text"] = text.fillna("").astype(str).map(normalize_text)
     out["agency_class"] = out["agency"].map(agency_class)
+    # The file's own id, else its row number: what an import recognises a complaint by again.
+    if "id" in frame or "source_row" in frame:
+        blank = pd.Series("", index=frame.index)
+        rows = "row:" + frame["source_row"].astype(str) if "source_row" in frame else blank
+        source = frame["id"].fillna("").astype(str) if "id" in frame else blank
+        out["source_id"] = source.where(source != "", rows)
     for name in ("created_at", "responded_at"):
         column = frame[name] if name in frame else pd.Series(pd.NaT, index=frame.index)
         out[name] = _timestamps(column)

@@ -21,7 +21,8 @@ Per group (office, kecamatan, or everything) and per period (ISO week, or the wh
 - `received`: complaints that arrived in the period;
 - `acknowledged_within_sla`: of those with a deadline, the share first answered by it;
 - `first_response_median_h`, `first_response_p90_h`, `close_median_h`, `close_p90_h`: hours
-  from arrival, over the period's arrivals that have the timestamp;
+  from arrival, over the period's arrivals that have the timestamp (a complaint sent back
+  has a `closed_at`, when it left the office, but counts in no close time);
 - `backlog`: complaints of the group open at the period's end (arrived by then, not closed);
 - `overdue`: of those, the ones past their deadline with no first response by the period's end;
 - `sent_back`, `sent_back_rate`: sent back among the period's arrivals.
@@ -88,7 +89,8 @@ def _figures(group: dict[str, np.ndarray], lo: int, hi: int) -> dict[str, Any]:
     closed, due = group["closed_at"], group["due_at"]
     new = (received >= lo) & (received < hi)
     answered = new & (first != _NAT)
-    done = new & (closed != _NAT)
+    # Sent back is not resolved: it leaves the backlog, but times no close.
+    done = new & (closed != _NAT) & ~group["sent_back"]
     with_due = new & (due != _NAT)
     on_time = with_due & (first != _NAT) & (first <= due)
     open_at_end = _before(received, hi) & ~_before(closed, hi)

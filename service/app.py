@@ -28,6 +28,7 @@ from .observability import install_observability
 from .offices import OfficeBook, known_names
 from .openapi import document_security
 from .ratelimit import RateLimiter
+from .resolution import ResolutionModel
 from .routes import admin, classify, feedback, health, meta, office, open311, requests, ui
 from .settings import Settings, get_settings
 from .state import ServiceState
@@ -107,7 +108,8 @@ def _start_followup(
                 gazetteer.kecamatans if gazetteer else (),
             )
         )
-    install_followup(state.store, book)
+    deadlines = ResolutionModel(settings.deadline_model) if settings.deadline_model else None
+    install_followup(state.store, book, deadlines)
     if not settings.followup_loop:
         return None
     dispatcher = Dispatcher(

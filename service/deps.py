@@ -201,3 +201,24 @@ def require_staff(request: Request, credentials: BearerDep) -> tuple[str, list[s
 
 
 StaffDep = Annotated[tuple[str, list[str]], Depends(require_staff)]
+
+
+def require_operator_or_staff(
+    request: Request, credentials: BearerDep
+) -> tuple[str, list[str] | None]:
+    """Routes for operators and offices alike (the offices' figures): an operator key, which
+    sees everything, or an office's staff key, which sees its offices only; returns (the
+    key's name, its offices or None for everything)."""
+    if not get_keys(request).any_with(OPERATOR):
+        raise ApiError(
+            403,
+            "forbidden",
+            "no operator keys are configured: set ADUAN_OPERATOR_KEYS (or the keys file)",
+        )
+    key = authenticate(request, (OPERATOR,))
+    throttle(request, key)
+    offices = request.app.state.offices.offices_of(key.name)
+    return key.name, (offices or None)
+
+
+ViewerDep = Annotated[tuple[str, list[str] | None], Depends(require_operator_or_staff)]

@@ -36,6 +36,7 @@ from aduan.model.taxonomy import OTHER_AGENCY
 
 from .duplicates import RequestDuplicate
 from .offices import INTAKE, OfficeBook
+from .resolution import ResolutionModel
 from .review import unit_of
 from .storage import Base, Store, StoredRequest, as_utc, audit, utcnow
 
@@ -105,11 +106,21 @@ class OutboxEvent(Base):
 
 
 def expected_resolution(
-    routed_at: datetime, office: str, book: OfficeBook, row: StoredRequest | None = None
+    routed_at: datetime,
+    office: str,
+    book: OfficeBook,
+    row: StoredRequest | None = None,
+    deadlines: ResolutionModel | None = None,
 ) -> datetime:
     """When the complaint is expected to be resolved (Open311 `expected_datetime`): the
-    office's `resolution_hours`, else 7 days. The one place a resolution-time model plugs in
-    (it may read the complaint's text, category, agency and unit from `row`)."""
+    deadline model's prediction from the routing time (`ADUAN_DEADLINE_MODEL`, from the
+    complaint's text, agency and unit), else the office's `resolution_hours`, else 7 days."""
+    if deadlines is not None and row is not None:
+        predicted = deadlines.expected_at(
+            routed_at, row.text, row.corrected_agency or row.agency, row.kecamatan, row.kelurahan
+        )
+        if predicted is not None:
+            return predicted
     configured = book.get(office)
     hours = (configured.resolution_hours if configured else None) or DEFAULT_RESOLUTION_HOURS
     return routed_at + timedelta(hours=hours)
@@ -196,7 +207,12 @@ def emit(
 
 
 def route(
-    session: Session, row: StoredRequest, book: OfficeBook, actor: str, at: datetime | None = None
+    session: Session,
+    row: StoredRequest,
+    book: OfficeBook,
+    actor: str,
+    at: datetime | None = None,
+    deadlines: ResolutionModel | None = None,
 ) -> FollowUp | None:
     """The complaint is routed (stored with route auto, or confirmed/corrected by an
     operator): give it to its office with its deadlines, and queue `complaint.routed`, in the
@@ -223,7 +239,7 @@ def route(
     follow.office, follow.status, follow.status_notes = target, NEW, None
     follow.routed_at = at
     follow.first_response_due = at + timedelta(hours=book.sla_hours(target))
-    follow.expected_datetime = expected_resolution(at, target, book, row)
+    follow.expected_datetime = expected_resolution(at, target, book, row, deadlines)
     follow.acknowledged_at = follow.closed_at = follow.overdue_at = None
     follow.returned_at = follow.returned_to = follow.escalated_at = None
     follow.updated_at = at
@@ -262,19 +278,21 @@ def book_of(store: Store) -> OfficeBook | None:
     return next((h.followup_book for h in store.on_routed if hasattr(h, "followup_book")), None)
 
 
-def routing_hook(book: OfficeBook) -> Callable[[Session, StoredRequest, str], None]:
+def routing_hook(
+    book: OfficeBook, deadlines: ResolutionModel | None = None
+) -> Callable[[Session, StoredRequest, str], None]:
     """What `Store.on_routed` calls for each routed complaint."""
 
     def hook(session: Session, row: StoredRequest, actor: str) -> None:
-        route(session, row, book, actor)
+        route(session, row, book, actor, deadlines=deadlines)
 
     return hook
 
 
-def install(store: Store, book: OfficeBook) -> None:
+def install(store: Store, book: OfficeBook, deadlines: ResolutionModel | None = None) -> None:
     """Route every complaint the store routes (idempotent)."""
     if not any(getattr(h, "followup_book", None) is book for h in store.on_routed):
-        hook = routing_hook(book)
+        hook = routing_hook(book, deadlines)
         hook.followup_book = book  # type: ignore[attr-defined]
         store.on_routed.append(hook)
 

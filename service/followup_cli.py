@@ -107,3 +107,49 @@ def redeliver_command(
         typer.secho(f"error: no dead-lettered event {event_id!r}", err=True)
         raise typer.Exit(code=1)
     typer.echo(f"{event_id} queued again")
+
+
+@followup_app.command("import-history")
+def import_history_command(
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="The labelled complaints file (default: the shared one)"),
+    ] = None,
+    database_url: DbOpt = None,
+    offices: OfficesOpt = None,
+    timezone: Annotated[
+        str, typer.Option(help="The zone the file's times are in (Surabaya: WIB)")
+    ] = "Asia/Jakarta",
+) -> None:
+    """Import the file's handling history (arrival, first response, resolution bucket) as
+    closed complaints, so the performance page starts from the real history. Texts are not
+    imported; running it again imports nothing twice. The offices file, when given, sets
+    each office's first-response deadline (its `sla_hours`; else 24 h)."""
+    from aduan.model.history import HistoryError
+    from aduan.model.resources import default_data
+
+    from .history_import import history_frame, import_history
+    from .offices import OfficeBook, OfficesFileError
+    from .settings import Settings
+    from .storage import open_store
+
+    overrides: dict[str, Any] = {"database_url": database_url} if database_url else {}
+    settings = Settings(**overrides)
+    sla: dict[str, float] = {}
+    path = offices or settings.offices_file
+    try:
+        if path is not None:
+            sla = {o.name: o.sla_hours for o in OfficeBook(path).all()}
+        frame = history_frame(data or default_data(), sla, timezone)
+    except (OfficesFileError, HistoryError) as exc:
+        typer.secho(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    store = open_store(settings)
+    try:
+        outcome = import_history(store, frame)
+    finally:
+        store.close()
+    typer.echo(
+        f"{outcome.rows} complaint(s) in the file: {outcome.imported} imported, "
+        f"{outcome.already} already there"
+    )

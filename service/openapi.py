@@ -20,6 +20,7 @@ from .deps import (
     require_admin_key,
     require_api_key,
     require_operator,
+    require_operator_or_staff,
     require_reader,
     require_staff,
 )
@@ -33,6 +34,7 @@ _KINDS: dict[Callable[..., Any], str] = {
     require_reader: API,
     require_operator: OPERATORS,
     require_staff: OPERATORS,  # an office's staff hold operator keys
+    require_operator_or_staff: OPERATORS,
     feedback_enabled: OPERATORS,
     require_admin_key: ADMINS,
 }

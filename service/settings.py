@@ -189,6 +189,12 @@ class Settings(BaseSettings):
         description="The offices (YAML): webhook, signing secret, SLA and staff of each; read "
         "again when it changes. Without it nothing is followed up",
     )
+    deadline_model: Path | None = Field(
+        None,
+        description="The resolution-time model (the directory `aduan followup deadlines train` "
+        "writes) that sets each routed complaint's expected_datetime; read again when it "
+        "changes. Empty: the office's resolution_hours, else 7 days",
+    )
     followup_loop: bool = Field(
         True,
         description="Run the follow-up loop in the service (webhook dispatch and the overdue "
@@ -269,7 +275,7 @@ class Settings(BaseSettings):
             data = {**data, "engine": engine, "backend": backend}
         return data
 
-    @field_validator("keys_file", "offices_file", mode="before")
+    @field_validator("keys_file", "offices_file", "deadline_model", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         # ADUAN_KEYS_FILE= (set but empty) means no keys file, not the current directory

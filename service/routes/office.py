@@ -8,9 +8,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from aduan.service.deps import OperatorDep, ReadyStateDep, StaffDep
+from aduan.model.performance import to_records
+from aduan.service.deps import OperatorDep, ReadyStateDep, StaffDep, ViewerDep
 from aduan.service.dispatch import dead_letters
 from aduan.service.errors import ApiError
 from aduan.service.followup import (
@@ -23,7 +25,8 @@ from aduan.service.followup import (
     inbox,
 )
 from aduan.service.offices import OfficeBook
-from aduan.service.review import request_view
+from aduan.service.performance import BYS, performance
+from aduan.service.review import ReviewError, parse_moment, request_view
 from aduan.service.route_accuracy import PROMISE, live_accuracy
 
 router = APIRouter(tags=["office"])
@@ -169,3 +172,54 @@ async def route_accuracy(
     assert state.store is not None
     rows = await state.store.run(live_accuracy, state.store, days)
     return {"days": days, "promise": PROMISE, "agencies": [r.to_dict() for r in rows]}
+
+
+@router.get(
+    "/v1/followup/performance",
+    tags=["review"],
+    summary="How offices perform: received, acknowledged within the SLA, times, backlog",
+    responses={200: {"content": {"text/csv": {}}}},
+)
+async def office_figures(
+    state: ReadyStateDep,
+    viewer: ViewerDep,
+    request: Request,
+    by: Annotated[str, Query(description="office, kecamatan or all")] = "office",
+    start: Annotated[
+        str | None, Query(alias="from", description="First day (2023-01-01) or date-time")
+    ] = None,
+    end: Annotated[
+        str | None, Query(alias="to", description="Last day (whole day) or date-time")
+    ] = None,
+    weekly: Annotated[bool, Query(description="One row per ISO week")] = False,
+    format: Annotated[str, Query(description="json or csv")] = "json",
+) -> Any:
+    """The figures of `aduan.model.performance.office_performance` over the stored
+    follow-ups (docs/followup.md); an office's staff get their own office's only."""
+    assert state.store is not None
+    name, offices = viewer
+    if by not in BYS:
+        raise ApiError(422, "validation_error", f"by must be one of {list(BYS)}")
+    if format not in ("json", "csv"):
+        raise ApiError(422, "validation_error", "format must be json or csv")
+    try:
+        lo = parse_moment(start, "from") if start else None
+        hi = parse_moment(end, "to", end_of_day=True) if end else None
+    except ReviewError as exc:
+        raise ApiError(422, "validation_error", str(exc)) from exc
+    table = await state.store.run(performance, state.store, by, lo, hi, weekly, offices)
+    request.state.log_extra = {"viewer": name, "rows": len(table)}
+    if format == "csv":
+        return Response(
+            table.to_csv(index=False),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="performance.csv"'},
+        )
+    return {
+        "by": by,
+        "from": lo.isoformat() if lo else None,
+        "to": hi.isoformat() if hi else None,
+        "weekly": weekly,
+        "offices": offices,
+        "rows": to_records(table),
+    }

@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from aduan.model.performance import to_records
 from aduan.service import duplicates, intake, merges
 from aduan.service.deps import ReadyStateDep, get_keys, identify, throttle_explanations
 from aduan.service.dispatch import dead_letters
@@ -20,6 +21,7 @@ from aduan.service.followup import Action, FollowUpError, escalated, followup_vi
 from aduan.service.followup import act as act_on
 from aduan.service.keys import OPERATOR
 from aduan.service.offices import OfficeBook
+from aduan.service.performance import BYS, performance, plot_png, plots_installed
 from aduan.service.review import (
     STATUSES,
     Changes,
@@ -249,6 +251,7 @@ async def queue(request: Request, state: ReadyStateDep, session: SessionDep) -> 
         "queue.html",
         {
             "session": session,
+            "followup": request.app.state.offices.path is not None,
             "items": items,
             "params": params,
             "sort": sort,
@@ -395,6 +398,7 @@ async def model_page(request: Request, state: ReadyStateDep, session: SessionDep
         "model.html",
         {
             "session": session,
+            "followup": request.app.state.offices.path is not None,
             "model": model_summary(pipeline),
             "plots": [p for p in plots if not p.startswith("drift")],
             "drift": drift_figures(pipeline, plots),
@@ -435,6 +439,7 @@ async def inbox_page(request: Request, state: ReadyStateDep, session: SessionDep
         "inbox.html",
         {
             "session": session,
+            "followup": request.app.state.offices.path is not None,
             "offices": offices,
             "items": [{**request_view(r), "followup": followup_view(f)} for r, f in rows],
             "status": status,
@@ -475,3 +480,84 @@ async def inbox_act(
         raise ApiError(404, "not_found", f"no complaint {request_id!r} in this inbox")
     request.state.log_extra = {"staff": session.operator, "request_id": request_id}
     return RedirectResponse("/ui/inbox", 303)
+
+
+_BY_LABELS = {"office": "kantor", "kecamatan": "kecamatan", "all": "semua"}
+
+
+def _performance_query(request: Request) -> tuple[str, str, str]:
+    params = request.query_params
+    by = params.get("by", "office")
+    return (by if by in BYS else "office"), params.get("from", ""), params.get("to", "")
+
+
+async def _figures(
+    request: Request, state: ServiceState, session: Session, weekly: bool
+) -> tuple[Any, list[str] | None, str | None]:
+    """The offices' figures the page's filters ask for; an office's staff see their own."""
+    assert state.store is not None
+    by, start, end = _performance_query(request)
+    offices = _staff_of(request, session) or None
+    try:
+        lo = parse_moment(start, "from") if start else None
+        hi = parse_moment(end, "to", end_of_day=True) if end else None
+    except ReviewError as exc:
+        return None, offices, str(exc)
+    table = await state.store.run(performance, state.store, by, lo, hi, weekly, offices)
+    return table, offices, None
+
+
+@router.get("/performance")
+async def performance_page(
+    request: Request, state: ReadyStateDep, session: SessionDep
+) -> HTMLResponse:
+    """How offices perform over a date range (a table, and the weeks as a plot when the
+    `plots` extra is installed); an office's staff see their own office's figures."""
+    by, start, end = _performance_query(request)
+    table, offices, error = await _figures(request, state, session, weekly=False)
+    rows = to_records(table) if table is not None else []
+    column = "group" if by == "all" else by
+    return templates.TemplateResponse(
+        request,
+        "performance.html",
+        {
+            "session": session,
+            "followup": True,
+            "staff": bool(offices),
+            "offices": offices,
+            "rows": sorted(rows, key=lambda r: (-r["received"], str(r[column]))),
+            "column": column,
+            "column_label": _BY_LABELS[by],
+            "by": by,
+            "bys": list(_BY_LABELS.items()),
+            "start": start,
+            "end": end,
+            "query": urlencode({"by": by, "from": start, "to": end}),
+            "plots": plots_installed(),
+            "error": error,
+        },
+    )
+
+
+@router.get("/performance.csv")
+async def performance_csv(request: Request, state: ReadyStateDep, session: SessionDep) -> Response:
+    """The page's table as CSV (the API's `format=csv`, with the workbench's session)."""
+    table, _, error = await _figures(request, state, session, weekly=False)
+    if table is None:
+        raise ApiError(422, "validation_error", error or "bad range")
+    return Response(
+        table.to_csv(index=False),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="performance.csv"'},
+    )
+
+
+@router.get("/performance/plot.png")
+async def performance_plot(request: Request, state: ReadyStateDep, session: SessionDep) -> Response:
+    """The page's figures week by week, drawn server-side (no script)."""
+    by, _, _ = _performance_query(request)
+    table, _, error = await _figures(request, state, session, weekly=True)
+    png = await asyncio.to_thread(plot_png, table, by) if table is not None else None
+    if png is None:
+        raise ApiError(404, "not_found", error or "no plot: matplotlib or weeks missing")
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})

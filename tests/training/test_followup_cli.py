@@ -46,6 +46,28 @@ def test_followup_sla_merges_into_offices_file(history_csv: Path, tmp_path: Path
     assert all(isinstance(o["sla_hours"], int) and o["sla_hours"] >= 1 for o in by_name.values())
 
 
+def test_followup_sla_output_is_an_offices_file_the_service_reads(
+    history_csv: Path, tmp_path: Path
+) -> None:
+    from aduan.service.offices import OfficeBook, parse_offices
+
+    offices = tmp_path / "offices.yaml"  # written from nothing, then merged into a hand-made one
+    for before in (None, "offices:\n  - name: Dinas Sosial\n    staff: [siti]\n"):
+        if before is not None:
+            offices.write_text(before)
+        result = runner.invoke(
+            app, ["followup", "sla", "--data", str(history_csv), "--output", str(offices)]
+        )
+        assert result.exit_code == 0, result.output
+        parsed = {o.name: o for o in parse_offices(offices.read_text(), offices)}
+        measured = yaml.safe_load(offices.read_text())["offices"]
+        assert {o["name"] for o in measured} == set(parsed)
+        for office in measured:
+            assert parsed[office["name"]].sla_hours == office.get("sla_hours", 24.0)
+    assert parsed["Dinas Sosial"].staff == ("siti",)
+    assert OfficeBook(offices).offices_of("siti") == ["Dinas Sosial"]
+
+
 def test_followup_sla_refuses_an_offices_file_that_is_not_a_mapping(
     history_csv: Path, tmp_path: Path
 ) -> None:
