@@ -424,7 +424,7 @@ def test_followup_a_merged_duplicate_leaves_the_inbox_and_is_never_routed_again(
     from aduan.service.review import Changes, update_request
 
     office = Office(name=DLH, webhook="http://127.0.0.1:9/dlh")
-    store, book = _store(database_url, [office])
+    store, _ = _store(database_url, [office])
     original, duplicate = store.save_requests([_auto(DLH), _auto(DLH)])
     assert {r.id for r, _ in inbox(store, [DLH])} == {original, duplicate}
     merge(store, duplicate, original, "siti")
