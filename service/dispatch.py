@@ -176,7 +176,10 @@ class Dispatcher:
         assert headers is not None
         try:
             response = self.client.post(office.webhook, content=body.encode(), headers=headers)
-        except httpx.HTTPError as exc:
+        except Exception as exc:
+            # Not only httpx.HTTPError: a URL httpx cannot use raises InvalidURL or
+            # UnicodeError (IDNA). Raised, it would fail the whole round unrecorded and the
+            # batch would be claimed again forever; as a failure it backs off and dead-letters.
             return f"{type(exc).__name__}: {str(exc)[:200]}"
         if 200 <= response.status_code < 300:
             return None

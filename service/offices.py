@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import logging
 import threading
 from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -33,6 +35,28 @@ DEFAULT_SLA_HOURS = 24.0
 # The intake system's webhook (`intake:` in the file) is kept as an office of this name.
 INTAKE = "(intake)"
 WHSEC = "whsec_"
+
+
+def webhook_url(value: str) -> str:
+    """`value` if httpx can POST to it: http(s), a host, a port that is a number, a name that
+    encodes to IDNA. Checked at load, so a bad URL is refused with its line instead of
+    failing every delivery attempt later."""
+    try:
+        url = httpx.URL(value)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"webhook is not a usable URL ({exc})") from None
+    if url.scheme not in ("http", "https"):
+        raise ValueError("webhook must be an http(s) URL")
+    if not url.host:
+        raise ValueError("webhook URL has no host")
+    try:
+        ipaddress.ip_address(url.host)
+    except ValueError:
+        try:
+            url.host.encode("idna")
+        except UnicodeError:
+            raise ValueError(f"webhook host {url.host!r} is not a valid host name") from None
+    return value
 
 
 class OfficesFileError(ValueError):
@@ -54,9 +78,7 @@ class Office(BaseModel):
     @field_validator("webhook")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("https://", "http://")):
-            raise ValueError("webhook must be an http(s) URL")
-        return value
+        return None if value is None else webhook_url(value)
 
     @field_validator("secret")
     @classmethod

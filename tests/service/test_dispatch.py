@@ -384,3 +384,36 @@ def test_dispatch_recovers_when_postgres_cuts_its_connections(database_url, rece
         if delivered == 3:
             break
     assert delivered == 3 and sorted(receiver.ids()) == sorted(e.id for e in _events(store))
+
+
+def test_dispatch_a_url_httpx_refuses_fails_its_event_not_the_round(database_url, receiver):
+    """One office's URL that httpx cannot use (bad IDNA: UnicodeError, not an HTTPError) is
+    that event's failure; the other office's event in the same round is delivered."""
+    upgrade(database_url)
+    store = Store(make_engine(database_url))
+    receiver.start()
+    broken = "Dinas Perhubungan"
+    # Built unvalidated: the offices file refuses this URL now, but a book of offices from
+    # elsewhere (or an httpx that is stricter than the check) must not stop all delivery.
+    bad = Office.model_construct(name=broken, webhook="https://a..b/x", secret=SECRET)
+    book = OfficeBook.of([Office(name=AGENCY, webhook=receiver.url, secret=SECRET), bad])
+    install(store, book)
+    rows = [
+        NewRequest(
+            text=f"keluhan {agency}",
+            category="SAMPAH",
+            category_score=0.9,
+            agency=agency,
+            agency_score=0.97,
+            model_version="m-1",
+            route="auto",
+        )
+        for agency in (broken, AGENCY)
+    ]
+    store.save_requests(rows)
+    outcome = Dispatcher(store, book, _settings()).run_once()
+    assert outcome.delivered == 1 and outcome.failed == 1
+    events = {e.office: e for e in _events(store)}
+    assert events[AGENCY].delivered_at is not None
+    assert events[broken].attempts == 1 and events[broken].claimed_by is None
+    assert "UnicodeError" in (events[broken].last_error or "")

@@ -439,3 +439,13 @@ def test_followup_a_merged_duplicate_leaves_the_inbox_and_is_never_routed_again(
     with store.sessions.begin() as session:
         told = [e.type for e in session.query(OutboxEvent) if e.request_id == duplicate]
     assert told.count("complaint.routed") == 1 and get(store, duplicate).status == "closed"
+
+
+@pytest.mark.parametrize(
+    "url", ["https://host:abc/x", "https://a..b/x", "https:///x", "ftp://dlh.example/x"]
+)
+def test_offices_file_refuses_a_webhook_url_httpx_cannot_use(url):
+    text = OFFICES.replace("    staff: [rina]\n", f"    staff: [rina]\n    webhook: {url}\n")
+    with pytest.raises(OfficesFileError, match=r"line 8: offices\.1\.webhook: .*(URL|host)"):
+        parse_offices(text, "offices.yaml")
+    assert parse_offices(text.replace(url, "https://dishub.example.go.id/x"), "o.yaml")
