@@ -3,9 +3,10 @@ signed per Standard Webhooks (`webhook-id` = the event id, the same on every att
 
 Each round claims the due events with a lease (PostgreSQL: `SELECT ... FOR UPDATE SKIP
 LOCKED`, so dispatchers in several pods never claim the same event; SQLite: one atomic
-`UPDATE ... WHERE claimed_until < now`), POSTs them in parallel, and records the outcome: a
-2xx is delivered; anything else is retried after an exponential backoff with jitter (1 s, 2 s,
-4 s ... capped), and dead-lettered after `max_attempts`. A dispatcher that dies mid-delivery
+`UPDATE ... WHERE claimed_until < now`), POSTs them in parallel, renews the lease while any
+is in flight, and records each outcome as it comes in: a 2xx is delivered; anything else is
+retried after an exponential backoff with jitter (1 s, 2 s, 4 s ... capped), and
+dead-lettered after `max_attempts`. A dispatcher that dies mid-delivery stops renewing and
 leaves its claims to expire; another takes them then.
 """
 
@@ -16,9 +17,10 @@ import json
 import logging
 import random
 import socket
+import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,6 +28,7 @@ from typing import Any
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
@@ -45,7 +48,7 @@ class DispatchSettings:
 
     batch: int = 50
     timeout_s: float = 10.0
-    lease_s: float = 30.0
+    lease_s: float = 30.0  # renewed every third of it while a round's POSTs are in flight
     max_attempts: int = 20
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 300.0
@@ -188,7 +191,7 @@ class Dispatcher:
     def record(
         self, session: Session, event: OutboxEvent, error: str | None, outcome: Outcome
     ) -> None:
-        """Write one delivery's outcome in `session` (one transaction for a round's events)."""
+        """Write one delivery's outcome in `session` (a transaction of its own)."""
         now = self.clock()
         o = OutboxEvent
         if error is None:
@@ -255,14 +258,58 @@ class Dispatcher:
         events = self.claim()
         outcome.claimed = [e.id for e in events]
         if events:
-            workers = min(self.settings.workers, len(events))
-            with ThreadPoolExecutor(workers, thread_name_prefix="webhook") as pool:
-                errors = list(pool.map(self.deliver, events))
-            with self.store.sessions.begin() as session:
-                for event, error in zip(events, errors, strict=True):
-                    self.record(session, event, error, outcome)
+            self._deliver_all(events, outcome)
         self.update_gauges()
         return outcome
+
+    def _deliver_all(self, events: list[OutboxEvent], outcome: Outcome) -> None:
+        """POST the claimed events in parallel and record each outcome as soon as it is in,
+        in its own transaction; while any is still in flight, renew the round's lease every
+        third of it. A slow or black-holed office may hold a worker for several timeouts
+        (httpx's timeout is per connect, write and read), so a round can last far longer
+        than one lease: unrenewed, other dispatchers would claim and POST the events again,
+        also those already delivered but not yet recorded."""
+        token = events[0].claimed_by
+        assert token is not None
+        every = self.settings.lease_s / 3
+        workers = min(self.settings.workers, len(events))
+        with ThreadPoolExecutor(workers, thread_name_prefix="webhook") as pool:
+            pending = {pool.submit(self.deliver, event): event for event in events}
+            renewed = time.monotonic()
+            while pending:
+                left = max(0.0, renewed + every - time.monotonic())
+                done, _ = wait(pending, timeout=left, return_when=FIRST_COMPLETED)
+                for future in done:
+                    event = pending.pop(future)
+                    try:
+                        error = future.result()
+                    except Exception as exc:  # signing, say: this event's failure only
+                        error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                    with self.store.sessions.begin() as session:
+                        self.record(session, event, error, outcome)
+                if pending and time.monotonic() - renewed >= every:
+                    self.renew(token)
+                    renewed = time.monotonic()
+
+    def renew(self, token: str) -> int:
+        """Extend the lease of the events claimed under `token` not recorded yet (recorded
+        ones are no longer claimed); how many. A lease another took over is not touched."""
+        until = self.clock() + timedelta(seconds=self.settings.lease_s)
+        o = OutboxEvent
+        try:
+            with self.store.sessions.begin() as session:
+                result = session.execute(
+                    update(o)
+                    .where(o.claimed_by == token, o.delivered_at.is_(None), o.dead_at.is_(None))
+                    .values(claimed_until=until),
+                    execution_options={"synchronize_session": False},
+                )
+        except SQLAlchemyError:
+            # The database away: the deliveries go on; their outcomes are recorded if it
+            # comes back, and the events are claimed again after the lease if not.
+            log.warning("could not renew the webhook lease %s", token, exc_info=True)
+            return 0
+        return int(getattr(result, "rowcount", 0) or 0)
 
     def update_gauges(self) -> None:
         if self.metrics is None:

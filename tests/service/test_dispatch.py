@@ -33,6 +33,7 @@ class Receiver:
         self.received: list[tuple[dict[str, str], bytes]] = []
         self.arrived: list[str] = []  # every attempt's webhook-id, answered or not
         self.delay, self.status = 0.0, 204
+        self.gate: threading.Event | None = None  # when set, answers wait until it opens
         self.server: ThreadingHTTPServer | None = None
 
     def start(self) -> "Receiver":
@@ -42,6 +43,8 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
                 outer.arrived.append(self.headers["webhook-id"])
+                if outer.gate is not None:
+                    outer.gate.wait(10)
                 if outer.delay:
                     time.sleep(outer.delay)
                 else:
@@ -417,3 +420,96 @@ def test_dispatch_a_url_httpx_refuses_fails_its_event_not_the_round(database_url
     assert events[AGENCY].delivered_at is not None
     assert events[broken].attempts == 1 and events[broken].claimed_by is None
     assert "UnicodeError" in (events[broken].last_error or "")
+
+
+def _two_offices(database_url: str, fast: Receiver, slow: Receiver) -> tuple[Store, OfficeBook]:
+    """A store with one routed complaint for a fast office and one for a slow one."""
+    upgrade(database_url)
+    store = Store(make_engine(database_url))
+    book = OfficeBook.of(
+        [
+            Office(name=AGENCY, webhook=fast.url, secret=SECRET),
+            Office(name="Dinas Perhubungan", webhook=slow.url, secret=SECRET),
+        ]
+    )
+    install(store, book)
+    rows = [
+        NewRequest(
+            text=f"keluhan {agency}",
+            category="SAMPAH",
+            category_score=0.9,
+            agency=agency,
+            agency_score=0.97,
+            model_version="m-1",
+            route="auto",
+        )
+        for agency in ("Dinas Perhubungan", AGENCY)
+    ]
+    store.save_requests(rows)
+    return store, book
+
+
+def _wait_for(condition, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.fixture
+def slow_receiver():
+    found = Receiver()
+    found.gate = threading.Event()
+    yield found
+    found.gate.set()
+    found.stop()
+
+
+def test_dispatch_records_each_outcome_while_a_slow_office_holds_the_round(
+    database_url, receiver, slow_receiver
+):
+    store, book = _two_offices(database_url, receiver.start(), slow_receiver.start())
+    dispatcher = Dispatcher(store, book, _settings(timeout_s=10.0))
+    round_ = threading.Thread(target=dispatcher.run_once)
+    round_.start()
+    try:
+        events = {e.office: e for e in _events(store)}
+
+        def fast_recorded() -> bool:
+            return {e.office: e for e in _events(store)}[AGENCY].delivered_at is not None
+
+        # Recorded while the slow office's POST is still waiting, not after the round.
+        assert _wait_for(fast_recorded)
+        assert slow_receiver.arrived == [events["Dinas Perhubungan"].id]
+        assert {e.office: e for e in _events(store)}["Dinas Perhubungan"].delivered_at is None
+    finally:
+        assert slow_receiver.gate is not None
+        slow_receiver.gate.set()
+        round_.join(15)
+    assert all(e.delivered_at is not None for e in _events(store))
+
+
+def test_dispatch_round_longer_than_its_lease_keeps_its_claim(
+    database_url, receiver, slow_receiver
+):
+    """A round held up by a slow office past its lease renews it: a second dispatcher
+    claims nothing meanwhile, and no event is POSTed twice."""
+    store, book = _two_offices(database_url, receiver.start(), slow_receiver.start())
+    first = Dispatcher(store, book, _settings(timeout_s=10.0, lease_s=1.0), name="pod-a")
+    second = Dispatcher(store, book, _settings(timeout_s=10.0, lease_s=1.0), name="pod-b")
+    started = time.monotonic()
+    round_ = threading.Thread(target=first.run_once)
+    round_.start()
+    try:
+        assert _wait_for(lambda: bool(slow_receiver.arrived))
+        # Well past the first lease (and two renewals): unrenewed, it would have lapsed.
+        time.sleep(max(0.0, started + 2.5 - time.monotonic()))
+        assert second.run_once().claimed == []
+    finally:
+        assert slow_receiver.gate is not None
+        slow_receiver.gate.set()
+        round_.join(15)
+    assert all(e.delivered_at is not None for e in _events(store))
+    assert len(slow_receiver.arrived) == 1 and len(receiver.arrived) == 1
