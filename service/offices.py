@@ -59,6 +59,45 @@ def webhook_url(value: str) -> str:
     return value
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_transport(offices: Iterable[Office], path: Path | str | None = None) -> list[str]:
+    """Warn about (and return) the offices whose webhook would carry complaint texts and
+    locations (personal data) unencrypted, over http:// to a host that is not this machine,
+    or unsigned (no `secret`: the receiver cannot tell them from forgeries). Allowed, as
+    some offices' systems are only reachable so inside the city's network, but said."""
+    warned = []
+    for office in offices:
+        if not office.webhook:
+            continue
+        name = "intake" if office.name == INTAKE else repr(office.name)
+        url = httpx.URL(office.webhook)
+        if url.scheme != "https" and not _loopback(url.host):
+            log.warning(
+                "offices file %s: %s webhook is plain http to %s: complaint texts and "
+                "locations would travel unencrypted; use https",
+                path,
+                name,
+                url.host,
+            )
+            warned.append(office.name)
+        if not office.secret:
+            log.warning(
+                "offices file %s: %s webhook has no secret: its events go out unsigned",
+                path,
+                name,
+            )
+            warned.append(office.name)
+    return list(dict.fromkeys(warned))
+
+
 class OfficesFileError(ValueError):
     """An offices file that cannot be used; the message names the file and line."""
 
@@ -70,7 +109,8 @@ class Office(BaseModel):
 
     name: str = Field(min_length=1, max_length=200)
     webhook: str | None = None
-    secret: str | None = None
+    # Out of repr (and str): a debug line or a traceback's locals must not print the key.
+    secret: str | None = Field(None, repr=False)
     sla_hours: float = Field(DEFAULT_SLA_HOURS, gt=0, le=24 * 365)
     resolution_hours: float | None = Field(None, gt=0, le=24 * 3650)
     staff: tuple[str, ...] = ()
@@ -102,7 +142,7 @@ class Intake(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     webhook: str
-    secret: str | None = None
+    secret: str | None = Field(None, repr=False)
 
 
 class OfficesDoc(BaseModel):
@@ -222,6 +262,7 @@ class OfficeBook:
             self._offices, self._stamp, self.broken = {o.name: o for o in offices}, stamp, None
             log.info("offices file %s read: %d office(s)", path, len(offices))
             self.warn_unknown()
+            warn_transport(offices, path)
 
     def warn_unknown(self, known: Collection[str] | None = None) -> list[str]:
         """Warn about (and return) the offices named neither an agency label nor a known

@@ -449,3 +449,32 @@ def test_offices_file_refuses_a_webhook_url_httpx_cannot_use(url):
     with pytest.raises(OfficesFileError, match=r"line 8: offices\.1\.webhook: .*(URL|host)"):
         parse_offices(text, "offices.yaml")
     assert parse_offices(text.replace(url, "https://dishub.example.go.id/x"), "o.yaml")
+
+
+def test_offices_secret_stays_out_of_repr_and_plain_http_is_warned(tmp_path, caplog):
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    path = tmp_path / "offices.yaml"
+    path.write_text(
+        f"offices:\n  - name: {DLH}\n    webhook: http://dlh.example.go.id/aduan\n"
+        f"    secret: {secret}\n"
+        "  - name: Dinas Perhubungan\n    webhook: http://127.0.0.1:9/hook\n"
+        f"    secret: {secret}\n"
+        f"intake:\n  webhook: https://app.example.go.id/hook\n  secret: {secret}\n"
+    )
+    with caplog.at_level(logging.WARNING, logger="aduan.service.offices"):
+        book = OfficeBook(path)
+    office = book.get(DLH)
+    assert office is not None and office.secret == secret  # still there to sign with
+    assert secret not in repr(office) and secret not in str(office)
+    assert secret not in repr(book.get("(intake)")) and secret not in caplog.text
+    # Plain http to another host is said once, at load; loopback (tests, a sidecar) is not.
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and DLH in warnings[0] and "unencrypted" in warnings[0]
+    caplog.clear()
+    book.get(DLH)  # not re-read: not said again
+    assert not caplog.records
+    path.write_text(path.read_text().replace(f"    secret: {secret}\n", "", 1))
+    os.utime(path, ns=(2, 2))
+    with caplog.at_level(logging.WARNING, logger="aduan.service.offices"):
+        book.get(DLH)
+    assert "unsigned" in caplog.text
