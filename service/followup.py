@@ -456,14 +456,21 @@ def sweep(store: Store, book: OfficeBook, now: datetime | None = None) -> list[s
     """Mark the complaints past their deadline overdue (new ones past the first-response
     deadline, acknowledged or in-progress ones past their expected resolution), queue
     `complaint.overdue` for their office and its supervisor, and escalate them. Returns the
-    ids marked; each is marked once (until acknowledged again)."""
+    ids marked. Each is marked once per deadline: an office acting on a late complaint
+    (acknowledge, a progress note) takes it out of overdue for good as far as that deadline
+    goes; it is marked again only for the resolution deadline, if it had been marked for
+    the first response."""
     at = now or utcnow()
     f = FollowUp
     late = or_(
         (f.status == NEW) & (f.first_response_due < at),
         f.status.in_([ACKNOWLEDGED, IN_PROGRESS])
         & f.expected_datetime.is_not(None)
-        & (f.expected_datetime < at),
+        & (f.expected_datetime < at)
+        # Not marked for the resolution deadline yet: never marked, or marked before the
+        # first acknowledgement (that is, for the first response; `acknowledged_at` keeps
+        # the first one, and a re-route clears both).
+        & (f.overdue_at.is_(None) | (f.overdue_at < f.acknowledged_at)),
     )
     marked = []
     with store.sessions.begin() as session:

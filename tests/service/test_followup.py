@@ -478,3 +478,41 @@ def test_offices_secret_stays_out_of_repr_and_plain_http_is_warned(tmp_path, cap
     with caplog.at_level(logging.WARNING, logger="aduan.service.offices"):
         book.get(DLH)
     assert "unsigned" in caplog.text
+
+
+def test_followup_sweep_marks_a_late_complaint_once_per_deadline(database_url):
+    """An office working on a late complaint is not put back to overdue (and its supervisor
+    told again) after every acknowledge or note; each deadline is marked once."""
+    from aduan.service.followup import Action, act
+
+    office = Office(name=DLH, sla_hours=4, resolution_hours=48, webhook="http://127.0.0.1:9/d")
+    store, book = _store(database_url, [office])
+    [rid] = store.save_requests([_auto(DLH)])
+    start = get(store, rid).routed_at
+
+    def h(hours: float):
+        return start + timedelta(hours=hours)
+
+    def overdue_events() -> int:
+        with store.sessions.begin() as session:
+            return session.query(OutboxEvent).filter_by(type="complaint.overdue").count()
+
+    assert sweep(store, book, now=h(5)) == [rid]  # first response missed
+    act(store, book, rid, [DLH], Action("acknowledge"), "budi", now=h(6))
+    assert sweep(store, book, now=h(7)) == []  # the resolution deadline (48 h) still holds
+    assert sweep(store, book, now=h(49)) == [rid]  # resolution missed: marked, once
+    act(store, book, rid, [DLH], Action("acknowledge"), "budi", now=h(50))
+    assert sweep(store, book, now=h(51)) == []
+    act(store, book, rid, [DLH], Action("progress", note="petugas dikirim"), "budi", now=h(52))
+    assert sweep(store, book, now=h(53)) == []
+    assert sweep(store, book, now=h(200)) == []
+    assert get(store, rid).status == "in_progress" and overdue_events() == 2
+
+    # Acknowledged only after the resolution deadline too: marked for it once more.
+    [late] = store.save_requests([_auto(DLH)])
+    start = get(store, late).routed_at
+    assert sweep(store, book, now=h(5)) == [late]
+    act(store, book, late, [DLH], Action("acknowledge"), "budi", now=h(60))
+    assert sweep(store, book, now=h(61)) == [late]
+    act(store, book, late, [DLH], Action("acknowledge"), "budi", now=h(62))
+    assert sweep(store, book, now=h(63)) == []
