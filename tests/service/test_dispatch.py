@@ -497,15 +497,15 @@ def test_dispatch_round_longer_than_its_lease_keeps_its_claim(
     """A round held up by a slow office past its lease renews it: a second dispatcher
     claims nothing meanwhile, and no event is POSTed twice."""
     store, book = _two_offices(database_url, receiver.start(), slow_receiver.start())
-    first = Dispatcher(store, book, _settings(timeout_s=10.0, lease_s=1.0), name="pod-a")
-    second = Dispatcher(store, book, _settings(timeout_s=10.0, lease_s=1.0), name="pod-b")
+    first = Dispatcher(store, book, _settings(timeout_s=10.0, lease_s=1.5), name="pod-a")
+    second = Dispatcher(store, book, _settings(timeout_s=10.0, lease_s=1.5), name="pod-b")
     started = time.monotonic()
     round_ = threading.Thread(target=first.run_once)
     round_.start()
     try:
         assert _wait_for(lambda: bool(slow_receiver.arrived))
         # Well past the first lease (and two renewals): unrenewed, it would have lapsed.
-        time.sleep(max(0.0, started + 2.5 - time.monotonic()))
+        time.sleep(max(0.0, started + 3.5 - time.monotonic()))
         assert second.run_once().claimed == []
     finally:
         assert slow_receiver.gate is not None
