@@ -231,6 +231,8 @@ def route(
     if follow is not None and follow.office == target and follow.status != RETURNED:
         return follow
     old = follow.office if follow is not None else None
+    if follow is not None and old != target:
+        _reassigned(session, book, row, follow, target, at)
     if follow is None:
         follow = FollowUp(request_id=row.id)
         session.add(follow)
@@ -247,6 +249,32 @@ def route(
     audit(session, row, actor, at, {"office": (old, target), "followup": (None, NEW)})
     emit(session, book, ROUTED, target, event_data(row, follow), at)
     return follow
+
+
+def _reassigned(
+    session: Session,
+    book: OfficeBook,
+    row: StoredRequest,
+    follow: FollowUp,
+    target: str,
+    at: datetime,
+) -> None:
+    """An operator moves the complaint from `follow.office` to `target`. Overriding the model's
+    route before any office judged it says the route was wrong (live accuracy would otherwise
+    count the correction as accepted), and the old office, which was told it owns the
+    complaint, hears that it no longer does, unless it sent it back itself."""
+    if follow.auto_agency is not None and follow.verdict is None:
+        follow.verdict, follow.verdict_at = SENT_BACK, at
+    if follow.status == RETURNED:
+        return
+    data = {
+        **event_data(row, follow),
+        "status": RETURNED,
+        "status_notes": f"Dialihkan ke {target}",
+        "reassigned_to": target,
+        "updated_at": _iso(at),
+    }
+    emit(session, book, RETURNED_EVENT, follow.office, data, at)
 
 
 def close_merged(
@@ -395,7 +423,8 @@ def act(
 
 def _judge(follow: FollowUp, kind: str, at: datetime) -> None:
     """An automatic route's verdict: the office acting on it accepts it; sending it back
-    (even after acting on it) says it was wrong. Re-routing keeps the verdict."""
+    (even after acting on it) says it was wrong. Re-routing keeps the verdict, except that an
+    operator moving a route nobody judged yet to another office sends it back (`_reassigned`)."""
     if follow.auto_agency is None:
         return
     if kind == "return" and follow.verdict != SENT_BACK:

@@ -439,3 +439,29 @@ def test_followup_a_merged_duplicate_leaves_the_inbox_and_is_never_routed_again(
     with store.sessions.begin() as session:
         told = [e.type for e in session.query(OutboxEvent) if e.request_id == duplicate]
     assert told.count("complaint.routed") == 1 and get(store, duplicate).status == "closed"
+
+
+def test_followup_an_operator_moving_an_auto_route_sends_it_back_and_tells_the_old_office(
+    database_url,
+):
+    from aduan.service.followup import Action, act
+    from aduan.service.review import Changes, update_request
+    from aduan.service.route_accuracy import live_accuracy
+
+    dishub = Office(name="Dinas Perhubungan", webhook="http://127.0.0.1:9/dishub")
+    store, book = _store(database_url, [Office(name=DLH), dishub])
+    [rid] = store.save_requests([_auto("Dinas Perhubungan")])
+    update_request(store, rid, Changes(corrected_agency=DLH), "siti")
+    follow = get(store, rid)
+    assert follow.office == DLH and follow.verdict == "returned"
+    act(store, book, rid, [DLH], Action("acknowledge"), "budi")  # the new office's action
+    assert get(store, rid).verdict == "returned"  # keeps judging the model's route
+    counts = {a.agency: (a.accepted, a.returned) for a in live_accuracy(store)}
+    assert counts["Dinas Perhubungan"] == (0, 1)
+    with store.sessions.begin() as session:
+        told = [
+            (e.type, e.payload["data"]["status"], e.payload["data"].get("reassigned_to"))
+            for e in session.query(OutboxEvent).order_by(OutboxEvent.created_at)
+            if e.office == "Dinas Perhubungan"
+        ]
+    assert told == [("complaint.routed", "new", None), ("complaint.returned", "returned", DLH)]
