@@ -213,11 +213,12 @@ def route(
     actor: str,
     at: datetime | None = None,
     deadlines: ResolutionModel | None = None,
+    again: bool = False,
 ) -> FollowUp | None:
     """The complaint is routed (stored with route auto, or confirmed/corrected by an
     operator): give it to its office with its deadlines, and queue `complaint.routed`, in the
     caller's transaction. Confirming a complaint already with that office changes nothing;
-    routing a returned one (or to another office) starts its follow-up again."""
+    routing a returned one (or to another office, or `again`) starts its follow-up again."""
     at = at or utcnow()
     target = office_for(row)
     if session.get(RequestDuplicate, row.id) is not None:
@@ -228,7 +229,7 @@ def route(
         return None
     # An automatic route is a complaint being stored: it has no follow-up yet (no lookup).
     follow = None if actor == AUTO_ACTOR else session.get(FollowUp, row.id)
-    if follow is not None and follow.office == target and follow.status != RETURNED:
+    if follow is not None and follow.office == target and follow.status != RETURNED and not again:
         return follow
     old = follow.office if follow is not None else None
     if follow is not None and old != target:
@@ -301,6 +302,27 @@ def close_merged(
         emit(session, book, STATUS_CHANGED, follow.office, event_data(row, follow), at)
 
 
+def reopen_unmerged(
+    session: Session,
+    store: Store,
+    row: StoredRequest,
+    merged_at: datetime,
+    actor: str,
+    at: datetime,
+) -> FollowUp | None:
+    """An unmerged report's follow-up, closed by its merge, starts again: routed to its office
+    with fresh deadlines and `complaint.routed`, in the unmerge's transaction. One its office
+    closed itself before the merge stays closed."""
+    follow = session.get(FollowUp, row.id)
+    hook = next((h for h in store.on_routed if hasattr(h, "followup_book")), None)
+    if follow is None or hook is None or follow.status != CLOSED:
+        return None
+    if follow.closed_at is None or as_utc(follow.closed_at) != as_utc(merged_at):
+        return None
+    book, deadlines = hook.followup_book, getattr(hook, "followup_deadlines", None)
+    return route(session, row, book, actor, at=at, deadlines=deadlines, again=True)
+
+
 def book_of(store: Store) -> OfficeBook | None:
     """The offices `install` gave `store`, if any."""
     return next((h.followup_book for h in store.on_routed if hasattr(h, "followup_book")), None)
@@ -322,6 +344,7 @@ def install(store: Store, book: OfficeBook, deadlines: ResolutionModel | None = 
     if not any(getattr(h, "followup_book", None) is book for h in store.on_routed):
         hook = routing_hook(book, deadlines)
         hook.followup_book = book  # type: ignore[attr-defined]
+        hook.followup_deadlines = deadlines  # type: ignore[attr-defined]
         store.on_routed.append(hook)
 
 

@@ -465,3 +465,40 @@ def test_followup_an_operator_moving_an_auto_route_sends_it_back_and_tells_the_o
             if e.office == "Dinas Perhubungan"
         ]
     assert told == [("complaint.routed", "new", None), ("complaint.returned", "returned", DLH)]
+
+
+def test_followup_unmerge_routes_the_report_to_its_office_again(database_url):
+    from aduan.service.duplicates import DuplicateVerdict
+    from aduan.service.followup import Action, act
+    from aduan.service.merges import merge, unmerge, verdicts
+
+    office = Office(name=DLH, webhook="http://127.0.0.1:9/dlh")
+    store, book = _store(database_url, [office])
+    original, duplicate = store.save_requests([_auto(DLH), _auto(DLH)])
+    merge(store, duplicate, original, "siti")
+    assert get(store, duplicate).status == "closed"
+    unmerge(store, duplicate, "siti")
+    follow = get(store, duplicate)
+    assert follow.status == "new" and follow.closed_at is None
+    assert follow.first_response_due > follow.routed_at
+    assert {r.id for r, _ in inbox(store, [DLH], statuses=["new"])} == {original, duplicate}
+    act(store, book, duplicate, [DLH], Action("acknowledge"), "budi")  # no 409 any more
+    assert get(store, duplicate).status == "acknowledged"
+    with store.sessions.begin() as session:
+        told = [e.type for e in session.query(OutboxEvent) if e.request_id == duplicate]
+        kept = [v.verdict for v in session.query(DuplicateVerdict)]
+    assert told.count("complaint.routed") == 2
+    assert kept == [] and verdicts(store) == []  # the undone merge is no tuning evidence
+
+
+def test_followup_unmerge_leaves_a_report_its_office_closed_closed(database_url):
+    from aduan.service.followup import Action, act
+    from aduan.service.merges import merge, unmerge
+
+    store, book = _store(database_url, [Office(name=DLH)])
+    original, duplicate = store.save_requests([_auto(DLH), _auto(DLH)])
+    act(store, book, duplicate, [DLH], Action("close", note="sudah diangkut"), "budi")
+    merge(store, duplicate, original, "siti")
+    unmerge(store, duplicate, "siti")
+    follow = get(store, duplicate)
+    assert follow.status == "closed" and follow.status_notes == "sudah diangkut"
