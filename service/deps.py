@@ -171,13 +171,14 @@ def require_operator(request: Request, credentials: BearerDep) -> str:
         )
     key = authenticate(request, (OPERATOR,))
     throttle(request, key)
-    staff_of = request.app.state.offices.offices_of(key.name)
-    if staff_of:
-        # An office's staff see that office's complaints only (/v1/office), never the queue.
+    book = request.app.state.offices
+    if book.is_staff(key.name):
+        # An office's staff see that office's complaints only (/v1/office), never the queue;
+        # a key the offices file no longer lists stays staff (of no office) until a restart.
+        staff_of = book.offices_of(key.name)
+        where = ", ".join(staff_of) or "an office in an earlier offices file"
         raise ApiError(
-            403,
-            "forbidden",
-            f"the key {key.name!r} is staff of {', '.join(staff_of)}: use /v1/office",
+            403, "forbidden", f"the key {key.name!r} is staff of {where}: use /v1/office"
         )
     return key.name
 
@@ -217,7 +218,10 @@ def require_operator_or_staff(
         )
     key = authenticate(request, (OPERATOR,))
     throttle(request, key)
-    offices = request.app.state.offices.offices_of(key.name)
+    book = request.app.state.offices
+    offices = book.offices_of(key.name)
+    if not offices and book.is_staff(key.name):
+        raise ApiError(403, "forbidden", f"the key {key.name!r} is no longer any office's staff")
     return key.name, (offices or None)
 
 

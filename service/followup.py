@@ -464,6 +464,23 @@ def _visible(follow: FollowUp, row: StoredRequest, offices: Sequence[str]) -> bo
     return follow.status == OVERDUE and supervisor is not None and supervisor in offices
 
 
+def visible_to(store: Store, request_id: str, offices: Sequence[str]) -> bool:
+    """Whether the complaint is one of `offices`' (as `act` and the inbox see it)."""
+    with store.sessions.begin() as session:
+        follow = session.get(FollowUp, request_id)
+        row = session.get(StoredRequest, request_id)
+        return follow is not None and row is not None and _visible(follow, row, offices)
+
+
+def offices_holding(store: Store, ids: Sequence[str]) -> dict[str, str]:
+    """The office each of `ids` is followed up by (those with a follow-up)."""
+    if not ids:
+        return {}
+    query = select(FollowUp.request_id, FollowUp.office).where(FollowUp.request_id.in_(list(ids)))
+    with store.sessions.begin() as session:
+        return {str(i): str(o) for i, o in session.execute(query).tuples()}
+
+
 def inbox(
     store: Store, offices: Sequence[str], statuses: Sequence[str] = (), limit: int = 200
 ) -> list[tuple[StoredRequest, FollowUp]]:

@@ -502,3 +502,32 @@ def test_followup_unmerge_leaves_a_report_its_office_closed_closed(database_url)
     unmerge(store, duplicate, "siti")
     follow = get(store, duplicate)
     assert follow.status == "closed" and follow.status_notes == "sudah diangkut"
+
+
+def test_followup_staff_keys_see_their_office_only_and_stay_staff_when_the_file_drops_them(
+    client, tmp_path
+):
+    dlh = _routed(client)
+    dishub = _routed(client, "lampu lalu lintas mati di perempatan", agency="Dinas Perhubungan")
+    listed = client.get("/open311/v2/requests.json", headers=BUDI).json()
+    shown = {r["service_request_id"]: r["description"] for r in listed}
+    assert shown[dlh] and shown[dishub] is None  # only his office's texts
+    [other] = client.get(f"/open311/v2/requests/{dishub}.json", headers=BUDI).json()
+    assert other["description"] is None
+    [everything] = client.get(f"/open311/v2/requests/{dishub}.json", headers=OPS).json()
+    assert everything["description"]  # an operator sees every office's
+    _login(client, "kunci-budi")
+    assert client.get(f"/ui/requests/{dishub}/explanation").status_code == 403
+    assert client.get(f"/ui/requests/{dlh}/explanation").status_code == 200
+
+    # The file drops budi (his office renamed, his name gone): no operator by that.
+    (tmp_path / "offices.yaml").write_text(OFFICES.replace("staff: [budi]", "staff: [wati]"))
+    assert client.get("/v1/requests", headers=BUDI).status_code == 403
+    assert client.get("/v1/office/complaints", headers=BUDI).status_code == 403
+    assert client.get("/v1/followup/performance", headers=BUDI).status_code == 403
+    listed = client.get("/open311/v2/requests.json", headers=BUDI).json()
+    assert all(r["description"] is None for r in listed)
+    assert client.get(f"/ui/requests/{dlh}/explanation").status_code == 403
+    assert client.get("/ui/queue", follow_redirects=False).status_code == 303  # to the inbox
+    assert client.get("/ui/inbox").status_code == 403
+    assert client.get("/v1/requests", headers=OPS).status_code == 200
