@@ -377,8 +377,11 @@ def act(
         raise FollowUpError(f"action must be one of {list(ACTIONS)}")
     at = now or utcnow()
     with store.sessions.begin() as session:
-        follow = session.get(FollowUp, request_id)
-        row = session.get(StoredRequest, request_id)
+        # Row locks (PostgreSQL; SQLite has one writer): two actions at once (a double click,
+        # an office acting while an operator re-routes) apply one after the other, each
+        # checking the status the other left.
+        follow = session.get(FollowUp, request_id, with_for_update=True)
+        row = session.get(StoredRequest, request_id, with_for_update=True)
         if follow is None or row is None or not _visible(follow, row, offices):
             return None
         if follow.status in (CLOSED, RETURNED):

@@ -48,6 +48,17 @@ def merge(store: Store, request_id: str, original_id: str, actor: str) -> list[R
         raise DuplicateError("a request cannot be a duplicate of itself")
     at = utcnow()
     with store.sessions.begin() as session:
+        # Lock both requests, in id order (no deadlock), before the chain and loop checks:
+        # merge(A->B) beside merge(B->A) or merge(C->A) then runs one after the other, and the
+        # second sees the first's link (PostgreSQL; SQLite has one writer).
+        both = sorted({request_id, original_id})
+        lock = (
+            select(StoredRequest.id)
+            .where(StoredRequest.id.in_(both))
+            .order_by(StoredRequest.id)
+            .with_for_update()
+        )
+        session.execute(lock).all()
         row, original = (
             session.get(StoredRequest, request_id),
             session.get(StoredRequest, original_id),

@@ -531,3 +531,32 @@ def test_followup_staff_keys_see_their_office_only_and_stay_staff_when_the_file_
     assert client.get("/ui/queue", follow_redirects=False).status_code == 303  # to the inbox
     assert client.get("/ui/inbox").status_code == 403
     assert client.get("/v1/requests", headers=OPS).status_code == 200
+
+
+def test_followup_act_and_merge_lock_their_rows_on_postgresql(database_url):
+    import sqlalchemy as sa
+
+    from aduan.service.followup import Action, act
+    from aduan.service.merges import merge
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("row locks are PostgreSQL's (SQLite has one writer)")
+    store, book = _store(database_url, [Office(name=DLH)])
+    first, second, third = store.save_requests([_auto(DLH), _auto(DLH), _auto(DLH)])
+    seen: list[str] = []
+
+    def remember(conn, cursor, statement, *args):
+        seen.append(statement)
+
+    sa.event.listen(store.engine, "before_cursor_execute", remember)
+    try:
+        act(store, book, first, [DLH], Action("acknowledge"), "budi")
+        locked_by_act = [s for s in seen if "FOR UPDATE" in s]
+        seen.clear()
+        merge(store, third, second, "siti")
+        locked_by_merge = [s for s in seen if "FOR UPDATE" in s]
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", remember)
+    assert any("followups" in s for s in locked_by_act)
+    assert any("requests" in s for s in locked_by_act)
+    assert locked_by_merge and "ORDER BY" in locked_by_merge[0]
