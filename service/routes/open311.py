@@ -27,6 +27,7 @@ from aduan.service.deps import (
     authenticate,
     bearer_token,
     get_keys,
+    is_staff,
     throttle,
     throttle_public,
 )
@@ -256,11 +257,11 @@ async def _private(
 ) -> list[bool]:
     """Per row, whether to show its text, street address and coordinates (personal data):
     to an operator's key, in every configuration (with no keys configured: for nobody); to an
-    office's staff key (`OfficeBook.is_staff`), only for the rows its offices follow up."""
+    office's staff key (`deps.is_staff`), only for the rows its offices follow up."""
     if caller is None or not caller.allows(OPERATOR):
         return [False] * len(rows)
     book = request.app.state.offices
-    if not book.is_staff(caller.name):
+    if not is_staff(request, caller.name):
         return [True] * len(rows)
     offices = set(book.offices_of(caller.name))
     assert state.store is not None

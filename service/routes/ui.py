@@ -13,7 +13,13 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 
 from aduan.model.performance import to_records
 from aduan.service import duplicates, followup, intake, merges
-from aduan.service.deps import ReadyStateDep, get_keys, identify, throttle_explanations
+from aduan.service.deps import (
+    ReadyStateDep,
+    get_keys,
+    identify,
+    is_staff,
+    throttle_explanations,
+)
 from aduan.service.dispatch import dead_letters
 from aduan.service.errors import ApiError
 from aduan.service.followup import STATUSES as FOLLOWUP_STATUSES
@@ -217,10 +223,9 @@ def _staff_of(request: Request, session: Session) -> list[str]:
 
 
 def _restricted(request: Request, session: Session) -> bool:
-    """An office's staff, now or in an earlier offices file (`OfficeBook.is_staff`): never
-    the operators' pages, even when the file no longer lists the key's office."""
-    book: OfficeBook = request.app.state.offices
-    return book.is_staff(session.operator)
+    """An office's staff (`deps.is_staff`): never the operators' pages, even when the offices
+    file no longer lists the key's office."""
+    return is_staff(request, session.operator)
 
 
 @router.get("/queue")

@@ -560,3 +560,26 @@ def test_followup_act_and_merge_lock_their_rows_on_postgresql(database_url):
     assert any("followups" in s for s in locked_by_act)
     assert any("requests" in s for s in locked_by_act)
     assert locked_by_merge and "ORDER BY" in locked_by_merge[0]
+
+
+def test_followup_a_key_with_the_office_scope_is_no_operator_without_an_offices_file(
+    make_client, tmp_path
+):
+    from aduan.service.keys import hash_key
+
+    keys = tmp_path / "keys.txt"
+    keys.write_text(
+        f"ops operator,classify {hash_key('kunci-ops')}\n"
+        f"budi operator,office {hash_key('kunci-budi')}\n"
+    )
+    client = make_client(keys_file=keys, followup_loop=False, public_read_rate=0)
+    body = {"items": [{"text": "sampah menumpuk di TPS bau busuk"}], "store": True}
+    [stored] = client.post("/v1/classify", json=body, headers=OPS).json()["results"]
+    assert client.get("/v1/requests", headers=OPS).status_code == 200
+    assert client.get("/v1/requests", headers=BUDI).status_code == 403  # no offices file
+    rid = stored["request_id"]
+    [shown] = client.get(f"/open311/v2/requests/{rid}.json", headers=BUDI).json()
+    assert shown["description"] is None
+    _login(client, "kunci-budi")
+    assert client.get("/ui/queue", follow_redirects=False).status_code == 303
+    assert client.get(f"/ui/requests/{rid}/explanation").status_code == 403
