@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .errors import ApiError, not_ready, rate_limited, unauthorized
-from .keys import ADMIN, CLASSIFY, OPERATOR, ApiKey, KeyRing
+from .keys import ADMIN, CLASSIFY, OFFICE, OPERATOR, ApiKey, KeyRing
 from .ratelimit import RateLimiter, retry_after
 from .state import ServiceState
 
@@ -159,6 +159,16 @@ def require_admin_key(request: Request, credentials: BearerDep) -> ApiKey:
     return authenticate(request, (ADMIN,))
 
 
+def is_staff(request: Request, name: str) -> bool:
+    """Whether the key named `name` is an office's staff, never a full operator: the offices
+    file names it (now or in an earlier good read, `OfficeBook.is_staff`), or a key of that
+    name carries the `office` scope (which holds with no offices file at all)."""
+    if request.app.state.offices.is_staff(name):
+        return True
+    configured = get_keys(request).keys()
+    return any(k.name == name and k.allows(OFFICE) for k in configured)
+
+
 def require_operator(request: Request, credentials: BearerDep) -> str:
     """The review routes show complaint texts and record who changed what: they need operator
     keys configured (403 otherwise) and a valid one (401); returns the operator's name."""
@@ -171,13 +181,14 @@ def require_operator(request: Request, credentials: BearerDep) -> str:
         )
     key = authenticate(request, (OPERATOR,))
     throttle(request, key)
-    staff_of = request.app.state.offices.offices_of(key.name)
-    if staff_of:
-        # An office's staff see that office's complaints only (/v1/office), never the queue.
+    book = request.app.state.offices
+    if is_staff(request, key.name):
+        # An office's staff see that office's complaints only (/v1/office), never the queue;
+        # a key the offices file no longer lists stays staff (of no office) until a restart.
+        staff_of = book.offices_of(key.name)
+        where = ", ".join(staff_of) or "an office in an earlier offices file"
         raise ApiError(
-            403,
-            "forbidden",
-            f"the key {key.name!r} is staff of {', '.join(staff_of)}: use /v1/office",
+            403, "forbidden", f"the key {key.name!r} is staff of {where}: use /v1/office"
         )
     return key.name
 
@@ -217,7 +228,10 @@ def require_operator_or_staff(
         )
     key = authenticate(request, (OPERATOR,))
     throttle(request, key)
-    offices = request.app.state.offices.offices_of(key.name)
+    book = request.app.state.offices
+    offices = book.offices_of(key.name)
+    if not offices and is_staff(request, key.name):
+        raise ApiError(403, "forbidden", f"the key {key.name!r} is no longer any office's staff")
     return key.name, (offices or None)
 
 

@@ -114,7 +114,8 @@ class RequestDuplicate(Base):
 
 class DuplicateVerdict(Base):
     """An operator's judgement of a candidate pair: `duplicate` (a merge) or `not_duplicate`,
-    with the similarity the detector gave it; appended, never changed."""
+    with the similarity the detector gave it; appended, never changed (only unmerge drops its
+    merge's `duplicate`)."""
 
     __tablename__ = "duplicate_verdicts"
 

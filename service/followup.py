@@ -213,11 +213,12 @@ def route(
     actor: str,
     at: datetime | None = None,
     deadlines: ResolutionModel | None = None,
+    again: bool = False,
 ) -> FollowUp | None:
     """The complaint is routed (stored with route auto, or confirmed/corrected by an
     operator): give it to its office with its deadlines, and queue `complaint.routed`, in the
     caller's transaction. Confirming a complaint already with that office changes nothing;
-    routing a returned one (or to another office) starts its follow-up again."""
+    routing a returned one (or to another office, or `again`) starts its follow-up again."""
     at = at or utcnow()
     target = office_for(row)
     if session.get(RequestDuplicate, row.id) is not None:
@@ -228,9 +229,11 @@ def route(
         return None
     # An automatic route is a complaint being stored: it has no follow-up yet (no lookup).
     follow = None if actor == AUTO_ACTOR else session.get(FollowUp, row.id)
-    if follow is not None and follow.office == target and follow.status != RETURNED:
+    if follow is not None and follow.office == target and follow.status != RETURNED and not again:
         return follow
     old = follow.office if follow is not None else None
+    if follow is not None and old != target:
+        _reassigned(session, book, row, follow, target, at)
     if follow is None:
         follow = FollowUp(request_id=row.id)
         session.add(follow)
@@ -247,6 +250,32 @@ def route(
     audit(session, row, actor, at, {"office": (old, target), "followup": (None, NEW)})
     emit(session, book, ROUTED, target, event_data(row, follow), at)
     return follow
+
+
+def _reassigned(
+    session: Session,
+    book: OfficeBook,
+    row: StoredRequest,
+    follow: FollowUp,
+    target: str,
+    at: datetime,
+) -> None:
+    """An operator moves the complaint from `follow.office` to `target`. Overriding the model's
+    route before any office judged it says the route was wrong (live accuracy would otherwise
+    count the correction as accepted), and the old office, which was told it owns the
+    complaint, hears that it no longer does, unless it sent it back itself."""
+    if follow.auto_agency is not None and follow.verdict is None:
+        follow.verdict, follow.verdict_at = SENT_BACK, at
+    if follow.status == RETURNED:
+        return
+    data = {
+        **event_data(row, follow),
+        "status": RETURNED,
+        "status_notes": f"Dialihkan ke {target}",
+        "reassigned_to": target,
+        "updated_at": _iso(at),
+    }
+    emit(session, book, RETURNED_EVENT, follow.office, data, at)
 
 
 def close_merged(
@@ -273,6 +302,27 @@ def close_merged(
         emit(session, book, STATUS_CHANGED, follow.office, event_data(row, follow), at)
 
 
+def reopen_unmerged(
+    session: Session,
+    store: Store,
+    row: StoredRequest,
+    merged_at: datetime,
+    actor: str,
+    at: datetime,
+) -> FollowUp | None:
+    """An unmerged report's follow-up, closed by its merge, starts again: routed to its office
+    with fresh deadlines and `complaint.routed`, in the unmerge's transaction. One its office
+    closed itself before the merge stays closed."""
+    follow = session.get(FollowUp, row.id)
+    hook = next((h for h in store.on_routed if hasattr(h, "followup_book")), None)
+    if follow is None or hook is None or follow.status != CLOSED:
+        return None
+    if follow.closed_at is None or as_utc(follow.closed_at) != as_utc(merged_at):
+        return None
+    book, deadlines = hook.followup_book, getattr(hook, "followup_deadlines", None)
+    return route(session, row, book, actor, at=at, deadlines=deadlines, again=True)
+
+
 def book_of(store: Store) -> OfficeBook | None:
     """The offices `install` gave `store`, if any."""
     return next((h.followup_book for h in store.on_routed if hasattr(h, "followup_book")), None)
@@ -294,6 +344,7 @@ def install(store: Store, book: OfficeBook, deadlines: ResolutionModel | None = 
     if not any(getattr(h, "followup_book", None) is book for h in store.on_routed):
         hook = routing_hook(book, deadlines)
         hook.followup_book = book  # type: ignore[attr-defined]
+        hook.followup_deadlines = deadlines  # type: ignore[attr-defined]
         store.on_routed.append(hook)
 
 
@@ -326,8 +377,11 @@ def act(
         raise FollowUpError(f"action must be one of {list(ACTIONS)}")
     at = now or utcnow()
     with store.sessions.begin() as session:
-        follow = session.get(FollowUp, request_id)
-        row = session.get(StoredRequest, request_id)
+        # Row locks (PostgreSQL; SQLite has one writer): two actions at once (a double click,
+        # an office acting while an operator re-routes) apply one after the other, each
+        # checking the status the other left.
+        follow = session.get(FollowUp, request_id, with_for_update=True)
+        row = session.get(StoredRequest, request_id, with_for_update=True)
         if follow is None or row is None or not _visible(follow, row, offices):
             return None
         if follow.status in (CLOSED, RETURNED):
@@ -395,7 +449,8 @@ def act(
 
 def _judge(follow: FollowUp, kind: str, at: datetime) -> None:
     """An automatic route's verdict: the office acting on it accepts it; sending it back
-    (even after acting on it) says it was wrong. Re-routing keeps the verdict."""
+    (even after acting on it) says it was wrong. Re-routing keeps the verdict, except that an
+    operator moving a route nobody judged yet to another office sends it back (`_reassigned`)."""
     if follow.auto_agency is None:
         return
     if kind == "return" and follow.verdict != SENT_BACK:
@@ -410,6 +465,23 @@ def _visible(follow: FollowUp, row: StoredRequest, offices: Sequence[str]) -> bo
         return True
     supervisor = supervisor_of(follow.office, row)
     return follow.status == OVERDUE and supervisor is not None and supervisor in offices
+
+
+def visible_to(store: Store, request_id: str, offices: Sequence[str]) -> bool:
+    """Whether the complaint is one of `offices`' (as `act` and the inbox see it)."""
+    with store.sessions.begin() as session:
+        follow = session.get(FollowUp, request_id)
+        row = session.get(StoredRequest, request_id)
+        return follow is not None and row is not None and _visible(follow, row, offices)
+
+
+def offices_holding(store: Store, ids: Sequence[str]) -> dict[str, str]:
+    """The office each of `ids` is followed up by (those with a follow-up)."""
+    if not ids:
+        return {}
+    query = select(FollowUp.request_id, FollowUp.office).where(FollowUp.request_id.in_(list(ids)))
+    with store.sessions.begin() as session:
+        return {str(i): str(o) for i, o in session.execute(query).tuples()}
 
 
 def inbox(

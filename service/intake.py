@@ -4,6 +4,7 @@ module, never each other."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -24,6 +25,7 @@ from .state import ServiceState
 from .storage import NewRequest
 
 STORED_TOP_K = 3
+log = logging.getLogger(__name__)
 
 
 def check_limits(items: Sequence[ClassifyItem], state: ServiceState) -> None:
@@ -128,7 +130,15 @@ async def save_and_match(
     ids, replayed = await save(state, records, idempotency)
     who = list(reporters) if reporters is not None else [None] * len(records)
     config = duplicates.Config.from_settings(state.settings)
-    found = await state.store.run(duplicates.record, state.store, ids, records, who, config)
+    try:
+        found = await state.store.run(duplicates.record, state.store, ids, records, who, config)
+    except Exception as exc:
+        # The complaints are committed already: a 500 now would make a client retry and store
+        # them twice. Answer without candidates (never the text in the log).
+        log.warning(
+            "duplicate lookup failed for %d stored requests: %s", len(ids), type(exc).__name__
+        )
+        found = [{"possible_duplicates": [], "repeat_reporter": False} for _ in ids]
     return ids, replayed, found
 
 

@@ -10,7 +10,9 @@ The keys file holds one key a line, `name scopes hash [rate=N]`, e.g.
     qlue     classify            sha256:...   rate=20
 
 Scopes: `classify` (classify, labels, info, creating Open311 requests), `operator` (the review
-queue, feedback, the workbench, Open311 descriptions) and `admin` (`/v1/admin`). Each key holds
+queue, feedback, the workbench, Open311 descriptions), `admin` (`/v1/admin`) and `office`
+(beside `operator`: the key is an office's staff, never a full operator, even when the offices
+file is unset or no longer lists it; docs/followup.md). Each key holds
 the least scope its setting names: one in `ADUAN_API_KEYS` (`key` or `name:key`) holds
 `classify` only (an intake partner's key reads no stored complaint), one in
 `ADUAN_OPERATOR_KEYS` holds `operator`, one in `ADUAN_ADMIN_KEYS` `admin`; a key listed in
@@ -35,8 +37,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-CLASSIFY, OPERATOR, ADMIN = "classify", "operator", "admin"
-SCOPES = (CLASSIFY, OPERATOR, ADMIN)
+CLASSIFY, OPERATOR, ADMIN, OFFICE = "classify", "operator", "admin", "office"
+SCOPES = (CLASSIFY, OPERATOR, ADMIN, OFFICE)
 PREFIX = "sha256:"
 _HASH = re.compile(r"^sha256:([0-9a-f]{64})$")
 _NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from .duplicates import (
@@ -19,7 +19,7 @@ from .duplicates import (
     RequestSignature,
     merged_counts,
 )
-from .followup import close_merged
+from .followup import close_merged, reopen_unmerged
 from .storage import RequestEvent, Store, StoredRequest, audit, utcnow
 
 
@@ -48,6 +48,17 @@ def merge(store: Store, request_id: str, original_id: str, actor: str) -> list[R
         raise DuplicateError("a request cannot be a duplicate of itself")
     at = utcnow()
     with store.sessions.begin() as session:
+        # Lock both requests, in id order (no deadlock), before the chain and loop checks:
+        # merge(A->B) beside merge(B->A) or merge(C->A) then runs one after the other, and the
+        # second sees the first's link (PostgreSQL; SQLite has one writer).
+        both = sorted({request_id, original_id})
+        lock = (
+            select(StoredRequest.id)
+            .where(StoredRequest.id.in_(both))
+            .order_by(StoredRequest.id)
+            .with_for_update()
+        )
+        session.execute(lock).all()
         row, original = (
             session.get(StoredRequest, request_id),
             session.get(StoredRequest, original_id),
@@ -103,7 +114,9 @@ def merge(store: Store, request_id: str, original_id: str, actor: str) -> list[R
 
 
 def unmerge(store: Store, request_id: str, actor: str) -> list[RequestEvent]:
-    """Undo a merge: the status and note the request had before come back."""
+    """Undo a merge: the status and note the request had before come back, the merge's
+    verdict leaves the tuning data, and a follow-up the merge closed goes to its office again
+    (`followup.reopen_unmerged`)."""
     at = utcnow()
     with store.sessions.begin() as session:
         row = session.get(StoredRequest, request_id)
@@ -124,7 +137,18 @@ def unmerge(store: Store, request_id: str, actor: str) -> list[RequestEvent]:
             },
         )
         row.status, row.note = link.previous_status, link.previous_note
+        # The operator took the merge back: its "duplicate" is no evidence for the threshold.
+        session.execute(
+            delete(DuplicateVerdict).where(
+                DuplicateVerdict.request_id == request_id,
+                DuplicateVerdict.candidate_id == link.original_id,
+                DuplicateVerdict.verdict == "duplicate",
+            )
+        )
+        merged_at = link.merged_at
         session.delete(link)
+        session.flush()
+        reopen_unmerged(session, store, row, merged_at, actor, at)
     return events
 
 

@@ -219,6 +219,9 @@ class OfficeBook:
         self.path = Path(path) if path else None
         self.known = set(known)
         self._offices: dict[str, Office] = {}
+        # Every key named staff by any good read of the file in this process: such a key stays
+        # restricted when the file later drops it or its office (never an operator by that).
+        self._staff_ever: set[str] = set()
         self._stamp: tuple[int, int, int] | None = None
         self.broken: str | None = None
         self._lock = threading.Lock()
@@ -232,6 +235,7 @@ class OfficeBook:
         """A book of fixed offices (tests, commands)."""
         book = cls(None)
         book._offices = {o.name: o for o in offices}
+        book._staff_ever = {name for o in offices for name in o.staff}
         return book
 
     def _refresh(self, strict: bool = False) -> None:
@@ -260,6 +264,7 @@ class OfficeBook:
                 log.error("offices file unusable, keeping the last good one: %s", exc)
                 return
             self._offices, self._stamp, self.broken = {o.name: o for o in offices}, stamp, None
+            self._staff_ever |= {name for o in offices for name in o.staff}
             log.info("offices file %s read: %d office(s)", path, len(offices))
             self.warn_unknown()
             warn_transport(offices, path)
@@ -294,6 +299,13 @@ class OfficeBook:
         """The offices whose staff the key named `key_name` is (empty: not office staff)."""
         self._refresh()
         return [o.name for o in self._offices.values() if key_name in o.staff]
+
+    def is_staff(self, key_name: str) -> bool:
+        """Whether the key named `key_name` is, or was in an earlier good read of the offices
+        file, an office's staff: such a key is never an operator (fails closed when the file
+        drops the key or renames its office; with no offices at all it is simply no staff)."""
+        self._refresh()
+        return key_name in self._staff_ever
 
     def sla_hours(self, name: str | None) -> float:
         office = self.get(name)

@@ -157,7 +157,8 @@ def train(
         bool | None,
         typer.Option(
             "--promote/--no-promote",
-            help="Make the new registry version live (default: only when none is live yet)",
+            help="Make the new registry version live (default: only when none is live yet, or only "
+            "`aduan up`'s stand-in baseline)",
         ),
     ] = None,
     keep: KeepOpt = DEFAULT_KEEP,
@@ -194,6 +195,11 @@ def train(
     from .train import train_version
 
     split = {"valid_months": valid_months, "train_until": train_until, "valid_from": valid_from}
+    if valid_months is not None and (train_until or valid_from):
+        raise _fail(
+            "--valid-months counts months from the newest; with --train-until or "
+            "--valid-from the dates decide: give one or the other"
+        )
     try:
         config = _train_config(preset, data, base, set_, column, split)
         if mlflow:

@@ -236,7 +236,9 @@ def _parse_dates(frame: pd.DataFrame, path: Path, column: str) -> pd.Series:
             f"unparseable date {value!r} ({int(bad.sum())} such row(s))"
         )
     if getattr(parsed.dt, "tz", None) is not None:
-        parsed = parsed.dt.tz_convert(None)
+        # the complaint's own wall-clock time: its month is the city's month, not UTC's (a
+        # complaint at 03:00 WIB on the 1st belongs to that month's window)
+        parsed = parsed.dt.tz_localize(None)
     return parsed
 
 

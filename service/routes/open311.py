@@ -13,19 +13,21 @@ coordinates (`open311_format.request_fields`).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
-from aduan.service import duplicates, intake, merges
+from aduan.service import duplicates, followup, intake, merges
 from aduan.service.deps import (
     BearerDep,
     ReadyStateDep,
     authenticate,
     bearer_token,
     get_keys,
+    is_staff,
     throttle,
     throttle_public,
 )
@@ -45,7 +47,7 @@ from aduan.service.open311_format import notice as service_notice
 from aduan.service.review import ReviewError, open311_requests, parse_moment
 from aduan.service.schemas import text_problem
 from aduan.service.state import ServiceState
-from aduan.service.storage import utcnow
+from aduan.service.storage import StoredRequest, utcnow
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"])
 DEFAULT_WINDOW = timedelta(days=90)
@@ -250,14 +252,26 @@ def _csv(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
-def _private(caller: ApiKey | None) -> bool:
-    """Complaint texts, street addresses and coordinates are personal data: only for an
-    operator's key, in every configuration (with no keys configured: for nobody)."""
-    return caller is not None and caller.allows(OPERATOR)
+async def _private(
+    request: Request, state: ServiceState, caller: ApiKey | None, rows: Sequence[StoredRequest]
+) -> list[bool]:
+    """Per row, whether to show its text, street address and coordinates (personal data):
+    to an operator's key, in every configuration (with no keys configured: for nobody); to an
+    office's staff key (`deps.is_staff`), only for the rows its offices follow up."""
+    if caller is None or not caller.allows(OPERATOR):
+        return [False] * len(rows)
+    book = request.app.state.offices
+    if not is_staff(request, caller.name):
+        return [True] * len(rows)
+    offices = set(book.offices_of(caller.name))
+    assert state.store is not None
+    held = await state.store.run(followup.offices_holding, state.store, [r.id for r in rows])
+    return [held.get(r.id) in offices for r in rows]
 
 
 @router.get("/requests.{fmt}", summary="Service requests by id list, service, status and date")
 async def list_requests(
+    request: Request,
     state: ReadyStateDep,
     caller: ReaderDep,
     fmt: Fmt,
@@ -294,13 +308,14 @@ async def list_requests(
         limit=MAX_REQUESTS,
     )
     rows = await state.store.run(merges.follow_originals, state.store, rows)
-    items = [request_fields(r, state.taxonomy, _private(caller)) for r in rows]
+    private = await _private(request, state, caller, rows)
+    items = [request_fields(r, state.taxonomy, p) for r, p in zip(rows, private, strict=True)]
     return render(items, fmt, "service_requests", "request")
 
 
 @router.get("/requests/{request_id}.{fmt}", summary="One service request")
 async def get_request(
-    request_id: str, state: ReadyStateDep, caller: ReaderDep, fmt: Fmt
+    request_id: str, request: Request, state: ReadyStateDep, caller: ReaderDep, fmt: Fmt
 ) -> Response:
     if state.store is None or state.taxonomy is None:
         raise not_ready("the service is not ready")
@@ -308,8 +323,9 @@ async def get_request(
     if stored is None:
         raise not_found(f"no service request {request_id!r}")
     [stored] = await state.store.run(merges.follow_originals, state.store, [stored])
+    [private] = await _private(request, state, caller, [stored])
     return render(
-        [request_fields(stored, state.taxonomy, _private(caller))],
+        [request_fields(stored, state.taxonomy, private)],
         fmt,
         "service_requests",
         "request",

@@ -12,8 +12,14 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from aduan.model.performance import to_records
-from aduan.service import duplicates, intake, merges
-from aduan.service.deps import ReadyStateDep, get_keys, identify, throttle_explanations
+from aduan.service import duplicates, followup, intake, merges
+from aduan.service.deps import (
+    ReadyStateDep,
+    get_keys,
+    identify,
+    is_staff,
+    throttle_explanations,
+)
 from aduan.service.dispatch import dead_letters
 from aduan.service.errors import ApiError
 from aduan.service.followup import STATUSES as FOLLOWUP_STATUSES
@@ -216,10 +222,16 @@ def _staff_of(request: Request, session: Session) -> list[str]:
     return book.offices_of(session.operator)
 
 
+def _restricted(request: Request, session: Session) -> bool:
+    """An office's staff (`deps.is_staff`): never the operators' pages, even when the offices
+    file no longer lists the key's office."""
+    return is_staff(request, session.operator)
+
+
 @router.get("/queue")
 async def queue(request: Request, state: ReadyStateDep, session: SessionDep) -> Response:
     assert state.store is not None and state.pipeline is not None
-    if _staff_of(request, session):
+    if _restricted(request, session):
         return RedirectResponse("/ui/inbox", 303)  # an office's staff see their inbox only
     query = request.query_params
     # The queue opens on what waits for an operator: sent to review, still open.
@@ -298,7 +310,7 @@ async def act(
     `not_duplicate` of, the request `other`; `unmerge`."""
     _check_form(request, session, csrf)
     assert state.store is not None
-    if _staff_of(request, session):
+    if _restricted(request, session):
         raise ApiError(403, "forbidden", "an office's staff act in their inbox (/ui/inbox)")
     if action in _DUPLICATE_ACTIONS:
         work, *args = _DUPLICATE_ACTIONS[action], *([other] if action != "unmerge" else [])
@@ -376,10 +388,15 @@ async def explanation(
     """Leave-one-word-out for the live model, computed when the operator asks (throttled per
     operator, and queued with the model's other work)."""
     assert state.store is not None
-    throttle_explanations(request, session.operator)
     row = await state.store.run(state.store.get_request, request_id)
     if row is None:
         raise ApiError(404, "not_found", f"no stored request {request_id!r}")
+    if _restricted(request, session):
+        # The explanation quotes the text's words: an office's staff, only for its own.
+        offices = _staff_of(request, session)
+        if not await state.store.run(followup.visible_to, state.store, request_id, offices):
+            raise ApiError(403, "forbidden", "the complaint is not one of your office's")
+    throttle_explanations(request, session.operator)
     found = await intake.explain_text(state, row.text, "agency", "leave_one_word_out")
     return JSONResponse(found.to_dict())
 
@@ -424,6 +441,8 @@ async def inbox_page(request: Request, state: ReadyStateDep, session: SessionDep
     overdue complaints), overdue first; acknowledge, note, close or send back each."""
     assert state.store is not None
     offices = _staff_of(request, session)
+    if not offices and _restricted(request, session):
+        raise ApiError(403, "forbidden", f"{session.operator!r} is no longer any office's staff")
     if not offices:
         return RedirectResponse("/ui/queue", 303)
     status = request.query_params.get("status", "")
@@ -498,6 +517,8 @@ async def _figures(
     assert state.store is not None
     by, start, end = _performance_query(request)
     offices = _staff_of(request, session) or None
+    if offices is None and _restricted(request, session):
+        raise ApiError(403, "forbidden", f"{session.operator!r} is no longer any office's staff")
     try:
         lo = parse_moment(start, "from") if start else None
         hi = parse_moment(end, "to", end_of_day=True) if end else None

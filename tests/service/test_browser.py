@@ -7,12 +7,14 @@ Set ADUAN_SCREENSHOTS=docs to refresh the README's screenshots (synthetic compla
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -57,10 +59,35 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@contextlib.contextmanager
+def served(app) -> Iterator[str]:
+    """`app` under uvicorn on a free loopback port, in a thread, once it is ready: its base
+    URL; stopped on leaving."""
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health/ready").status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    try:
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
 @pytest.fixture
 def server(tiny_model, gazetteer_csv, tmp_path):
     """The app under uvicorn on a loopback port, in a thread; everything goes to review."""
-    import uvicorn
 
     from aduan.service.app import create_app
     from aduan.service.settings import Settings
@@ -75,30 +102,16 @@ def server(tiny_model, gazetteer_csv, tmp_path):
         operator_keys=f"siti:{KEY}",
     )
     app = create_app(settings)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health/ready").status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    app.state.service.classifier.thresholds["agency"] = 1.01
-    items = [{"text": t, **({"address": a} if a else {})} for t, a in COMPLAINTS]
-    stored = httpx.post(
-        f"{base}/v1/classify",
-        json={"items": items, "store": True},
-        headers={"Authorization": f"Bearer {KEY}"},
-    )
-    assert stored.status_code == 200, stored.text
-    yield base, url, [r["request_id"] for r in stored.json()["results"]]
-    server.should_exit = True
-    thread.join(10)
+    with served(app) as base:
+        app.state.service.classifier.thresholds["agency"] = 1.01
+        items = [{"text": t, **({"address": a} if a else {})} for t, a in COMPLAINTS]
+        stored = httpx.post(
+            f"{base}/v1/classify",
+            json={"items": items, "store": True},
+            headers={"Authorization": f"Bearer {KEY}"},
+        )
+        assert stored.status_code == 200, stored.text
+        yield base, url, [r["request_id"] for r in stored.json()["results"]]
 
 
 def test_browser_login_filter_confirm_correct_export(server, tmp_path):

@@ -9,8 +9,6 @@ Set ADUAN_SCREENSHOTS=docs to refresh the inbox screenshot (synthetic complaints
 from __future__ import annotations
 
 import os
-import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -20,9 +18,8 @@ from typer.testing import CliRunner
 
 from aduan.cli import app as cli
 
-from .test_browser import CHROMIUM_ARGS, _browser_missing, _free_port
+from .test_browser import CHROMIUM, CHROMIUM_ARGS, _browser_missing, served
 
-CHROMIUM = Path(os.environ.get("ADUAN_CHROMIUM", "/usr/bin/chromium"))
 OPS, BUDI = "kunci-ops", "kunci-budi"
 DLH, DISHUB = "Dinas Lingkungan Hidup", "Dinas Perhubungan"
 OFFICES = f"""\
@@ -41,7 +38,6 @@ COMPLAINTS = [
 
 @pytest.fixture
 def server(tiny_model, gazetteer_csv, tmp_path):
-    import uvicorn
 
     from aduan.service.app import create_app
     from aduan.service.settings import Settings
@@ -61,32 +57,20 @@ def server(tiny_model, gazetteer_csv, tmp_path):
         followup_loop=False,
     )
     app = create_app(settings)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health/ready").status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    auth = {"Authorization": f"Bearer {OPS}"}
-    items = [{"text": t, "address": a} for t, a in COMPLAINTS]
-    stored = httpx.post(f"{base}/v1/classify", json={"items": items, "store": True}, headers=auth)
-    assert stored.status_code == 200, stored.text
-    ids = [r["request_id"] for r in stored.json()["results"]]
-    for rid in ids:  # both routed to DLH by an operator (the second wrongly)
-        patch = httpx.patch(
-            f"{base}/v1/requests/{rid}", json={"corrected_agency": DLH}, headers=auth
+    with served(app) as base:
+        auth = {"Authorization": f"Bearer {OPS}"}
+        items = [{"text": t, "address": a} for t, a in COMPLAINTS]
+        stored = httpx.post(
+            f"{base}/v1/classify", json={"items": items, "store": True}, headers=auth
         )
-        assert patch.status_code == 200, patch.text
-    yield base, url, ids
-    server.should_exit = True
-    thread.join(10)
+        assert stored.status_code == 200, stored.text
+        ids = [r["request_id"] for r in stored.json()["results"]]
+        for rid in ids:  # both routed to DLH by an operator (the second wrongly)
+            patch = httpx.patch(
+                f"{base}/v1/requests/{rid}", json={"corrected_agency": DLH}, headers=auth
+            )
+            assert patch.status_code == 200, patch.text
+        yield base, url, ids
 
 
 def _login(page, base: str, key: str) -> None:

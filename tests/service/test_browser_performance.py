@@ -10,11 +10,8 @@ and refreshes docs/followup-dashboard.png and docs/followup-inbox-history.png.
 from __future__ import annotations
 
 import os
-import threading
-import time
 from pathlib import Path
 
-import httpx
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -22,7 +19,7 @@ from typer.testing import CliRunner
 from aduan.cli import app as cli
 from aduan.model.resources import default_data
 
-from .test_browser import CHROMIUM, CHROMIUM_ARGS, _browser_missing, _free_port
+from .test_browser import CHROMIUM, CHROMIUM_ARGS, _browser_missing, served
 
 SURABAYA = default_data()
 DSABM = "Dinas Sumber Daya Air dan Bina Marga"
@@ -36,7 +33,6 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def server(tiny_model, gazetteer_csv, tmp_path):
-    import uvicorn
 
     from aduan.service.app import create_app
     from aduan.service.settings import Settings
@@ -63,22 +59,8 @@ def server(tiny_model, gazetteer_csv, tmp_path):
         followup_loop=False,
     )
     app = create_app(settings)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health/ready").status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    yield base
-    server.should_exit = True
-    thread.join(10)
+    with served(app) as base:
+        yield base
 
 
 def _login(page, base: str, key: str, then: str) -> None:

@@ -369,3 +369,20 @@ def test_duplicate_verdicts_command_shows_the_merged_share_by_threshold(client, 
     )
     assert result.exit_code == 0, result.output
     assert "2 judged suggestion(s)" in result.output and "0.50 merged" in result.output
+
+
+def test_a_failed_duplicate_lookup_answers_the_stored_complaint_without_candidates(
+    client, monkeypatch, caplog
+):
+    def broken(*args, **kwargs):
+        raise RuntimeError("database busy " + SAMPAH)
+
+    monkeypatch.setattr(duplicates, "record", broken)
+    with caplog.at_level("WARNING", logger="aduan.service.intake"):
+        [result] = _store(client, {"text": SAMPAH, "address": KEPUTRAN})
+    assert result["possible_duplicates"] == [] and not result.get("repeat_reporter")
+    stored = client.get(f"/v1/requests/{result['request_id']}", headers=SITI)
+    assert stored.status_code == 200
+    warned = [r for r in caplog.records if r.name == "aduan.service.intake"]
+    assert warned and all(r.levelname == "WARNING" for r in warned)
+    assert all("sampah" not in r.getMessage().lower() for r in caplog.records)

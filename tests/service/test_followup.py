@@ -441,6 +441,150 @@ def test_followup_a_merged_duplicate_leaves_the_inbox_and_is_never_routed_again(
     assert told.count("complaint.routed") == 1 and get(store, duplicate).status == "closed"
 
 
+def test_followup_an_operator_moving_an_auto_route_sends_it_back_and_tells_the_old_office(
+    database_url,
+):
+    from aduan.service.followup import Action, act
+    from aduan.service.review import Changes, update_request
+    from aduan.service.route_accuracy import live_accuracy
+
+    dishub = Office(name="Dinas Perhubungan", webhook="http://127.0.0.1:9/dishub")
+    store, book = _store(database_url, [Office(name=DLH), dishub])
+    [rid] = store.save_requests([_auto("Dinas Perhubungan")])
+    update_request(store, rid, Changes(corrected_agency=DLH), "siti")
+    follow = get(store, rid)
+    assert follow.office == DLH and follow.verdict == "returned"
+    act(store, book, rid, [DLH], Action("acknowledge"), "budi")  # the new office's action
+    assert get(store, rid).verdict == "returned"  # keeps judging the model's route
+    counts = {a.agency: (a.accepted, a.returned) for a in live_accuracy(store)}
+    assert counts["Dinas Perhubungan"] == (0, 1)
+    with store.sessions.begin() as session:
+        told = [
+            (e.type, e.payload["data"]["status"], e.payload["data"].get("reassigned_to"))
+            for e in session.query(OutboxEvent).order_by(OutboxEvent.created_at)
+            if e.office == "Dinas Perhubungan"
+        ]
+    assert told == [("complaint.routed", "new", None), ("complaint.returned", "returned", DLH)]
+
+
+def test_followup_unmerge_routes_the_report_to_its_office_again(database_url):
+    from aduan.service.duplicates import DuplicateVerdict
+    from aduan.service.followup import Action, act
+    from aduan.service.merges import merge, unmerge, verdicts
+
+    office = Office(name=DLH, webhook="http://127.0.0.1:9/dlh")
+    store, book = _store(database_url, [office])
+    original, duplicate = store.save_requests([_auto(DLH), _auto(DLH)])
+    merge(store, duplicate, original, "siti")
+    assert get(store, duplicate).status == "closed"
+    unmerge(store, duplicate, "siti")
+    follow = get(store, duplicate)
+    assert follow.status == "new" and follow.closed_at is None
+    assert follow.first_response_due > follow.routed_at
+    assert {r.id for r, _ in inbox(store, [DLH], statuses=["new"])} == {original, duplicate}
+    act(store, book, duplicate, [DLH], Action("acknowledge"), "budi")  # no 409 any more
+    assert get(store, duplicate).status == "acknowledged"
+    with store.sessions.begin() as session:
+        told = [e.type for e in session.query(OutboxEvent) if e.request_id == duplicate]
+        kept = [v.verdict for v in session.query(DuplicateVerdict)]
+    assert told.count("complaint.routed") == 2
+    assert kept == [] and verdicts(store) == []  # the undone merge is no tuning evidence
+
+
+def test_followup_unmerge_leaves_a_report_its_office_closed_closed(database_url):
+    from aduan.service.followup import Action, act
+    from aduan.service.merges import merge, unmerge
+
+    store, book = _store(database_url, [Office(name=DLH)])
+    original, duplicate = store.save_requests([_auto(DLH), _auto(DLH)])
+    act(store, book, duplicate, [DLH], Action("close", note="sudah diangkut"), "budi")
+    merge(store, duplicate, original, "siti")
+    unmerge(store, duplicate, "siti")
+    follow = get(store, duplicate)
+    assert follow.status == "closed" and follow.status_notes == "sudah diangkut"
+
+
+def test_followup_staff_keys_see_their_office_only_and_stay_staff_when_the_file_drops_them(
+    client, tmp_path
+):
+    dlh = _routed(client)
+    dishub = _routed(client, "lampu lalu lintas mati di perempatan", agency="Dinas Perhubungan")
+    listed = client.get("/open311/v2/requests.json", headers=BUDI).json()
+    shown = {r["service_request_id"]: r["description"] for r in listed}
+    assert shown[dlh] and shown[dishub] is None  # only his office's texts
+    [other] = client.get(f"/open311/v2/requests/{dishub}.json", headers=BUDI).json()
+    assert other["description"] is None
+    [everything] = client.get(f"/open311/v2/requests/{dishub}.json", headers=OPS).json()
+    assert everything["description"]  # an operator sees every office's
+    _login(client, "kunci-budi")
+    assert client.get(f"/ui/requests/{dishub}/explanation").status_code == 403
+    assert client.get(f"/ui/requests/{dlh}/explanation").status_code == 200
+
+    # The file drops budi (his office renamed, his name gone): no operator by that.
+    (tmp_path / "offices.yaml").write_text(OFFICES.replace("staff: [budi]", "staff: [wati]"))
+    assert client.get("/v1/requests", headers=BUDI).status_code == 403
+    assert client.get("/v1/office/complaints", headers=BUDI).status_code == 403
+    assert client.get("/v1/followup/performance", headers=BUDI).status_code == 403
+    listed = client.get("/open311/v2/requests.json", headers=BUDI).json()
+    assert all(r["description"] is None for r in listed)
+    assert client.get(f"/ui/requests/{dlh}/explanation").status_code == 403
+    assert client.get("/ui/queue", follow_redirects=False).status_code == 303  # to the inbox
+    assert client.get("/ui/inbox").status_code == 403
+    assert client.get("/v1/requests", headers=OPS).status_code == 200
+
+
+def test_followup_act_and_merge_lock_their_rows_on_postgresql(database_url):
+    import sqlalchemy as sa
+
+    from aduan.service.followup import Action, act
+    from aduan.service.merges import merge
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("row locks are PostgreSQL's (SQLite has one writer)")
+    store, book = _store(database_url, [Office(name=DLH)])
+    first, second, third = store.save_requests([_auto(DLH), _auto(DLH), _auto(DLH)])
+    seen: list[str] = []
+
+    def remember(conn, cursor, statement, *args):
+        seen.append(statement)
+
+    sa.event.listen(store.engine, "before_cursor_execute", remember)
+    try:
+        act(store, book, first, [DLH], Action("acknowledge"), "budi")
+        locked_by_act = [s for s in seen if "FOR UPDATE" in s]
+        seen.clear()
+        merge(store, third, second, "siti")
+        locked_by_merge = [s for s in seen if "FOR UPDATE" in s]
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", remember)
+    assert any("followups" in s for s in locked_by_act)
+    assert any("requests" in s for s in locked_by_act)
+    assert locked_by_merge and "ORDER BY" in locked_by_merge[0]
+
+
+def test_followup_a_key_with_the_office_scope_is_no_operator_without_an_offices_file(
+    make_client, tmp_path
+):
+    from aduan.service.keys import hash_key
+
+    keys = tmp_path / "keys.txt"
+    keys.write_text(
+        f"ops operator,classify {hash_key('kunci-ops')}\n"
+        f"budi operator,office {hash_key('kunci-budi')}\n"
+    )
+    client = make_client(keys_file=keys, followup_loop=False, public_read_rate=0)
+    body = {"items": [{"text": "sampah menumpuk di TPS bau busuk"}], "store": True}
+    [stored] = client.post("/v1/classify", json=body, headers=OPS).json()["results"]
+    assert client.get("/v1/requests", headers=OPS).status_code == 200
+    assert client.get("/v1/requests", headers=BUDI).status_code == 403  # no offices file
+    rid = stored["request_id"]
+    [shown] = client.get(f"/open311/v2/requests/{rid}.json", headers=BUDI).json()
+    assert shown["description"] is None
+    _login(client, "kunci-budi")
+    assert client.get("/ui/queue", follow_redirects=False).status_code == 303
+    assert client.get(f"/ui/requests/{rid}/explanation").status_code == 403
+
+
 @pytest.mark.parametrize(
     "url", ["https://host:abc/x", "https://a..b/x", "https:///x", "ftp://dlh.example/x"]
 )

@@ -112,6 +112,8 @@ def test_train_valid_months_option_and_bad_date(complaints_csv, tmp_path):
     assert json.loads((output / "metrics.json").read_text())["split"]["valid_from"] == "2023-03-01"
     bad = CliRunner().invoke(app, [*base, "--train-until", "31/01/2023"])
     assert bad.exit_code == 2 and "--train-until: expected a date as YYYY-MM-DD" in bad.output
+    both = CliRunner().invoke(app, [*base, "--valid-months", "1", "--valid-from", "2023-03-01"])
+    assert both.exit_code == 2 and "one or the other" in both.output
 
 
 @pytest.mark.parametrize("name", ["feedback.csv", "feedback.jsonl"])
@@ -129,3 +131,17 @@ def test_rows_of_a_feedback_export_are_marked_as_corrections(tmp_path, name):
     plain = tmp_path / "plain.csv"
     frame.drop(columns=["predicted_agency"]).to_csv(plain, index=False)
     assert not load_complaints(plain)["feedback"].any()
+
+
+def test_split_months_are_the_complaints_local_months(tmp_path):
+    from aduan.training.data import _parse_dates
+
+    frame = pd.DataFrame(
+        {
+            "text": ["a", "b"],
+            "created_at": ["2023-04-01T03:00:00+07:00", "2023-03-31T23:00:00+07:00"],
+            "source_row": [2, 3],
+        }
+    )
+    months = _parse_dates(frame, tmp_path / "x.csv", "created_at").dt.to_period("M")
+    assert [str(m) for m in months] == ["2023-04", "2023-03"]
