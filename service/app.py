@@ -115,13 +115,7 @@ def _start_followup(
     dispatcher = Dispatcher(
         state.store,
         book,
-        DispatchSettings(
-            timeout_s=settings.webhook_timeout_s,
-            lease_s=2 * settings.webhook_timeout_s + 10,
-            max_attempts=settings.webhook_max_attempts,
-            backoff_base_s=settings.webhook_backoff_s,
-            backoff_cap_s=settings.webhook_backoff_cap_s,
-        ),
+        DispatchSettings.of(settings),
         metrics=app.state.dispatch_metrics,
     )
     loop = followup_loop(

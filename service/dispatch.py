@@ -23,7 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -36,6 +36,9 @@ from .followup import OutboxEvent, overdue_by_office, sweep
 from .offices import OfficeBook
 from .route_accuracy import LiveAccuracyMetrics, live_accuracy
 from .storage import Store, utcnow
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,17 @@ class DispatchSettings:
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 300.0
     workers: int = 4
+
+    @classmethod
+    def of(cls, settings: Settings) -> DispatchSettings:
+        """The service's webhook settings; a lease outlives one POST's timeouts."""
+        return cls(
+            timeout_s=settings.webhook_timeout_s,
+            lease_s=2 * settings.webhook_timeout_s + 10,
+            max_attempts=settings.webhook_max_attempts,
+            backoff_base_s=settings.webhook_backoff_s,
+            backoff_cap_s=settings.webhook_backoff_cap_s,
+        )
 
 
 def backoff(attempts: int, base: float, cap: float, rng: Callable[[], float] = random.random):

@@ -58,13 +58,7 @@ def dispatch(
     dispatcher = Dispatcher(
         store,
         book,
-        DispatchSettings(
-            timeout_s=settings.webhook_timeout_s,
-            lease_s=2 * settings.webhook_timeout_s + 10,
-            max_attempts=settings.webhook_max_attempts,
-            backoff_base_s=settings.webhook_backoff_s,
-            backoff_cap_s=settings.webhook_backoff_cap_s,
-        ),
+        DispatchSettings.of(settings),
     )
     try:
         while True:
