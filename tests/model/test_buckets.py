@@ -1,0 +1,69 @@
+"""Length-bucketed sub-batches: a served batch of mixed lengths is split by length, each part
+padded only to its own longest text, and the answers are the ones of one text at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from aduan.model.transformer import batched_logits, length_buckets
+
+
+class RecordingEngine:
+    """A network stand-in whose output for a row depends on that row alone (the masked sum
+    and count of its ids), recording the (rows, width) of every call."""
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple[int, int]] = []
+
+    def __call__(self, input_ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+        self.shapes.append(input_ids.shape)
+        total = (input_ids * mask).sum(axis=1, keepdims=True).astype(np.float32)
+        count = mask.sum(axis=1, keepdims=True).astype(np.float32)
+        return {"agency": np.hstack([total, count]), "category": total * 2}
+
+
+def test_buckets_split_short_from_long_texts() -> None:
+    lengths = [128, 10, 12, 11, 127, 9, 126, 13]
+    runs = length_buckets(lengths, max_size=32, overhead=16)
+    assert [sorted(lengths[i] for i in run) for run in runs] == [
+        [9, 10, 11, 12, 13],
+        [126, 127, 128],
+    ]
+
+
+def test_buckets_cover_every_text_once_within_the_size() -> None:
+    rng = np.random.default_rng(3)
+    lengths = [int(x) for x in rng.integers(3, 129, size=200)]
+    runs = length_buckets(lengths, max_size=32)
+    flat = np.concatenate(runs)
+    assert sorted(flat.tolist()) == list(range(200))
+    assert max(len(run) for run in runs) <= 32
+    widths = [lengths[i] for i in flat]
+    assert widths == sorted(widths)  # in length order
+
+
+def test_a_large_call_overhead_keeps_one_batch() -> None:
+    lengths = [128, 10, 12, 11]
+    assert len(length_buckets(lengths, max_size=32, overhead=10_000)) == 1
+    # and no overhead: every distinct length its own call
+    assert len(length_buckets(lengths, max_size=32, overhead=0)) == 4
+
+
+def test_bucketed_logits_equal_one_text_at_a_time() -> None:
+    rng = np.random.default_rng(5)
+    ids = [[int(t) for t in rng.integers(5, 500, size=n)] for n in (120, 7, 9, 118, 8, 64, 10)]
+    engine = RecordingEngine()
+    bucketed = batched_logits(engine, ids, pad=1, batch_size=32)
+    alone = [batched_logits(RecordingEngine(), [x], pad=1, batch_size=32) for x in ids]
+    for head in ("agency", "category"):
+        np.testing.assert_array_equal(bucketed[head], np.vstack([a[head] for a in alone]))
+    # split by length: no call pads a 7-10 token text to 120
+    assert len(engine.shapes) > 1
+    assert sum(rows for rows, _ in engine.shapes) == len(ids)
+    assert sum(rows * width for rows, width in engine.shapes) < len(ids) * 120
+
+
+def test_no_texts_no_call() -> None:
+    engine = RecordingEngine()
+    assert batched_logits(engine, [], pad=1, batch_size=32) == {}
+    assert engine.shapes == []
