@@ -9,9 +9,13 @@ run each way the service could run them, and the pipeline's other parts per text
 3. The rest of a request's model work per text: tokenising, the TF-IDF part, mixing and the
    whole `Pipeline.run` (location resolution included), at batch 16.
 
-Usage:
+With `--service SECONDS`, instead: the real `aduan serve` on loopback on default settings,
+16 closed-loop single-text clients (real texts; a 429 waits its Retry-After) for SECONDS per
+variant, the variants one after the other in this run: before (one padded call per batch),
+batching off, now (length buckets), now with one intra-op thread. Usage:
 
     .venv/bin/python bench/serving.py --model DIR [--texts 256] [--output FILE.json]
+    .venv/bin/python bench/serving.py --model DIR --service 30 [--output FILE.json]
 """
 
 from __future__ import annotations
@@ -29,10 +33,16 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from perf import cpu_model, real_texts  # bench/ holds scripts, not a package
+from load import closed_loop, free_port, rss_mb, wait_ready  # bench/: scripts, not a package
+from perf import cpu_model, real_texts
 
 ROOT = Path(__file__).resolve().parents[1]
-ONE_BATCH = 1e12  # a call overhead no split can beat: the whole batch in one call
+VARIANTS = {  # name -> environment of `aduan serve` (everything else default)
+    "before: batching on, one call padded to the longest text": {"ADUAN_LENGTH_BUCKETS": "false"},
+    "batching off": {"ADUAN_BATCHING": "false"},
+    "now: batching on, length buckets": {},
+    "now, 1 intra-op thread": {"ADUAN_THREADS": "1"},
+}
 
 
 def per_text_ms(step: Any, batches: list[Any], texts: int) -> float:
@@ -43,17 +53,62 @@ def per_text_ms(step: Any, batches: list[Any], texts: int) -> float:
     return round((time.perf_counter() - started) / texts * 1000, 2)
 
 
+def serve(model_dir: Path, texts: list[str], env: dict[str, str], seconds: float) -> Any:
+    """One variant: start-up, a 5 s warm-up, then 16 clients for `seconds`; RSS after."""
+    import asyncio
+    import subprocess
+
+    port = free_port()
+    settings = {**os.environ, "ADUAN_LOG_LEVEL": "WARNING", **env}
+    aduan = Path(sys.executable).with_name("aduan")
+    command = [str(aduan), "serve", "--model", str(model_dir), "--port", str(port)]
+    proc = subprocess.Popen(
+        command, env=settings, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_ready(port, proc, time.perf_counter())
+        asyncio.run(closed_loop(port, texts, 4, 5.0))
+        started = time.perf_counter()
+        tally = asyncio.run(closed_loop(port, texts, 16, seconds))
+        summary = tally.summary(time.perf_counter() - started)
+        summary["rss_mb_after"] = round(rss_mb(proc.pid), 1)
+        return summary
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def service(model_dir: Path, texts: list[str], seconds: float) -> dict[str, Any]:
+    result: dict[str, Any] = {"load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+    for name, env in VARIANTS.items():
+        result[name] = serve(model_dir, texts, env, seconds)
+        print(f"{name}: {result[name]}", flush=True)
+    result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--texts", type=int, default=256)
     parser.add_argument("--output", type=Path, default=ROOT / "bench/results/serving.json")
+    parser.add_argument("--service", type=float, default=0.0, help="seconds per variant")
     args = parser.parse_args()
+    if args.service:
+        out = {
+            "machine": f"{cpu_model()}, {os.cpu_count()} cores, {platform.machine()}",
+            "clients": 16,
+            "seconds_per_variant": args.service,
+            **service(args.model, real_texts(args.texts), args.service),
+        }
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(out, indent=1) + "\n")
+        return
 
     from aduan.model.artifacts import read_config
     from aduan.model.onnx import OnnxEngine
     from aduan.model.pipeline import Pipeline
-    from aduan.model.transformer import TokenIds, batched_logits, length_buckets
+    from aduan.model.transformer import ONE_CALL, TokenIds, batched_logits, length_buckets
 
     config = read_config(args.model)
     texts = real_texts(args.texts)
@@ -82,7 +137,7 @@ def main() -> None:
         for threads, engine in engines.items():
 
             def padded(batch: list[list[int]], engine: Any = engine) -> None:
-                batched_logits(engine, batch, pad, 32, ONE_BATCH)
+                batched_logits(engine, batch, pad, 32, ONE_CALL)
 
             def bucketed(batch: list[list[int]], engine: Any = engine) -> None:
                 batched_logits(engine, batch, pad, 32)

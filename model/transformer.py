@@ -146,6 +146,8 @@ def pad_batch(ids: list[list[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
 # ~22 ms; bench/README.md, "Serving the transformer"): sub-batches are split where the padding
 # they save is worth more than the extra call.
 CALL_OVERHEAD_TOKENS = 16
+# An overhead no split can beat: every batch of up to `batch_size` texts runs as one call.
+ONE_CALL = 1e12
 
 
 def length_buckets(
@@ -321,6 +323,9 @@ class TransformerBackend:
         self.engine_name = engine_name
         self.export = export  # "", "fp32" or "int8": the ONNX file `save` writes
         self.batch_size = 32
+        # Padded positions one network call is worth (`length_buckets`); a huge value runs
+        # each batch as one call padded to its longest text (how the service ran before).
+        self.call_overhead: float = CALL_OVERHEAD_TOKENS
 
     def save(self, model_dir: Path) -> dict[str, Any]:
         """encoder/ (Hugging Face folder with the tokenizer), heads, routing table and TF-IDF
@@ -401,7 +406,11 @@ class TransformerBackend:
     def encoder_logits(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Raw head outputs of the network: tokenised once, batched in length order."""
         return batched_logits(
-            self.engine, self.tokenizer(texts), self.tokenizer.pad_id, self.batch_size
+            self.engine,
+            self.tokenizer(texts),
+            self.tokenizer.pad_id,
+            self.batch_size,
+            self.call_overhead,
         )
 
     def unknown_word_share(self, texts: list[str]) -> np.ndarray | None:

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
         ge=0,
         description="Longest wait to fill a batch; 0: take what is queued when the model is free",
     )
+    length_buckets: bool = Field(
+        True,
+        description="Run each inference batch of the transformer in sub-batches of similar "
+        "token length (false: one call padded to the batch's longest text)",
+    )
     queue_size: int = Field(1024, ge=1, description="Texts waiting before 429")
     api_keys: str = Field(
         "",

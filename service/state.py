@@ -29,6 +29,7 @@ from aduan.model.classifier import ComplaintClassifier
 from aduan.model.pipeline import WARM_UP_TEXT, Pipeline, Routed
 from aduan.model.registry import Registry, RegistryError
 from aduan.model.taxonomy import Taxonomy
+from aduan.model.transformer import ONE_CALL
 
 from .backends import Backend, make_backend
 from .drift import DriftMonitor
@@ -128,7 +129,11 @@ class ServiceState:
 
     def _load_pipeline(self, path: Path) -> Pipeline:
         settings = self.settings
-        return Pipeline.load(path, settings.gazetteer, settings.engine, settings.threads)
+        pipeline = Pipeline.load(path, settings.gazetteer, settings.engine, settings.threads)
+        backend = pipeline.classifier.backend
+        if not settings.length_buckets and hasattr(backend, "call_overhead"):
+            backend.call_overhead = ONE_CALL
+        return pipeline
 
     async def close(self) -> None:
         """Stop the backend and release what it holds (the Ray Serve application)."""
