@@ -67,3 +67,27 @@ def test_no_texts_no_call() -> None:
     engine = RecordingEngine()
     assert batched_logits(engine, [], pad=1, batch_size=32) == {}
     assert engine.shapes == []
+
+
+def test_a_real_network_answers_the_same_bucketed_or_in_one_call(tiny_transformer) -> None:
+    from aduan.model.classifier import ComplaintClassifier
+    from aduan.model.transformer import ONE_CALL
+
+    backend = ComplaintClassifier.load(tiny_transformer, engine="torch").backend
+    calls: list[tuple[int, int]] = []
+    network = backend.engine
+
+    def recording(input_ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+        calls.append(input_ids.shape)
+        return network(input_ids, mask)
+
+    backend.engine = recording
+    texts = ["sampah"] * 5 + [" ".join(["jalan rusak berlubang besar sekali"] * 8)] * 3
+    bucketed = backend.encoder_logits(texts)
+    split = list(calls)
+    calls.clear()
+    backend.call_overhead = ONE_CALL  # ADUAN_LENGTH_BUCKETS=false
+    together = backend.encoder_logits(texts)
+    assert len(split) == 2 and len(calls) == 1
+    for head in together:
+        np.testing.assert_allclose(bucketed[head], together[head], atol=1e-4)
