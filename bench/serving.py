@@ -12,7 +12,8 @@ run each way the service could run them, and the pipeline's other parts per text
 With `--service SECONDS`, instead: the real `aduan serve` on loopback on default settings,
 16 closed-loop single-text clients (real texts; a 429 waits its Retry-After) for SECONDS per
 variant, the variants one after the other in this run: before (one padded call per batch),
-batching off, now (length buckets), now with one intra-op thread. Usage:
+batching off, now (length buckets), now with one intra-op thread, now with two
+workers of one thread each. Usage:
 
     .venv/bin/python bench/serving.py --model DIR [--texts 256] [--output FILE.json]
     .venv/bin/python bench/serving.py --model DIR --service 30 [--output FILE.json]
@@ -42,6 +43,7 @@ VARIANTS = {  # name -> environment of `aduan serve` (everything else default)
     "batching off": {"ADUAN_BATCHING": "false"},
     "now: batching on, length buckets": {},
     "now, 1 intra-op thread": {"ADUAN_THREADS": "1"},
+    "now, 2 workers of 1 thread": {"ADUAN_INFERENCE_WORKERS": "2"},
 }
 
 

@@ -188,7 +188,17 @@ class Settings(BaseSettings):
     ray_address: str = Field(
         "", description="backend ray: the cluster to join (else RAY_ADDRESS, else a local one)"
     )
-    threads: int = Field(0, ge=0, description="Inference threads (0: one per core)")
+    threads: int = Field(
+        0,
+        ge=0,
+        description="Threads of one model call (0: the cores shared among inference_workers)",
+    )
+    inference_workers: int = Field(
+        1,
+        ge=1,
+        description="Model calls (batches) run at once, each on threads/workers of the cores; "
+        "an explanation still runs alone",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -129,7 +130,8 @@ class ServiceState:
 
     def _load_pipeline(self, path: Path) -> Pipeline:
         settings = self.settings
-        pipeline = Pipeline.load(path, settings.gazetteer, settings.engine, settings.threads)
+        threads = settings.threads or max(1, (os.cpu_count() or 1) // settings.inference_workers)
+        pipeline = Pipeline.load(path, settings.gazetteer, settings.engine, threads)
         backend = pipeline.classifier.backend
         if not settings.length_buckets and hasattr(backend, "call_overhead"):
             backend.call_overhead = ONE_CALL
