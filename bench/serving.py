@@ -139,7 +139,7 @@ def main() -> None:
         for threads, engine in engines.items():
 
             def padded(batch: list[list[int]], engine: Any = engine) -> None:
-                batched_logits(engine, batch, pad, 32, ONE_CALL)
+                batched_logits(engine, batch, pad, 32, ONE_CALL, ONE_CALL)
 
             def bucketed(batch: list[list[int]], engine: Any = engine) -> None:
                 batched_logits(engine, batch, pad, 32)

@@ -146,17 +146,26 @@ def pad_batch(ids: list[list[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
 # ~22 ms; bench/README.md, "Serving the transformer"): sub-batches are split where the padding
 # they save is worth more than the extra call.
 CALL_OVERHEAD_TOKENS = 16
-# An overhead no split can beat: every batch of up to `batch_size` texts runs as one call.
+# The most padded positions in one call beyond a single text: past a few hundred, a text costs
+# more in a bigger call, not less (the int8 e5-small on 2 AVX2 cores: 128-token texts take
+# 29-41 ms alone, 50-88 ms each 16 at a time; 64-token texts are cheapest 2 at a time).
+MAX_CALL_TOKENS = 256
+# As `overhead` and `max_tokens`: no split pays, every batch of up to `batch_size` texts runs
+# as one call padded to its longest text (how the service ran before length buckets).
 ONE_CALL = 1e12
 
 
 def length_buckets(
-    lengths: list[int], max_size: int, overhead: float = CALL_OVERHEAD_TOKENS
+    lengths: list[int],
+    max_size: int,
+    overhead: float = CALL_OVERHEAD_TOKENS,
+    max_tokens: float = MAX_CALL_TOKENS,
 ) -> list[np.ndarray]:
-    """Indices into `lengths`, in length order, cut into runs of at most `max_size` that
-    minimise the padded positions computed (each run padded to its longest) plus `overhead`
-    per run: a batch of a few long and many short texts no longer pads the short ones to the
-    longest. Exact (dynamic programming over the sorted lengths, `max_size` cuts per text)."""
+    """Indices into `lengths`, in length order, cut into runs of at most `max_size` texts and
+    (unless one text) `max_tokens` padded positions that minimise the padded positions
+    computed (each run padded to its longest) plus `overhead` per run: a batch of a few long
+    and many short texts no longer pads the short ones to the longest. Exact (dynamic
+    programming over the sorted lengths, `max_size` cuts per text)."""
     order = np.argsort(lengths, kind="stable")
     width = [int(lengths[i]) for i in order]
     count = len(width)
@@ -164,7 +173,9 @@ def length_buckets(
     cut = [0] * (count + 1)
     for end in range(1, count + 1):
         longest = width[end - 1]
-        for start in range(max(0, end - max_size), end):
+        for start in range(end - 1, max(0, end - max_size) - 1, -1):
+            if end - start > 1 and (end - start) * longest > max_tokens:
+                break
             cost = best[start] + (end - start) * longest + overhead
             if cost < best[end]:
                 best[end], cut[end] = cost, start
@@ -182,13 +193,14 @@ def batched_logits(
     pad: int,
     batch_size: int,
     overhead: float = CALL_OVERHEAD_TOKENS,
+    max_tokens: float = MAX_CALL_TOKENS,
 ) -> dict[str, np.ndarray]:
     """Every head's logits for tokenised texts, run in length-bucketed sub-batches of at most
     `batch_size` (`length_buckets`: each padded only to its longest text) and returned in
     input order."""
     if not ids:
         return {}
-    runs = length_buckets([len(x) for x in ids], batch_size, overhead)
+    runs = length_buckets([len(x) for x in ids], batch_size, overhead, max_tokens)
     chunks: dict[str, list[np.ndarray]] = {}
     for run in runs:
         out = engine(*pad_batch([ids[i] for i in run], pad))
@@ -323,9 +335,8 @@ class TransformerBackend:
         self.engine_name = engine_name
         self.export = export  # "", "fp32" or "int8": the ONNX file `save` writes
         self.batch_size = 32
-        # Padded positions one network call is worth (`length_buckets`); a huge value runs
-        # each batch as one call padded to its longest text (how the service ran before).
-        self.call_overhead: float = CALL_OVERHEAD_TOKENS
+        # False: each batch runs as one call padded to its longest text (`ONE_CALL`).
+        self.length_buckets = True
 
     def save(self, model_dir: Path) -> dict[str, Any]:
         """encoder/ (Hugging Face folder with the tokenizer), heads, routing table and TF-IDF
@@ -410,7 +421,7 @@ class TransformerBackend:
             self.tokenizer(texts),
             self.tokenizer.pad_id,
             self.batch_size,
-            self.call_overhead,
+            *(() if self.length_buckets else (ONE_CALL, ONE_CALL)),
         )
 
     def unknown_word_share(self, texts: list[str]) -> np.ndarray | None:

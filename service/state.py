@@ -30,7 +30,6 @@ from aduan.model.classifier import ComplaintClassifier
 from aduan.model.pipeline import WARM_UP_TEXT, Pipeline, Routed
 from aduan.model.registry import Registry, RegistryError
 from aduan.model.taxonomy import Taxonomy
-from aduan.model.transformer import ONE_CALL
 
 from .backends import Backend, make_backend
 from .drift import DriftMonitor
@@ -133,8 +132,8 @@ class ServiceState:
         threads = settings.threads or max(1, (os.cpu_count() or 1) // settings.inference_workers)
         pipeline = Pipeline.load(path, settings.gazetteer, settings.engine, threads)
         backend = pipeline.classifier.backend
-        if not settings.length_buckets and hasattr(backend, "call_overhead"):
-            backend.call_overhead = ONE_CALL
+        if hasattr(backend, "length_buckets"):
+            backend.length_buckets = settings.length_buckets
         return pipeline
 
     async def close(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from aduan.model.transformer import batched_logits, length_buckets
+from aduan.model.transformer import ONE_CALL, batched_logits, length_buckets
 
 
 class RecordingEngine:
@@ -24,7 +24,7 @@ class RecordingEngine:
 
 def test_buckets_split_short_from_long_texts() -> None:
     lengths = [128, 10, 12, 11, 127, 9, 126, 13]
-    runs = length_buckets(lengths, max_size=32, overhead=16)
+    runs = length_buckets(lengths, max_size=32, overhead=16, max_tokens=ONE_CALL)
     assert [sorted(lengths[i] for i in run) for run in runs] == [
         [9, 10, 11, 12, 13],
         [126, 127, 128],
@@ -44,9 +44,20 @@ def test_buckets_cover_every_text_once_within_the_size() -> None:
 
 def test_a_large_call_overhead_keeps_one_batch() -> None:
     lengths = [128, 10, 12, 11]
-    assert len(length_buckets(lengths, max_size=32, overhead=10_000)) == 1
+    assert len(length_buckets(lengths, 32, overhead=10_000, max_tokens=ONE_CALL)) == 1
     # and no overhead: every distinct length its own call
-    assert len(length_buckets(lengths, max_size=32, overhead=0)) == 4
+    assert len(length_buckets(lengths, 32, overhead=0, max_tokens=ONE_CALL)) == 4
+
+
+def test_no_call_holds_more_padded_positions_than_the_cap_but_one_text_always_runs() -> None:
+    lengths = [128, 127, 126, *[16] * 40, 300]
+    runs = length_buckets(lengths, max_size=32, overhead=16, max_tokens=256)
+    for run in runs:
+        width = max(lengths[i] for i in run)
+        assert len(run) == 1 or len(run) * width <= 256
+    short = [len(run) for run in runs if lengths[run[0]] == 16]
+    assert len(short) == 3 and sum(short) == 40  # 40 texts of 16 tokens: 3 calls of <= 16
+    assert [run.tolist() for run in runs][-1] == [lengths.index(300)]  # alone, over the cap
 
 
 def test_bucketed_logits_equal_one_text_at_a_time() -> None:
@@ -71,7 +82,6 @@ def test_no_texts_no_call() -> None:
 
 def test_a_real_network_answers_the_same_bucketed_or_in_one_call(tiny_transformer) -> None:
     from aduan.model.classifier import ComplaintClassifier
-    from aduan.model.transformer import ONE_CALL
 
     backend = ComplaintClassifier.load(tiny_transformer, engine="torch").backend
     calls: list[tuple[int, int]] = []
@@ -86,7 +96,7 @@ def test_a_real_network_answers_the_same_bucketed_or_in_one_call(tiny_transforme
     bucketed = backend.encoder_logits(texts)
     split = list(calls)
     calls.clear()
-    backend.call_overhead = ONE_CALL  # ADUAN_LENGTH_BUCKETS=false
+    backend.length_buckets = False  # ADUAN_LENGTH_BUCKETS=false
     together = backend.encoder_logits(texts)
     assert len(split) == 2 and len(calls) == 1
     for head in together:

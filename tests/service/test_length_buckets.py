@@ -5,11 +5,10 @@ from __future__ import annotations
 
 
 def test_the_service_setting_turns_the_buckets_off(tiny_transformer, gazetteer_csv, tmp_path):
-    from aduan.model.transformer import CALL_OVERHEAD_TOKENS, ONE_CALL
     from aduan.service.settings import Settings
     from aduan.service.state import ServiceState
 
-    for buckets, overhead in ((True, CALL_OVERHEAD_TOKENS), (False, ONE_CALL)):
+    for buckets in (True, False):
         settings = Settings(
             model_dir=tiny_transformer,
             gazetteer=gazetteer_csv,
@@ -18,4 +17,4 @@ def test_the_service_setting_turns_the_buckets_off(tiny_transformer, gazetteer_c
             engine="torch",
         )
         pipeline = ServiceState(settings)._load_pipeline(tiny_transformer)
-        assert pipeline.classifier.backend.call_overhead == overhead
+        assert pipeline.classifier.backend.length_buckets is buckets
