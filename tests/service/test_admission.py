@@ -11,7 +11,9 @@ CLIENTS = 16
 SPREAD_S = 0.001  # the answers of one batch leave the event loop one after the other
 
 
-def simulate(gate: AdmissionControl, batch_s: float, seconds: float) -> list[tuple[float, ...]]:
+def simulate(
+    gate: AdmissionControl, batch_s: float, seconds: float
+) -> list[tuple[float, float | None, float, float]]:
     """Each cycle one batch answers all 16 clients, which send again at once; returns, for
     every arrival after the first 15 s, (true rate, measured rate, estimated wait, inside)."""
     cycle = batch_s + CLIENTS * SPREAD_S
