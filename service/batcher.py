@@ -1,4 +1,4 @@
-"""Dynamic batching: concurrent requests are merged into batches run by one worker thread.
+"""Dynamic batching: concurrent requests are merged into batches run by worker threads.
 
 Each request submits its texts as one job. A worker takes the first waiting job, then keeps
 adding jobs until the batch holds `max_size` texts or `max_wait` seconds have passed, runs the
