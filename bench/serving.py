@@ -10,13 +10,13 @@ run each way the service could run them, and the pipeline's other parts per text
    whole `Pipeline.run` (location resolution included), at batch 16.
 
 With `--service SECONDS`, instead: the real `aduan serve` on loopback on default settings,
-16 closed-loop single-text clients (real texts; a 429 waits its Retry-After) for SECONDS per
-variant, the variants one after the other in this run: before (one padded call per batch),
-batching off, now (length buckets), now with one intra-op thread, now with two
-workers of one thread each. Usage:
+16 closed-loop single-text clients (real texts; a 429 waits its Retry-After), one server per
+variant running side by side, the load moved between them every SECONDS for `--rounds`
+rounds: before (one padded call per batch), batching off, now (length buckets), now with one
+intra-op thread, now with two workers of one thread each. Usage:
 
     .venv/bin/python bench/serving.py --model DIR [--texts 256] [--output FILE.json]
-    .venv/bin/python bench/serving.py --model DIR --service 30 [--output FILE.json]
+    .venv/bin/python bench/serving.py --model DIR --service 10 --rounds 3 [--output FILE.json]
 """
 
 from __future__ import annotations
@@ -55,9 +55,8 @@ def per_text_ms(step: Any, batches: list[Any], texts: int) -> float:
     return round((time.perf_counter() - started) / texts * 1000, 2)
 
 
-def serve(model_dir: Path, texts: list[str], env: dict[str, str], seconds: float) -> Any:
-    """One variant: start-up, a 5 s warm-up, then 16 clients for `seconds`; RSS after."""
-    import asyncio
+def start(model_dir: Path, env: dict[str, str]) -> tuple[Any, int]:
+    """`aduan serve` with `env` over the defaults, on a free port, once ready."""
     import subprocess
 
     port = free_port()
@@ -67,24 +66,49 @@ def serve(model_dir: Path, texts: list[str], env: dict[str, str], seconds: float
     proc = subprocess.Popen(
         command, env=settings, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    try:
-        wait_ready(port, proc, time.perf_counter())
-        asyncio.run(closed_loop(port, texts, 4, 5.0))
-        started = time.perf_counter()
-        tally = asyncio.run(closed_loop(port, texts, 16, seconds))
-        summary = tally.summary(time.perf_counter() - started)
-        summary["rss_mb_after"] = round(rss_mb(proc.pid), 1)
-        return summary
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    wait_ready(port, proc, time.perf_counter())
+    return proc, port
 
 
-def service(model_dir: Path, texts: list[str], seconds: float) -> dict[str, Any]:
+def service(model_dir: Path, texts: list[str], seconds: float, rounds: int) -> dict[str, Any]:
+    """Every variant's server runs side by side (idle but one); the load moves from one to the
+    next each `seconds`, for `rounds` rounds, so a spell of other work on the machine falls on
+    all of them alike. Per variant: the answers over all its slots, and each slot's rate."""
+    import asyncio
+
+    from load import Tally
+
     result: dict[str, Any] = {"load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
-    for name, env in VARIANTS.items():
-        result[name] = serve(model_dir, texts, env, seconds)
-        print(f"{name}: {result[name]}", flush=True)
+    servers = {name: start(model_dir, env) for name, env in VARIANTS.items()}
+    try:
+        for _, port in servers.values():
+            asyncio.run(closed_loop(port, texts, 4, 5.0))  # warm-up
+        tallies = {name: Tally() for name in servers}
+        slots: dict[str, list[float]] = {name: [] for name in servers}
+        busy: dict[str, float] = dict.fromkeys(servers, 0.0)
+        for _ in range(rounds):
+            for name, (_, port) in servers.items():
+                started = time.perf_counter()
+                tally = asyncio.run(closed_loop(port, texts, 16, seconds))
+                elapsed = time.perf_counter() - started
+                busy[name] += elapsed
+                slots[name].append(round(sum(tally.statuses.values()) / elapsed, 1))
+                merged = tallies[name]
+                merged.latencies += tally.latencies
+                merged.errors += tally.errors
+                for status, count in tally.statuses.items():
+                    merged.statuses[status] = merged.statuses.get(status, 0) + count
+        for name, (proc, _) in servers.items():
+            summary = tallies[name].summary(busy[name])
+            summary["slot_requests_per_s"] = slots[name]
+            summary["rss_mb_after"] = round(rss_mb(proc.pid), 1)
+            result[name] = summary
+            print(f"{name}: {summary}", flush=True)
+    finally:
+        for proc, _ in servers.values():
+            proc.terminate()
+        for proc, _ in servers.values():
+            proc.wait(timeout=30)
     result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return result
 
@@ -94,14 +118,16 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--texts", type=int, default=256)
     parser.add_argument("--output", type=Path, default=ROOT / "bench/results/serving.json")
-    parser.add_argument("--service", type=float, default=0.0, help="seconds per variant")
+    parser.add_argument("--service", type=float, default=0.0, help="seconds per slot")
+    parser.add_argument("--rounds", type=int, default=3, help="slots per variant (--service)")
     args = parser.parse_args()
     if args.service:
         out = {
             "machine": f"{cpu_model()}, {os.cpu_count()} cores, {platform.machine()}",
             "clients": 16,
-            "seconds_per_variant": args.service,
-            **service(args.model, real_texts(args.texts), args.service),
+            "seconds_per_slot": args.service,
+            "rounds": args.rounds,
+            **service(args.model, real_texts(args.texts), args.service, args.rounds),
         }
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(out, indent=1) + "\n")

@@ -292,12 +292,14 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def _first_at_or_after(done: deque[tuple[float, float]], cutoff: float) -> int:
-    """Index of the first completion at or after `cutoff` (`len(done)` if none)."""
-    low, high = 0, len(done)
+def _first_at_or_after(times: deque[Any], cutoff: float) -> int:
+    """Index of the first entry (a time, or a list that starts with one) at or after `cutoff`
+    in a deque sorted by time (`len(times)` if none)."""
+    low, high = 0, len(times)
     while low < high:
         middle = (low + high) // 2
-        if done[middle][0] < cutoff:
+        entry = times[middle]
+        if (entry[0] if isinstance(entry, list) else entry) < cutoff:
             low = middle + 1
         else:
             high = middle
@@ -346,10 +348,12 @@ class AdmissionControl:
         self.min_inflight = min_inflight
         self.on_shed = on_shed
         self.inflight = 0
-        # Completions: (time, busy seconds since start at that time); busy seconds only grow,
-        # so the busy time between any two moments is a difference.
-        self._done: deque[tuple[float, float]] = deque()
+        self._done: deque[float] = deque()  # completion times
         self._latencies: deque[float] = deque(maxlen=self.LATENCIES)
+        # Spells with requests inside: [start, busy clock at the start, end or None]. The busy
+        # clock (busy seconds since the first spell) only grows, so the busy time of any
+        # window is a difference of two readings.
+        self._spells: deque[list[Any]] = deque()
         self._busy_total = 0.0  # busy seconds of the finished spells
         self._busy_since: float | None = None  # start of the current spell
 
@@ -366,30 +370,29 @@ class AdmissionControl:
         mean = sum(self._latencies) / len(self._latencies)
         return min(self.MAX_WINDOW_S, max(self.WINDOW_S, self.CYCLES * mean))
 
+    def _clock_at(self, moment: float) -> float:
+        """The busy clock at a past `moment` (flat while idle, one second a second while
+        busy), from the spells kept."""
+        index = _first_at_or_after(self._spells, moment)  # first spell starting at/after it
+        if index == 0:  # before every spell kept: nothing busy between then and the first
+            return float(self._spells[0][1]) if self._spells else self._busy_total
+        start, clock, end = self._spells[index - 1]
+        return float(clock) + (min(moment, end) if end is not None else moment) - start
+
     def busy_seconds(self, now: float, window: float | None = None) -> float:
         """Seconds of the last `window` (default: `window()`) with a request inside."""
         cutoff = now - (self.window() if window is None else window)
-        since = self._busy_since
-        if since is not None and since <= cutoff:  # busy all along
-            return now - cutoff
-        index = _first_at_or_after(self._done, cutoff)
-        if index == len(self._done):  # every spell since the cutoff ends with a completion
-            return now - max(since, cutoff) if since is not None else 0.0
-        # The busy clock at the cutoff, from the completions on either side of it.
-        time_after, clock_after = self._done[index]
-        if index == 0:
-            clock_then = clock_after - (time_after - cutoff)
-        else:
-            time_before, clock_before = self._done[index - 1]
-            share = (cutoff - time_before) / max(time_after - time_before, 1e-9)
-            clock_then = clock_before + share * (clock_after - clock_before)
-        return max(0.0, self._busy_clock(now) - max(clock_then, 0.0))
+        return max(0.0, self._busy_clock(now) - self._clock_at(cutoff))
 
     def rate(self, now: float) -> float | None:
         """Requests completed per busy second over the last `window()`; None until at least
         `min_inflight` completions were seen there."""
-        while self._done and now - self._done[0][0] > self.MAX_WINDOW_S:
+        while self._done and now - self._done[0] > self.MAX_WINDOW_S:
             self._done.popleft()
+        while self._spells and self._spells[0][2] is not None:  # finished spells, old ones
+            if now - self._spells[0][2] <= self.MAX_WINDOW_S:
+                break
+            self._spells.popleft()
         window = self.window()
         count = len(self._done) - _first_at_or_after(self._done, now - window)
         busy = self.busy_seconds(now, window)
@@ -404,16 +407,18 @@ class AdmissionControl:
     def _enter(self, now: float) -> None:
         if self.inflight == 0:
             self._busy_since = now
+            self._spells.append([now, self._busy_total, None])
         self.inflight += 1
 
     def _leave(self, now: float, entered: float | None = None) -> None:
         self.inflight -= 1
-        self._done.append((now, self._busy_clock(now)))
+        self._done.append(now)
         if entered is not None:
             self._latencies.append(now - entered)
         if self.inflight == 0 and self._busy_since is not None:
             self._busy_total += now - self._busy_since
             self._busy_since = None
+            self._spells[-1][2] = now
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")

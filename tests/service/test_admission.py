@@ -91,3 +91,24 @@ def test_idle_time_inside_the_window_is_not_busy_time() -> None:
     # 1.5 s idle: 0.4 busy seconds in the 2 s window, capacity 10/s (not 2/s)
     assert gate.busy_seconds(1.9, 2.0) == pytest.approx(0.4)
     assert gate.rate(1.9) == pytest.approx(10.0)
+
+
+def test_a_burst_after_a_long_idle_spell_is_measured_on_its_own_busy_time() -> None:
+    # Idle longer than the history kept: the window reaches back into the quiet spell, which
+    # must not count as busy (it did: 16 completions over a whole window read 6.7/s and shed
+    # the second batch of a burst on a service doing 50/s).
+    gate = AdmissionControl(app, max_wait_s=2.0, max_inflight=512)
+    simulate(gate, 0.3, 20.0)
+    for _ in range(CLIENTS):  # everyone leaves
+        gate._leave(20.5, 20.2)
+    restart = 20.5 + AdmissionControl.MAX_WINDOW_S + 10
+    for _ in range(CLIENTS):
+        gate._enter(restart)
+    for client in range(CLIENTS):
+        gate._leave(restart + 0.3 + client * SPREAD_S, restart)
+        gate._enter(restart + 0.3 + client * SPREAD_S)
+    now = restart + 0.32
+    assert gate.busy_seconds(now) == pytest.approx(0.32)
+    rate = gate.rate(now)
+    assert rate is not None and rate > 40
+    assert gate.estimated_wait(now) < 0.5
