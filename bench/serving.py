@@ -5,7 +5,8 @@ run each way the service could run them, and the pipeline's other parts per text
 1. Engine, per text, for batches of 1, 4, 8 and 16 texts drawn in arrival order: one call per
    text; one batch padded to its longest text (the service before length buckets); length
    buckets (`length_buckets`, the service now); with 2 intra-op threads and with 1.
-2. Two batches at once on two 1-thread sessions of the same file (one worker per core).
+2. What a text costs by call size (16-128 tokens, 1-16 texts a call: on AVX2 int8, more in a
+   bigger call); two batches at once on one 1-thread session (one worker per core).
 3. The rest of a request's model work per text: tokenising, the TF-IDF part, mixing and the
    whole `Pipeline.run` (location resolution included), at batch 16.
 
@@ -191,6 +192,24 @@ def main() -> None:
         print(f"batch {size}: {row}", flush=True)
     result["engine_ms_per_text"] = engine_ms
     result["padded_positions_per_real_token"] = padding
+
+    # What a text costs by call size: synthetic ids of one length, n to a call (2 threads).
+    grid: dict[str, dict[str, float]] = {}
+    for length in (16, 32, 64, 128):
+        row = {}
+        for rows in (1, 2, 4, 16):
+            call = rng.integers(5, 1000, size=(rows, length)).astype(np.int64)
+            mask = np.ones_like(call)
+            engines[2](call, mask)
+            repeats = max(2, 640 // (rows * length))
+            started = time.perf_counter()
+            for _ in range(repeats):
+                engines[2](call, mask)
+            seconds = (time.perf_counter() - started) / repeats / rows
+            row[f"{rows} a call"] = round(seconds * 1000, 2)
+        grid[f"{length} tokens"] = row
+        print(f"{length} tokens: {row}", flush=True)
+    result["ms_per_text_by_call_size"] = grid
 
     # Two workers, one intra-op thread each, two batches of 16 at once on one shared session.
     size = 16

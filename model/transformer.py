@@ -147,8 +147,9 @@ def pad_batch(ids: list[list[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
 # they save is worth more than the extra call.
 CALL_OVERHEAD_TOKENS = 16
 # The most padded positions in one call beyond a single text: past a few hundred, a text costs
-# more in a bigger call, not less (the int8 e5-small on 2 AVX2 cores: 128-token texts take
-# 29-41 ms alone, 50-88 ms each 16 at a time; 64-token texts are cheapest 2 at a time).
+# more in a bigger call, not less (the int8 e5-small on 2 AVX2 cores, bench/results/
+# serving.json: 128-token texts 21.5 ms each two to a call, 27 ms sixteen to a call, up to
+# 50-88 ms under contention; 64-token texts cheapest four to a call).
 MAX_CALL_TOKENS = 256
 # As `overhead` and `max_tokens`: no split pays, every batch of up to `batch_size` texts runs
 # as one call padded to its longest text (how the service ran before length buckets).
