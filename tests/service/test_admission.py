@@ -95,7 +95,7 @@ def test_idle_time_inside_the_window_is_not_busy_time() -> None:
 
 def test_a_burst_after_a_long_idle_spell_is_measured_on_its_own_busy_time() -> None:
     # Idle longer than the history kept: the window reaches back into the quiet spell, which
-    # must not count as busy (it did: 16 completions over a whole window read 6.7/s and shed
+    # must not count as busy (16 completions over a whole window would read 6.7/s and shed
     # the second batch of a burst on a service doing 50/s).
     gate = AdmissionControl(app, max_wait_s=2.0, max_inflight=512)
     simulate(gate, 0.3, 20.0)
