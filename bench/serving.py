@@ -71,7 +71,9 @@ def start(model_dir: Path, env: dict[str, str]) -> tuple[Any, int]:
     return proc, port
 
 
-def service(model_dir: Path, texts: list[str], seconds: float, rounds: int) -> dict[str, Any]:
+def service(
+    model_dir: Path, texts: list[str], seconds: float, rounds: int, only: int = 0
+) -> dict[str, Any]:
     """Every variant's server runs side by side (idle but one); the load moves from one to the
     next each `seconds`, for `rounds` rounds, so a spell of other work on the machine falls on
     all of them alike. Per variant: the answers over all its slots, and each slot's rate."""
@@ -80,7 +82,8 @@ def service(model_dir: Path, texts: list[str], seconds: float, rounds: int) -> d
     from load import Tally
 
     result: dict[str, Any] = {"load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
-    servers = {name: start(model_dir, env) for name, env in VARIANTS.items()}
+    chosen = list(VARIANTS.items())[: only or None]
+    servers = {name: start(model_dir, env) for name, env in chosen}
     try:
         for _, port in servers.values():
             asyncio.run(closed_loop(port, texts, 4, 5.0))  # warm-up
@@ -121,6 +124,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=ROOT / "bench/results/serving.json")
     parser.add_argument("--service", type=float, default=0.0, help="seconds per slot")
     parser.add_argument("--rounds", type=int, default=3, help="slots per variant (--service)")
+    parser.add_argument("--variants", type=int, default=0, help="only the first N (--service)")
     args = parser.parse_args()
     if args.service:
         out = {
@@ -128,7 +132,7 @@ def main() -> None:
             "clients": 16,
             "seconds_per_slot": args.service,
             "rounds": args.rounds,
-            **service(args.model, real_texts(args.texts), args.service, args.rounds),
+            **service(args.model, real_texts(args.texts), args.service, args.rounds, args.variants),
         }
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(out, indent=1) + "\n")
