@@ -142,9 +142,9 @@ def pad_batch(ids: list[list[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 # What one call of the network costs beyond its rows, in padded token positions (the int8
-# e5-small on 2 AVX2 cores: a call of one 57-token text takes ~26 ms, a text in a long batch
-# ~22 ms; bench/README.md, "Serving the transformer"): sub-batches are split where the padding
-# they save is worth more than the extra call.
+# e5-small on 2 AVX2 cores, bench/results/serving.json: ~1.5 ms a call, 0.13-0.15 ms a
+# position, so 10-16 positions): sub-batches are split where the padding they save is worth
+# more than the extra call.
 CALL_OVERHEAD_TOKENS = 16
 # The most padded positions in one call beyond a single text: past a few hundred, a text costs
 # more in a bigger call, not less (the int8 e5-small on 2 AVX2 cores, bench/results/
