@@ -167,7 +167,7 @@ def engines(model_dir: Path, texts: list[str], threads: int) -> dict[str, dict[s
     from aduan.model.artifacts import read_config
     from aduan.model.network import TorchEngine
     from aduan.model.onnx import OnnxEngine
-    from aduan.model.transformer import TransformerBackend, batched_logits
+    from aduan.model.transformer import ONE_CALL, TransformerBackend, batched_logits
 
     config = read_config(model_dir)
     backend = TransformerBackend.load(model_dir, config, engine="torch", threads=threads)
@@ -192,9 +192,11 @@ def engines(model_dir: Path, texts: list[str], threads: int) -> dict[str, dict[s
     for name, engine in candidates.items():
         out[name] = {}
         for size in (1, 8, 32):
-            batched_logits(engine, tokenizer(texts[:64]), tokenizer.pad_id, size)  # warm-up
+            # calls of `size` texts in length order (not cut further: the batch size measured)
+            fixed = (ONE_CALL, ONE_CALL)
+            batched_logits(engine, tokenizer(texts[:64]), tokenizer.pad_id, size, *fixed)
             started = time.perf_counter()
-            batched_logits(engine, tokenizer(texts), tokenizer.pad_id, size)
+            batched_logits(engine, tokenizer(texts), tokenizer.pad_id, size, *fixed)
             out[name][f"batch {size}"] = round(len(texts) / (time.perf_counter() - started), 1)
         print(f"  {name}: {out[name]}", flush=True)
     return out

@@ -141,18 +141,73 @@ def pad_batch(ids: list[list[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
     return input_ids, mask
 
 
+# What one call of the network costs beyond its rows, in padded token positions (the int8
+# e5-small on 2 AVX2 cores, bench/results/serving.json: ~1.5 ms a call, 0.13-0.15 ms a
+# position, so 10-16 positions): sub-batches are split where the padding they save is worth
+# more than the extra call.
+CALL_OVERHEAD_TOKENS = 16
+# The most padded positions in one call beyond a single text: past a few hundred, a text costs
+# more in a bigger call, not less (the int8 e5-small on 2 AVX2 cores, bench/results/
+# serving.json: 128-token texts 21.5 ms each two to a call, 27 ms sixteen to a call, up to
+# 50-88 ms under contention; 64-token texts cheapest four to a call).
+MAX_CALL_TOKENS = 256
+# As `overhead` and `max_tokens`: no split pays, every batch of up to `batch_size` texts runs
+# as one call padded to its longest text (how the service ran before length buckets).
+ONE_CALL = 1e12
+
+
+def length_buckets(
+    lengths: list[int],
+    max_size: int,
+    overhead: float = CALL_OVERHEAD_TOKENS,
+    max_tokens: float = MAX_CALL_TOKENS,
+) -> list[np.ndarray]:
+    """Indices into `lengths`, in length order, cut into runs of at most `max_size` texts and
+    (unless one text) `max_tokens` padded positions that minimise the padded positions
+    computed (each run padded to its longest) plus `overhead` per run: a batch of a few long
+    and many short texts no longer pads the short ones to the longest. Exact (dynamic
+    programming over the sorted lengths, `max_size` cuts per text)."""
+    order = np.argsort(lengths, kind="stable")
+    width = [int(lengths[i]) for i in order]
+    count = len(width)
+    best = [0.0] + [float("inf")] * count  # best[j]: cost of the first j sorted texts
+    cut = [0] * (count + 1)
+    for end in range(1, count + 1):
+        longest = width[end - 1]
+        for start in range(end - 1, max(0, end - max_size) - 1, -1):
+            if end - start > 1 and (end - start) * longest > max_tokens:
+                break
+            cost = best[start] + (end - start) * longest + overhead
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    runs: list[np.ndarray] = []
+    end = count
+    while end > 0:
+        runs.append(order[cut[end] : end])
+        end = cut[end]
+    return runs[::-1]
+
+
 def batched_logits(
-    engine: Engine, ids: list[list[int]], pad: int, batch_size: int
+    engine: Engine,
+    ids: list[list[int]],
+    pad: int,
+    batch_size: int,
+    overhead: float = CALL_OVERHEAD_TOKENS,
+    max_tokens: float = MAX_CALL_TOKENS,
 ) -> dict[str, np.ndarray]:
-    """Every head's logits for tokenised texts, run in length order (each batch padded only to
-    its longest text) and returned in input order."""
-    order = np.argsort([len(x) for x in ids], kind="stable")
+    """Every head's logits for tokenised texts, run in length-bucketed sub-batches of at most
+    `batch_size` (`length_buckets`: each padded only to its longest text) and returned in
+    input order."""
+    if not ids:
+        return {}
+    runs = length_buckets([len(x) for x in ids], batch_size, overhead, max_tokens)
     chunks: dict[str, list[np.ndarray]] = {}
-    for start in range(0, len(ids), batch_size):
-        out = engine(*pad_batch([ids[i] for i in order[start : start + batch_size]], pad))
+    for run in runs:
+        out = engine(*pad_batch([ids[i] for i in run], pad))
         for head, logits in out.items():
             chunks.setdefault(head, []).append(np.asarray(logits, dtype=np.float32))
-    inverse = np.argsort(order, kind="stable")
+    inverse = np.argsort(np.concatenate(runs), kind="stable")
     return {h: np.concatenate(c)[inverse] for h, c in chunks.items()}
 
 
@@ -281,6 +336,8 @@ class TransformerBackend:
         self.engine_name = engine_name
         self.export = export  # "", "fp32" or "int8": the ONNX file `save` writes
         self.batch_size = 32
+        # False: each batch runs as one call padded to its longest text (`ONE_CALL`).
+        self.length_buckets = True
 
     def save(self, model_dir: Path) -> dict[str, Any]:
         """encoder/ (Hugging Face folder with the tokenizer), heads, routing table and TF-IDF
@@ -361,7 +418,11 @@ class TransformerBackend:
     def encoder_logits(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Raw head outputs of the network: tokenised once, batched in length order."""
         return batched_logits(
-            self.engine, self.tokenizer(texts), self.tokenizer.pad_id, self.batch_size
+            self.engine,
+            self.tokenizer(texts),
+            self.tokenizer.pad_id,
+            self.batch_size,
+            *(() if self.length_buckets else (ONE_CALL, ONE_CALL)),
         )
 
     def unknown_word_share(self, texts: list[str]) -> np.ndarray | None:

@@ -67,6 +67,7 @@ class LocalBackend:
             queue_size=settings.queue_size,
             max_queue_wait=settings.max_queue_wait_s,
             on_batch=on_batch,
+            workers=settings.inference_workers,
         )
 
     async def start(self) -> None:

@@ -1,11 +1,13 @@
-"""Dynamic batching: concurrent requests are merged into batches run by one worker thread.
+"""Dynamic batching: concurrent requests are merged into batches run by worker threads.
 
-Each request submits its texts as one job. The worker takes the first waiting job, then keeps
+Each request submits its texts as one job. A worker takes the first waiting job, then keeps
 adding jobs until the batch holds `max_size` texts or `max_wait` seconds have passed, runs the
 model once in its own thread (the event loop never blocks) and hands each caller its slice.
-Other model work (an explanation: dozens of predictions of one text) is queued with `call` as
-a job that weighs as many texts, so it waits its turn, is shed like them under overload, and
-never runs beside a batch on the same cores.
+With `workers` > 1, that many batches run at once (one per core, each model call on one
+thread: no barrier between two cores' halves of every matrix product). Other model work (an
+explanation: dozens of predictions of one text) is queued with `call` as a job that weighs as
+many texts, so it waits its turn, is shed like them under overload, and never runs beside a
+batch on the same cores.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -58,6 +61,7 @@ class DynamicBatcher(Generic[T]):
         queue_size: int = 1024,
         max_queue_wait: float = 0.0,
         on_batch: Callable[[int], None] | None = None,
+        workers: int = 1,
     ) -> None:
         self.predict = predict
         self.max_size = max_size
@@ -65,25 +69,38 @@ class DynamicBatcher(Generic[T]):
         self.queue_size = queue_size
         self.max_queue_wait = max_queue_wait
         self.on_batch = on_batch
+        self.workers = max(1, workers)
         self.shed = 0  # jobs refused as overload (for tests and metrics)
-        # Texts per second the model sustains, as measured on recent batches (EWMA); None
+        # Texts per second one worker sustains, as measured on recent batches (EWMA); None
         # until the first batch ran.
         self.rate: float | None = None
         self._queue: asyncio.Queue[_Job[T]] = asyncio.Queue()
-        self._held: _Job[T] | None = None  # a call job met while filling a batch: next
+        # call jobs met while filling a batch: next, in order
+        self._held: deque[_Job[T]] = deque()
         self._pending = 0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        self._task: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.workers, thread_name_prefix="inference"
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        # Batches running, and whether a call job waits to run alone: it waits for the
+        # running batches to end, and no batch starts meanwhile.
+        self._running = 0
+        self._calling = False
+        self._turn: asyncio.Condition | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="batcher")
+        self._turn = asyncio.Condition()
+        self._tasks = [
+            asyncio.create_task(self._run(), name=f"batcher-{i}") for i in range(self.workers)
+        ]
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        waiting = [self._held] if self._held else []
+                await task
+        waiting = list(self._held)
         while not self._queue.empty():
             waiting.append(self._queue.get_nowait())
         for job in waiting:
@@ -95,7 +112,7 @@ class DynamicBatcher(Generic[T]):
         """Seconds until `extra` more texts would be answered, at the measured rate."""
         if not self.rate:
             return 0.0
-        return (self._pending + extra) / self.rate
+        return (self._pending + extra) / (self.rate * self.workers)
 
     def _admit(self, weight: int) -> None:
         wait = self.estimated_wait(weight)
@@ -130,7 +147,7 @@ class DynamicBatcher(Generic[T]):
 
     async def _collect(self) -> list[_Job[T]]:
         """Jobs of texts for one batch, or a single call job."""
-        first, self._held = self._held or await self._queue.get(), None
+        first = self._held.popleft() if self._held else await self._queue.get()
         jobs = [first]
         if first.call is not None:
             return jobs
@@ -149,7 +166,7 @@ class DynamicBatcher(Generic[T]):
             except TimeoutError:
                 break
             if job.call is not None:  # runs after this batch
-                self._held = job
+                self._held.append(job)
                 break
             jobs.append(job)
             size += len(job.texts)
@@ -157,31 +174,52 @@ class DynamicBatcher(Generic[T]):
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        turn = self._turn
+        assert turn is not None
         while True:
             jobs = await self._collect()
             if jobs[0].call is not None:
-                await self._run_call(jobs[0])
+                async with turn:
+                    self._calling = True
+                    await turn.wait_for(lambda: self._running == 0)
+                try:
+                    await self._run_call(jobs[0])
+                finally:
+                    async with turn:
+                        self._calling = False
+                        turn.notify_all()
                 continue
-            batch = [text for job in jobs for text in job.texts]
-            self._pending -= len(batch)
-            if self.on_batch:
-                self.on_batch(len(batch))
-            started = time.perf_counter()
+            async with turn:
+                await turn.wait_for(lambda: not self._calling)
+                self._running += 1
             try:
-                results = await loop.run_in_executor(self._executor, self.predict, batch)
-            except Exception as exc:  # hand the failure to every waiting caller
-                log.exception("inference failed for a batch of %d", len(batch))
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
-                continue
-            self._measure(len(batch), time.perf_counter() - started)
-            start = 0
+                await self._run_batch(loop, jobs)
+            finally:
+                async with turn:
+                    self._running -= 1
+                    turn.notify_all()
+
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job[T]]) -> None:
+        batch = [text for job in jobs for text in job.texts]
+        self._pending -= len(batch)
+        if self.on_batch:
+            self.on_batch(len(batch))
+        started = time.perf_counter()
+        try:
+            results = await loop.run_in_executor(self._executor, self.predict, batch)
+        except Exception as exc:  # hand the failure to every waiting caller
+            log.exception("inference failed for a batch of %d", len(batch))
             for job in jobs:
-                end = start + len(job.texts)
-                if not job.future.done():  # the caller may have gone away
-                    job.future.set_result(results[start:end])
-                start = end
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return
+        self._measure(len(batch), time.perf_counter() - started)
+        start = 0
+        for job in jobs:
+            end = start + len(job.texts)
+            if not job.future.done():  # the caller may have gone away
+                job.future.set_result(results[start:end])
+            start = end
 
     async def _run_call(self, job: _Job[T]) -> None:
         assert job.call is not None

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
         ge=0,
         description="Longest wait to fill a batch; 0: take what is queued when the model is free",
     )
+    length_buckets: bool = Field(
+        True,
+        description="Run each inference batch of the transformer in sub-batches of similar "
+        "token length (false: one call padded to the batch's longest text)",
+    )
     queue_size: int = Field(1024, ge=1, description="Texts waiting before 429")
     api_keys: str = Field(
         "",
@@ -183,7 +188,17 @@ class Settings(BaseSettings):
     ray_address: str = Field(
         "", description="backend ray: the cluster to join (else RAY_ADDRESS, else a local one)"
     )
-    threads: int = Field(0, ge=0, description="Inference threads (0: one per core)")
+    threads: int = Field(
+        0,
+        ge=0,
+        description="Threads of one model call (0: the cores shared among inference_workers)",
+    )
+    inference_workers: int = Field(
+        1,
+        ge=1,
+        description="Model calls (batches) run at once, each on threads/workers of the cores; "
+        "an explanation still runs alone",
+    )
     offices_file: Path | None = Field(
         None,
         description="The offices (YAML): webhook, signing secret, SLA and staff of each; read "

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -128,7 +129,12 @@ class ServiceState:
 
     def _load_pipeline(self, path: Path) -> Pipeline:
         settings = self.settings
-        return Pipeline.load(path, settings.gazetteer, settings.engine, settings.threads)
+        threads = settings.threads or max(1, (os.cpu_count() or 1) // settings.inference_workers)
+        pipeline = Pipeline.load(path, settings.gazetteer, settings.engine, threads)
+        backend = pipeline.classifier.backend
+        if hasattr(backend, "length_buckets"):
+            backend.length_buckets = settings.length_buckets
+        return pipeline
 
     async def close(self) -> None:
         """Stop the backend and release what it holds (the Ray Serve application)."""
