@@ -11,6 +11,7 @@ A plain ASGI middleware: the body is read once here and handed on to the app unc
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import logging
 import math
@@ -292,20 +293,6 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def _first_at_or_after(times: deque[Any], cutoff: float) -> int:
-    """Index of the first entry (a time, or a list that starts with one) at or after `cutoff`
-    in a deque sorted by time (`len(times)` if none)."""
-    low, high = 0, len(times)
-    while low < high:
-        middle = (low + high) // 2
-        entry = times[middle]
-        if (entry[0] if isinstance(entry, list) else entry) < cutoff:
-            low = middle + 1
-        else:
-            high = middle
-    return low
-
-
 class AdmissionControl:
     """Sheds load at the door: when the requests already inside would keep a new one waiting
     longer than `max_wait_s` (in-flight requests / the measured service rate), or more than
@@ -373,7 +360,8 @@ class AdmissionControl:
     def _clock_at(self, moment: float) -> float:
         """The busy clock at a past `moment` (flat while idle, one second a second while
         busy), from the spells kept."""
-        index = _first_at_or_after(self._spells, moment)  # first spell starting at/after it
+        # the first spell starting at or after it
+        index = bisect.bisect_left(self._spells, moment, key=lambda spell: spell[0])
         if index == 0:  # before every spell kept: nothing busy between then and the first
             return float(self._spells[0][1]) if self._spells else self._busy_total
         start, clock, end = self._spells[index - 1]
@@ -394,7 +382,7 @@ class AdmissionControl:
                 break
             self._spells.popleft()
         window = self.window()
-        count = len(self._done) - _first_at_or_after(self._done, now - window)
+        count = len(self._done) - bisect.bisect_left(self._done, now - window)
         busy = self.busy_seconds(now, window)
         if count < max(1, self.min_inflight) or busy <= 0:
             return None
