@@ -25,6 +25,8 @@ import os
 import re
 import shutil
 import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -43,6 +45,10 @@ REPORTS = "reports"
 STAGING = ".staging"
 LOCK = ".lock"
 TRAINING = "training.json"  # the training run writing into the registry now: pid, log
+# The training run touches training.json this often; a lock from another host (whose process
+# cannot be asked) holds only while touched within STALE_S, so a killed pod's lock expires.
+HEARTBEAT_S = 60.0
+STALE_S = 600.0
 HISTORY_LIMIT = 50  # earlier live versions remembered for rollback
 DEFAULT_KEEP = 5
 # Where every command looks for the registry unless told: `--registry`, else ADUAN_REGISTRY,
@@ -364,13 +370,24 @@ class Registry:
         A lock whose process is gone is taken over (WARNING); one held by this process's
         parent was handed to it (`aduan up` starts the training it holds the lock for)."""
         self._claim(preset, log_path)
+        stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(stop,), daemon=True)
+        beat.start()
         try:
             yield
         finally:
+            stop.set()
+            beat.join()
             with self._locked():
                 held = self._read_training()
                 if held and held.get("pid") == os.getpid():
                     (self.root / TRAINING).unlink(missing_ok=True)
+
+    def _heartbeat(self, stop: threading.Event) -> None:
+        """Touch training.json while this process trains, so that other hosts see it alive."""
+        while not stop.wait(HEARTBEAT_S):
+            with contextlib.suppress(OSError):
+                os.utime(self.root / TRAINING)
 
     def hand_over(self, pid: int, preset: str, log_path: Path | str | None) -> None:
         """Pass the training lock this process holds to the child `pid` that trains."""
@@ -395,13 +412,16 @@ class Registry:
             self._write_training(os.getpid(), preset, log_path)
 
     def _read_training(self) -> dict[str, Any] | None:
+        """training.json, with `beat`: when it was last written or touched."""
+        path = self.root / TRAINING
         try:
-            data = json.loads((self.root / TRAINING).read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"))
+            beat = path.stat().st_mtime
         except FileNotFoundError:
             return None
         except (OSError, ValueError):
             return {}  # torn or unreadable: nobody to wait for
-        return data if isinstance(data, dict) else {}
+        return {**data, "beat": beat} if isinstance(data, dict) else {}
 
     def _write_training(self, pid: int, preset: str, log_path: Path | str | None) -> None:
         data = {
@@ -457,12 +477,13 @@ def describe_training(held: dict[str, Any]) -> str:
 
 def _holds(held: dict[str, Any]) -> bool:
     """Whether the process of a training lock still runs. On another host that cannot be
-    checked: it holds until someone who knows removes training.json."""
+    asked: while its heartbeat touched the file within STALE_S (a killed pod's lock expires)."""
     pid = held.get("pid")
     if not isinstance(pid, int) or pid <= 0:
         return False
     if held.get("host") not in (None, socket.gethostname()):
-        return True
+        beat = held.get("beat")
+        return isinstance(beat, float) and time.time() - beat < STALE_S
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

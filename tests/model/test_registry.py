@@ -296,3 +296,43 @@ def test_registry_every_registry_option_reads_aduan_registry(tiny_model, tmp_pat
     from aduan.service.settings import Settings
 
     assert Settings().registry == registry.root
+
+
+def test_registry_training_lock_of_another_host_expires_without_its_heartbeat(tmp_path):
+    import json
+    import os
+    import time
+
+    from aduan.model import registry as registry_module
+    from aduan.model.registry import Registry
+
+    store = Registry(tmp_path / "models")
+    store.root.mkdir()
+    lock = store.root / "training.json"
+    lock.write_text(json.dumps({"pid": 4242, "host": "pod-retrain-x", "preset": "fast"}))
+    assert store.running()["host"] == "pod-retrain-x"  # just written: alive
+    old = time.time() - registry_module.STALE_S - 1
+    os.utime(lock, (old, old))  # the pod was killed: no heartbeat since
+    assert store.running() is None
+    with store.training("baseline"):
+        assert store.running()["pid"] == os.getpid()  # taken over
+
+
+def test_registry_training_heartbeat_touches_the_lock(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from aduan.model import registry as registry_module
+    from aduan.model.registry import Registry
+
+    monkeypatch.setattr(registry_module, "HEARTBEAT_S", 0.02)
+    store = Registry(tmp_path / "models")
+    store.root.mkdir()
+    lock = store.root / "training.json"
+    with store.training("baseline"):
+        os.utime(lock, (1.0, 1.0))
+        deadline = time.monotonic() + 5
+        while lock.stat().st_mtime == 1.0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert lock.stat().st_mtime > 1.0
+    assert not lock.exists()
