@@ -89,24 +89,25 @@ def receiver():
     found.stop()
 
 
+def _auto(text: str, agency: str = AGENCY) -> NewRequest:
+    """A complaint the model routed on by itself to `agency`."""
+    return NewRequest(
+        text=text,
+        category="SAMPAH",
+        category_score=0.9,
+        agency=agency,
+        agency_score=0.97,
+        model_version="m-1",
+        route="auto",
+    )
+
+
 def _setup(database_url: str, receiver: Receiver, count: int = 1) -> tuple[Store, OfficeBook]:
     upgrade(database_url)
     store = Store(make_engine(database_url))
     book = OfficeBook.of([Office(name=AGENCY, webhook=receiver.url, secret=SECRET)])
     install(store, book)
-    rows = [
-        NewRequest(
-            text=f"sampah menumpuk {i}",
-            category="SAMPAH",
-            category_score=0.9,
-            agency=AGENCY,
-            agency_score=0.97,
-            model_version="m-1",
-            route="auto",
-        )
-        for i in range(count)
-    ]
-    store.save_requests(rows)
+    store.save_requests([_auto(f"sampah menumpuk {i}") for i in range(count)])
     return store, book
 
 
@@ -275,15 +276,7 @@ def test_dispatch_event_and_complaint_commit_together(database_url, receiver):
         raise ConnectionError("database gone")
 
     store.on_routed.append(cut_off)
-    row = NewRequest(
-        text="got lost?",
-        category="SAMPAH",
-        category_score=0.9,
-        agency=AGENCY,
-        agency_score=0.97,
-        model_version="m-1",
-        route="auto",
-    )
+    row = _auto("got lost?")
     with pytest.raises(ConnectionError):
         store.save_requests([row])
     assert _events(store) == [] and store.counts()["requests"] == 0
@@ -401,18 +394,7 @@ def test_dispatch_a_url_httpx_refuses_fails_its_event_not_the_round(database_url
     bad = Office.model_construct(name=broken, webhook="https://a..b/x", secret=SECRET)
     book = OfficeBook.of([Office(name=AGENCY, webhook=receiver.url, secret=SECRET), bad])
     install(store, book)
-    rows = [
-        NewRequest(
-            text=f"keluhan {agency}",
-            category="SAMPAH",
-            category_score=0.9,
-            agency=agency,
-            agency_score=0.97,
-            model_version="m-1",
-            route="auto",
-        )
-        for agency in (broken, AGENCY)
-    ]
+    rows = [_auto(f"keluhan {agency}", agency) for agency in (broken, AGENCY)]
     store.save_requests(rows)
     outcome = Dispatcher(store, book, _settings()).run_once()
     assert outcome.delivered == 1 and outcome.failed == 1
@@ -433,18 +415,7 @@ def _two_offices(database_url: str, fast: Receiver, slow: Receiver) -> tuple[Sto
         ]
     )
     install(store, book)
-    rows = [
-        NewRequest(
-            text=f"keluhan {agency}",
-            category="SAMPAH",
-            category_score=0.9,
-            agency=agency,
-            agency_score=0.97,
-            model_version="m-1",
-            route="auto",
-        )
-        for agency in ("Dinas Perhubungan", AGENCY)
-    ]
+    rows = [_auto(f"keluhan {agency}", agency) for agency in ("Dinas Perhubungan", AGENCY)]
     store.save_requests(rows)
     return store, book
 
